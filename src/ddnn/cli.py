@@ -1,0 +1,192 @@
+"""The ``ddnn`` command line: thin subcommands over library calls; user errors exit with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ddnn.config import RunConfig, resolve_config
+from ddnn.eval.evaluate import DEFAULT_THRESHOLDS, best_row
+from ddnn.eval.profile import profile_model
+from ddnn.report import headline, profile_table, threshold_table
+from ddnn.train.checkpoint import load_run
+from ddnn.workflow import evaluate_run, train_run
+
+log = logging.getLogger("ddnn")
+
+
+class UsageError(Exception):
+    """A bad command line: printed as one line, exit status 2."""
+
+
+def parse_float_list(text: str, what: str) -> list[float]:
+    """``"0.1,0.5"`` -> [0.1, 0.5], each in [0, 1]."""
+    values = []
+    for item in text.split(","):
+        try:
+            v = float(item)
+        except ValueError:
+            raise UsageError(f"{what}: {item!r} is not a number; give comma-separated values in [0, 1]") from None
+        if not 0.0 <= v <= 1.0 or math.isnan(v):
+            raise UsageError(f"{what}: {v} is outside [0, 1]")
+        values.append(v)
+    return values
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """``"0,3"`` -> [0, 3]."""
+    if not text.strip():
+        return []
+    try:
+        return [int(item) for item in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{what}: {text!r} is not a comma-separated list of integers") from None
+
+
+def _progress_bar(total: int, desc: str):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="epoch", disable=None, file=sys.stderr)
+
+    def update(epoch: int, losses: dict[str, float]) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses.get('total', float('nan')):.3f}")
+        if epoch == total:
+            bar.close()
+
+    return update
+
+
+def _train_config(args: argparse.Namespace) -> RunConfig:
+    extra: dict[str, dict[str, object]] = {"data": {}, "train": {}}
+    if args.data is not None:
+        extra["data"]["name"] = args.data
+    if getattr(args, "data_path", None):
+        extra["data"]["path"] = args.data_path
+    if args.epochs is not None:
+        extra["train"]["epochs"] = args.epochs
+    if args.seed is not None:
+        extra["train"]["seed"] = args.seed
+        extra["data"]["seed"] = args.seed
+    return resolve_config(yaml_path=args.config, overrides=args.overrides, extra=extra)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = _train_config(args)
+    _, config, history, _ = train_run(config, args.out, _progress_bar(config.train.epochs, "train"))
+    print(f"trained {config.train.epochs} epochs in {history.seconds:.1f} s; run saved to {args.out}")
+    return 0
+
+
+def _print_rows(rows, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    if as_json:
+        print(json.dumps({"rows": [r.as_dict() for r in rows]}, indent=2))
+    else:
+        print(threshold_table(rows))
+        print()
+        print(headline(best_row(rows)))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    thresholds = parse_float_list(args.thresholds, "--thresholds")
+    missing = parse_int_list(args.missing, "--missing")
+    rows, _ = evaluate_run(args.run_dir, thresholds, missing)
+    _print_rows(rows, args.json)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    config = resolve_config(overrides=args.overrides)
+    out = args.out or tempfile.mkdtemp(prefix="ddnn-demo-")
+    print(
+        f"ddnn demo: {config.data.name} ({config.data.num_train} train / {config.data.num_test} test), "
+        f"{config.model.num_devices} devices, device ConvP({','.join(map(str, config.model.device.filters))}), "
+        f"{config.model.local_aggregation.upper()}-{config.model.cloud.aggregation.upper()}"
+    )
+    model, config, history, splits = train_run(config, out, _progress_bar(config.train.epochs, "train"))
+    from ddnn.eval.evaluate import threshold_sweep
+
+    rows = threshold_sweep(model, splits.test, DEFAULT_THRESHOLDS, config.eval.edge_threshold)
+    print(f"trained in {history.seconds:.1f} s; run directory: {out}\n")
+    _print_rows(rows, as_json=False)
+    print(f"demo finished in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    model, _, _ = load_run(args.run_dir)
+    rows = profile_model(model)
+    if args.json:
+        print(json.dumps({"sections": [r.__dict__ for r in rows]}, indent=2))
+    else:
+        print(profile_table(rows))
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ddnn", description="Distributed deep neural networks with early exits.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a DDNN and save a run directory")
+    p.add_argument("--data", default=None, help="data set name (default synthetic-mvmc)")
+    p.add_argument("--data-path", default=None, help="file or folder for data sets read from disk")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--config", default=None, help="YAML file overriding the defaults")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.device.filters=[8]")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="threshold table of a trained run on its test split")
+    p.add_argument("run_dir")
+    p.add_argument("--thresholds", default=",".join(str(t) for t in DEFAULT_THRESHOLDS))
+    p.add_argument("--missing", default="", help="comma-separated device indices absent at test time")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="generate the default data, train the paper's model, print the table")
+    p.add_argument("--out", default=None, help="run directory (default: a temporary one)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("profile", help="parameters and device memory per section")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profile)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        )
+        return int(args.func(args))
+    except (UsageError, ValueError, KeyError) as exc:
+        message = exc.args[0] if exc.args else str(exc)
+        print(f"ddnn: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ddnn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

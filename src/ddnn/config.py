@@ -1,0 +1,248 @@
+"""Typed run configuration: frozen dataclasses with the paper's defaults, YAML / key=value overrides.
+
+Unknown keys are errors that list the accepted ones; the resolved config is saved next to every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """End-device section: feature blocks (pool stride 2) and a class-score head.
+
+    ``filters=()`` means raw offloading (configuration a): the device sends its input, no local exit.
+    """
+
+    filters: tuple[int, ...] = (4,)
+    binary: bool = True
+    share_weights: bool = False
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """Edge tier: one edge per group of device indices; ``groups=()`` means no edge."""
+
+    groups: tuple[tuple[int, ...], ...] = ()
+    filters: tuple[int, ...] = (16,)
+    pool_stride: int = 1
+    aggregation: str = "cc"
+    binary: bool = True
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    """Cloud section: fuses what reaches it, feature blocks (pool stride 1), the final exit."""
+
+    enabled: bool = True
+    filters: tuple[int, ...] = (16, 16)
+    pool_stride: int = 1
+    aggregation: str = "cc"
+    binary: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole hierarchy; defaults are the paper's threshold model (6 devices, ConvP(4), MP-CC)."""
+
+    num_devices: int = 6
+    input_shape: tuple[int, ...] = (3, 32, 32)
+    num_classes: int = 3
+    local_aggregation: str = "mp"
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Joint training (SPEC §4): Adam with the paper's defaults; batch_size 0 = full batch."""
+
+    epochs: int = 100
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    device_weight: float = 1.0
+    local_weight: float = 1.0
+    edge_weight: float = 1.0
+    cloud_weight: float = 1.0
+    device_dropout: float = 0.0
+    seed: int = 0
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data set and how much of it."""
+
+    name: str = "synthetic-mvmc"
+    path: str = ""
+    num_train: int = 680
+    num_test: int = 171
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Exit thresholds used by default at evaluation: T for the local and the edge exit."""
+
+    local_threshold: float = 0.8
+    edge_threshold: float = 0.8
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to reproduce a run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+T = TypeVar("T")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain (YAML/JSON-ready) dict of a config dataclass; tuples become lists."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(config)  # type: ignore[no-any-return]
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type, or raise a clear error."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ValueError(f"config {where}: expected a mapping, got {value!r}")
+        return from_dict(annotation, value, prefix=where)  # type: ignore[arg-type]
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if not isinstance(value, list | tuple):
+            value = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ValueError(f"config {where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValueError(f"config {where}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"config {where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"config {where}: expected an integer, got {value!r}") from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ValueError(f"config {where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"config {where}: expected a number, got {value!r}") from None
+    if annotation is str:
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
+    """Build ``cls`` from a (partial) dict; missing keys keep defaults, unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise KeyError(
+                f"unknown config key {where!r}; accepted under {prefix or 'the top level'}: "
+                f"{', '.join(names)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: mappings merge, everything else is replaced."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"model.device.filters=[4,4]"`` -> ``{"model": {"device": {"filters": [4, 4]}}}``.
+
+    The value is parsed as YAML, so numbers, booleans and lists work.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip().lstrip("-")
+    if not sep or not key:
+        raise ValueError(f"override {text!r} is not of the form key=value (e.g. train.epochs=20)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file (a mapping)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {str(p)!r} does not exist")
+    try:
+        values = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {str(p)!r} must hold a mapping at the top level")
+    return values
+
+
+def resolve_config(
+    base: RunConfig | None = None,
+    yaml_path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    extra: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Defaults ← YAML file ← ``extra`` (CLI flags) ← key=value overrides, validated."""
+    values = to_dict(base or RunConfig())
+    if yaml_path:
+        values = merge(values, load_yaml(yaml_path))
+    if extra:
+        values = merge(values, extra)
+    for text in overrides:
+        values = merge(values, parse_override(text))
+    return from_dict(RunConfig, values)

@@ -1,0 +1,25 @@
+"""Registration of the built-in data sets."""
+
+from __future__ import annotations
+
+from ddnn.config import DataConfig
+from ddnn.data.dataset import DataSplits, from_arrays
+from ddnn.data.registry import register_dataset
+from ddnn.data.synthetic import ABSENT, CLASS_NAMES, SyntheticMVMCConfig, make_synthetic_mvmc_splits
+
+
+@register_dataset("synthetic-mvmc")
+def load_synthetic_mvmc(config: DataConfig) -> DataSplits:
+    """The built-in multi-camera data (generated, deterministic by ``config.seed``)."""
+    if config.num_train < 1 or config.num_test < 1:
+        raise ValueError(
+            f"synthetic-mvmc needs num_train >= 1 and num_test >= 1, got {config.num_train}/{config.num_test}"
+        )
+    splits = make_synthetic_mvmc_splits(
+        SyntheticMVMCConfig(num_train=config.num_train, num_test=config.num_test, seed=config.seed)
+    )
+    out = {
+        name: from_arrays(x, yv, y, tuple(CLASS_NAMES), ABSENT, "synthetic-mvmc")
+        for name, (x, yv, y) in splits.items()
+    }
+    return DataSplits(out["train"], out["test"])

@@ -1,0 +1,132 @@
+"""Threshold sweeps: accuracies at every exit, exit fractions and bytes, one row per threshold."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ddnn.data.dataset import MultiDeviceDataset
+from ddnn.eval.communication import formula_bytes_per_device, raw_bytes_per_device
+from ddnn.models.ddnn import CLOUD, DDNN, EDGE, LOCAL
+from ddnn.nn.exits import check_threshold
+
+DEFAULT_THRESHOLDS = (0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+@dataclass
+class ThresholdRow:
+    """One line of the threshold table; fractions and accuracies in [0, 1], bytes per device per sample."""
+
+    threshold: float
+    edge_threshold: float | None
+    local_exit_fraction: float
+    edge_exit_fraction: float | None
+    cloud_exit_fraction: float | None
+    local_accuracy: float | None
+    edge_accuracy: float | None
+    cloud_accuracy: float | None
+    overall_accuracy: float
+    bytes_per_device: float
+    bytes_per_device_formula: float
+    header_bytes_per_device: float
+    edge_to_cloud_bytes: float | None
+    raw_bytes_per_device: int
+    reduction_factor: float
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+def presence_without(num_samples: int, num_devices: int, missing: Sequence[int]) -> torch.Tensor:
+    """(N, D) presence mask with the ``missing`` devices absent for every sample."""
+    bad = [d for d in missing if not 0 <= d < num_devices]
+    if bad:
+        raise ValueError(f"missing device index {bad} out of range; accepted: 0..{num_devices - 1}")
+    if len(set(missing)) >= num_devices:
+        raise ValueError("at least one device must remain present")
+    mask = torch.ones(num_samples, num_devices, dtype=torch.bool)
+    mask[:, list(missing)] = False
+    return mask
+
+
+def _accuracy(logits: torch.Tensor | None, labels: torch.Tensor) -> float | None:
+    return None if logits is None else float((logits.argmax(dim=1) == labels).float().mean())
+
+
+@torch.no_grad()
+def exit_accuracies(
+    model: DDNN, data: MultiDeviceDataset, presence: torch.Tensor | None = None
+) -> dict[str, float | None]:
+    """Accuracy when every sample is forced to each exit (local, edge, cloud)."""
+    model.eval()
+    out = model(data.x, presence)
+    return {
+        LOCAL: _accuracy(out.local_logits, data.labels),
+        EDGE: _accuracy(out.edge_logits, data.labels),
+        CLOUD: _accuracy(out.cloud_logits, data.labels),
+    }
+
+
+@torch.no_grad()
+def threshold_sweep(
+    model: DDNN,
+    data: MultiDeviceDataset,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    edge_threshold: float = 0.8,
+    missing: Sequence[int] = (),
+) -> list[ThresholdRow]:
+    """Staged inference at each local-exit threshold; edges (if any) use ``edge_threshold``."""
+    if data.num_devices != model.config.num_devices:
+        raise ValueError(
+            f"data has {data.num_devices} devices but the model was trained for {model.config.num_devices}"
+        )
+    if data.input_shape != model.config.input_shape:
+        raise ValueError(
+            f"data input shape {data.input_shape} does not match the model's {model.config.input_shape}"
+        )
+    thresholds = [check_threshold(t) for t in thresholds]
+    has_edge = EDGE in model.exit_names
+    edge_t = check_threshold(edge_threshold) if has_edge else None
+    presence = presence_without(len(data), data.num_devices, missing)
+    forced = exit_accuracies(model, data, presence)
+    feature_shape = model.device(0).feature_shape
+    raw = raw_bytes_per_device(model.config.input_shape)
+    rows = []
+    for t in thresholds:
+        result = model.infer(data.x, {LOCAL: t, EDGE: edge_t or 0.0}, presence)
+        local_frac = result.exit_fraction(LOCAL)
+        if model.has_local_exit:
+            formula = formula_bytes_per_device(
+                model.config.num_classes, local_frac, feature_shape[0], math.prod(feature_shape[1:])
+            )
+        else:
+            formula = float(raw)
+        measured = result.bytes.per_device()
+        rows.append(
+            ThresholdRow(
+                threshold=t,
+                edge_threshold=edge_t,
+                local_exit_fraction=local_frac,
+                edge_exit_fraction=result.exit_fraction(EDGE) if has_edge else None,
+                cloud_exit_fraction=result.exit_fraction(CLOUD) if CLOUD in model.exit_names else None,
+                local_accuracy=forced[LOCAL],
+                edge_accuracy=forced[EDGE],
+                cloud_accuracy=forced[CLOUD],
+                overall_accuracy=float((result.predictions == data.labels).float().mean()),
+                bytes_per_device=measured,
+                bytes_per_device_formula=formula,
+                header_bytes_per_device=result.bytes.header_overhead_per_device(),
+                edge_to_cloud_bytes=result.bytes.edge_to_cloud_per_sample() if has_edge else None,
+                raw_bytes_per_device=raw,
+                reduction_factor=raw / measured if measured > 0 else math.inf,
+            )
+        )
+    return rows
+
+
+def best_row(rows: Sequence[ThresholdRow]) -> ThresholdRow:
+    """Highest overall accuracy; ties go to the one with more local exits (fewer bytes)."""
+    return max(rows, key=lambda r: (round(r.overall_accuracy, 9), r.local_exit_fraction))

@@ -1,0 +1,239 @@
+"""The DDNN: device sections, local aggregator, optional edges, optional cloud; forward and infer.
+
+``forward`` (training) returns every exit's logits in a fixed order (devices → local → edge →
+cloud). ``infer`` is the staged early-exit path: upper sections run only on samples that did not
+exit, and the bytes each tier sends are measured on the real encoding of the frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ddnn.config import ModelConfig
+from ddnn.eval.communication import LinkBytes, measure_feature_bytes, measure_score_bytes
+from ddnn.models.sections import CloudSection, DeviceSection, EdgeSection, LocalAggregatorSection
+from ddnn.models.validate import validate_model_config
+from ddnn.nn.exits import exit_mask
+
+LOCAL, EDGE, CLOUD = "local", "edge", "cloud"
+
+
+@dataclass
+class DDNNOutput:
+    """Logits of every exit for a batch (training contract; absent exits are ``None``)."""
+
+    device_logits: Tensor | None  # (B, D, C)
+    local_logits: Tensor | None  # (B, C)
+    edge_group_logits: Tensor | None  # (B, E, C), one per edge
+    edge_logits: Tensor | None  # (B, C), the fused edge exit
+    cloud_logits: Tensor | None  # (B, C)
+
+    def exit_logits(self) -> dict[str, Tensor]:
+        """The exits that exist, in order local → edge → cloud."""
+        named = {LOCAL: self.local_logits, EDGE: self.edge_logits, CLOUD: self.cloud_logits}
+        return {k: v for k, v in named.items() if v is not None}
+
+
+@dataclass
+class InferenceResult:
+    """Staged inference outcome for a batch."""
+
+    predictions: Tensor  # (B,) class index
+    exit_index: Tensor  # (B,) index into ``exit_names``
+    exit_names: tuple[str, ...]
+    bytes: LinkBytes
+
+    def exit_fraction(self, name: str) -> float:
+        """Fraction of samples answered at exit ``name``."""
+        if name not in self.exit_names or len(self.exit_index) == 0:
+            return 0.0
+        return float((self.exit_index == self.exit_names.index(name)).float().mean())
+
+
+class DDNN(nn.Module):
+    """A distributed deep neural network over any hierarchy of SPEC §1 (configurations a–f)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        validate_model_config(config)
+        self.config = config
+        d = config.num_devices
+        n_dev_modules = 1 if config.device.share_weights else d
+        self.devices = nn.ModuleList(
+            DeviceSection(config.input_shape, config.num_classes, config.device)
+            for _ in range(n_dev_modules)
+        )
+        device0 = self.devices[0]
+        assert isinstance(device0, DeviceSection)
+        self.has_local_exit = not device0.raw
+        self.local = (
+            LocalAggregatorSection(config.local_aggregation, d, config.num_classes)
+            if self.has_local_exit
+            else None
+        )
+        self.groups = tuple(tuple(g) for g in config.edge.groups)
+        self.edges = nn.ModuleList(
+            EdgeSection(len(g), device0.feature_shape, config.num_classes, config.edge, config.cloud.enabled)
+            for g in self.groups
+        )
+        self.edge_exit = (
+            LocalAggregatorSection(config.local_aggregation, len(self.groups), config.num_classes)
+            if self.groups
+            else None
+        )
+        self.cloud: CloudSection | None = None
+        if config.cloud.enabled:
+            if self.groups:
+                edge0 = self.edges[0]
+                assert isinstance(edge0, EdgeSection)
+                self.cloud = CloudSection(
+                    len(self.groups), edge0.feature_shape, config.num_classes, config.cloud, False
+                )
+            else:
+                self.cloud = CloudSection(d, device0.feature_shape, config.num_classes, config.cloud, False)
+        names = [LOCAL] if self.has_local_exit else []
+        names += [EDGE] if self.groups else []
+        names += [CLOUD] if self.cloud is not None else []
+        self.exit_names: tuple[str, ...] = tuple(names)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def device(self, index: int) -> DeviceSection:
+        """The section that runs on device ``index`` (shared weights: the same module for all)."""
+        module = self.devices[0 if self.config.device.share_weights else index]
+        assert isinstance(module, DeviceSection)
+        return module
+
+    def _check_input(self, x: Tensor, presence: Tensor | None) -> Tensor:
+        expected = (self.config.num_devices, *self.config.input_shape)
+        if x.dim() != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"input must have shape (batch, {', '.join(map(str, expected))}) for this model, "
+                f"got {tuple(x.shape)}"
+            )
+        if presence is None:
+            return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        if tuple(presence.shape) != tuple(x.shape[:2]):
+            raise ValueError(
+                f"presence mask must have shape {tuple(x.shape[:2])}, got {tuple(presence.shape)}"
+            )
+        return presence.to(torch.bool)
+
+    def _run_devices(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
+        """All devices on ``x`` (B, D, ...) -> scores (B, D, C) or None, features (B, D, ...)."""
+        if self.config.device.share_weights:
+            b, d = x.shape[:2]
+            scores, feats = self.device(0)(x.flatten(0, 1))
+            out_scores = None if scores is None else scores.view(b, d, -1)
+            return out_scores, feats.view(b, d, *feats.shape[1:])
+        outs = [self.device(i)(x[:, i]) for i in range(self.config.num_devices)]
+        feats = torch.stack([f for _, f in outs], dim=1)
+        if not self.has_local_exit:
+            return None, feats
+        return torch.stack([s for s, _ in outs], dim=1), feats  # type: ignore[misc]
+
+    def _run_edges(self, feats: Tensor, presence: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """-> per-edge scores (B, E, C), fused edge scores (B, C), edge features, edge presence."""
+        scores, out_feats, present = [], [], []
+        for edge, group in zip(self.edges, self.groups, strict=True):
+            idx = list(group)
+            s, f = edge(feats[:, idx], presence[:, idx])
+            scores.append(s)
+            out_feats.append(f)
+            present.append(presence[:, idx].any(dim=1))
+        group_scores = torch.stack(scores, dim=1)
+        edge_presence = torch.stack(present, dim=1)
+        assert self.edge_exit is not None
+        return group_scores, self.edge_exit(group_scores, edge_presence), torch.stack(out_feats, 1), edge_presence
+
+    # -- training path -------------------------------------------------------------------------
+    def forward(self, x: Tensor, presence: Tensor | None = None) -> DDNNOutput:
+        """Every exit on every sample. ``x``: (B, D, *input_shape); ``presence``: (B, D) bool."""
+        mask = self._check_input(x, presence)
+        x = x * mask.view(*mask.shape, *([1] * (x.dim() - 2))).to(x.dtype)
+        dev_scores, feats = self._run_devices(x)
+        local = self.local(dev_scores, mask) if self.local is not None and dev_scores is not None else None
+        group_logits = edge_logits = None
+        up_feats, up_mask = feats, mask
+        if self.groups:
+            group_logits, edge_logits, up_feats, up_mask = self._run_edges(feats, mask)
+        cloud = self.cloud(up_feats, up_mask)[0] if self.cloud is not None else None
+        return DDNNOutput(dev_scores, local, group_logits, edge_logits, cloud)
+
+    # -- staged early-exit path ----------------------------------------------------------------
+    @torch.no_grad()
+    def infer(
+        self,
+        x: Tensor,
+        thresholds: dict[str, float] | None = None,
+        presence: Tensor | None = None,
+    ) -> InferenceResult:
+        """Staged inference: a sample exits where normalized entropy < T; upper tiers skip it.
+
+        Args:
+            x: (B, D, *input_shape) inputs.
+            thresholds: T per exit, keys ``"local"`` and ``"edge"`` (default 0.8); the last exit
+                always answers.
+            presence: (B, D) which devices are present (default: all).
+        """
+        thresholds = dict(thresholds or {})
+        unknown = set(thresholds) - {LOCAL, EDGE}
+        if unknown:
+            raise ValueError(f"unknown exit(s) {sorted(unknown)} in thresholds; accepted: local, edge")
+        mask = self._check_input(x, presence)
+        b = x.shape[0]
+        x = x * mask.view(*mask.shape, *([1] * (x.dim() - 2))).to(x.dtype)
+        predictions = torch.full((b,), -1, dtype=torch.long)
+        exit_index = torch.full((b,), -1, dtype=torch.long)
+        remaining = torch.arange(b)
+        mask_np = mask.cpu().numpy()
+        bytes_ = LinkBytes.empty(b, self.config.num_devices, len(self.groups))
+
+        dev_scores, feats = self._run_devices(x)
+        last = len(self.exit_names) - 1
+        if dev_scores is not None:
+            assert self.local is not None
+            sent, frames = measure_score_bytes(dev_scores, mask_np)
+            bytes_.device_up += sent
+            bytes_.device_frames += frames
+            local = self.local(dev_scores, mask)
+            is_last = last == 0
+            leaving = torch.ones(b, dtype=torch.bool) if is_last else exit_mask(local, thresholds.get(LOCAL, 0.8))
+            predictions[leaving] = local[leaving].argmax(dim=1)
+            exit_index[leaving] = 0
+            remaining = (~leaving).nonzero().flatten()
+        # Phase two: devices send their feature maps only for samples that go up.
+        stay = remaining.numpy()
+        sent, frames = measure_feature_bytes(feats[remaining], mask_np[stay], raw=not self.has_local_exit)
+        bytes_.device_up[stay] += sent
+        bytes_.device_frames[stay] += frames
+        if self.groups and len(remaining):
+            _, edge_scores, edge_feats, edge_mask = self._run_edges(feats[remaining], mask[remaining])
+            ei = self.exit_names.index(EDGE)
+            leaving = (
+                torch.ones(len(remaining), dtype=torch.bool)
+                if ei == last
+                else exit_mask(edge_scores, thresholds.get(EDGE, 0.8))
+            )
+            done = remaining[leaving]
+            predictions[done] = edge_scores[leaving].argmax(dim=1)
+            exit_index[done] = ei
+            up = ~leaving
+            remaining = remaining[up]
+            if self.cloud is not None:
+                sent, frames = measure_feature_bytes(edge_feats[up], edge_mask[up].cpu().numpy(), raw=False)
+                bytes_.edge_up[remaining.numpy()] += sent
+                bytes_.edge_frames[remaining.numpy()] += frames
+            feats_up, mask_up = edge_feats[up], edge_mask[up]
+        else:
+            feats_up, mask_up = feats[remaining], mask[remaining]
+        if self.cloud is not None and len(remaining):
+            cloud_scores, _ = self.cloud(feats_up, mask_up)
+            predictions[remaining] = cloud_scores.argmax(dim=1)
+            exit_index[remaining] = self.exit_names.index(CLOUD)
+        assert bool((exit_index >= 0).all()), "every sample must be answered by some exit"
+        bytes_.present = mask_np
+        return InferenceResult(predictions, exit_index, self.exit_names, bytes_)
+

@@ -1,0 +1,61 @@
+"""Checks that a model configuration describes a buildable hierarchy, with user-facing errors."""
+
+from __future__ import annotations
+
+from ddnn.config import ModelConfig
+from ddnn.nn.aggregate import check_aggregator_name
+
+
+def validate_model_config(config: ModelConfig) -> None:
+    """Raise ``ValueError`` naming the bad value and what is accepted."""
+    if config.num_devices < 1:
+        raise ValueError(f"model.num_devices must be >= 1, got {config.num_devices}")
+    if config.num_classes < 2:
+        raise ValueError(f"model.num_classes must be >= 2, got {config.num_classes}")
+    if not 1 <= len(config.input_shape) <= 3 or any(n < 1 for n in config.input_shape):
+        raise ValueError(
+            f"model.input_shape must be (C, H, W), (C, L) or (F,) with positive sizes, "
+            f"got {config.input_shape}"
+        )
+    check_aggregator_name(config.local_aggregation)
+    for name, filters in (
+        ("model.device.filters", config.device.filters),
+        ("model.edge.filters", config.edge.filters),
+        ("model.cloud.filters", config.cloud.filters),
+    ):
+        if any(f < 1 for f in filters):
+            raise ValueError(f"{name} must be positive filter counts, got {filters}")
+    groups = config.edge.groups
+    if groups:
+        check_aggregator_name(config.edge.aggregation)
+        if not config.edge.filters:
+            raise ValueError("model.edge.filters must list at least one block when edges exist")
+        seen: list[int] = [d for g in groups for d in g]
+        bad = [d for d in seen if not 0 <= d < config.num_devices]
+        if bad:
+            raise ValueError(
+                f"model.edge.groups names device(s) {bad}; accepted: 0..{config.num_devices - 1}"
+            )
+        if any(len(g) == 0 for g in groups):
+            raise ValueError(f"model.edge.groups has an empty group: {groups}")
+        if sorted(seen) != list(range(config.num_devices)):
+            raise ValueError(
+                f"model.edge.groups must assign every device to exactly one edge, got {groups} "
+                f"for {config.num_devices} devices"
+            )
+        if config.edge.pool_stride not in (1, 2):
+            raise ValueError(f"model.edge.pool_stride must be 1 or 2, got {config.edge.pool_stride}")
+    if config.cloud.enabled:
+        check_aggregator_name(config.cloud.aggregation)
+        if not config.cloud.filters:
+            raise ValueError("model.cloud.filters must list at least one block")
+        if config.cloud.pool_stride not in (1, 2):
+            raise ValueError(f"model.cloud.pool_stride must be 1 or 2, got {config.cloud.pool_stride}")
+    else:
+        if len(groups) != 1:
+            raise ValueError(
+                "a hierarchy without a cloud must end at exactly one edge "
+                f"(model.edge.groups has {len(groups)} groups)"
+            )
+    if not config.device.filters and not config.cloud.enabled:
+        raise ValueError("raw-offloading devices (model.device.filters=[]) need a cloud")

@@ -1,0 +1,28 @@
+"""Early-exit decisions from normalized entropy (SPEC §5)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ddnn.nn.functional import entropy_from_logits
+
+
+def check_threshold(threshold: float) -> float:
+    """A threshold must be a number in [0, 1]."""
+    t = float(threshold)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"exit threshold must be in [0, 1], got {threshold}")
+    return t
+
+
+def exit_mask(logits: Tensor, threshold: float) -> Tensor:
+    """Which samples exit: normalized entropy η < T; T = 1 answers every sample, T = 0 none.
+
+    Args:
+        logits: (B, C) class scores at this exit.
+        threshold: T in [0, 1].
+    """
+    t = check_threshold(threshold)
+    if t >= 1.0:
+        return logits.new_ones(logits.shape[0], dtype=bool)  # type: ignore[call-overload]
+    return entropy_from_logits(logits) < t

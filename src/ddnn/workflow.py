@@ -1,0 +1,91 @@
+"""The library calls behind the CLI: train a run directory, evaluate it, profile it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ddnn.config import RunConfig
+from ddnn.data.dataset import DataSplits
+from ddnn.data.registry import load_dataset
+from ddnn.eval.evaluate import ThresholdRow, threshold_sweep
+from ddnn.models.ddnn import DDNN
+from ddnn.train.checkpoint import load_run, save_run
+from ddnn.train.trainer import ProgressFn, TrainHistory, train
+
+log = logging.getLogger(__name__)
+
+
+def fit_model_to_data(config: RunConfig, splits: DataSplits) -> RunConfig:
+    """Take devices, input shape and classes from the data; a config that disagrees is an error."""
+    train_set = splits.train
+    model = config.model
+    defaults = RunConfig().model
+    for key, data_value in (
+        ("num_devices", train_set.num_devices),
+        ("input_shape", train_set.input_shape),
+        ("num_classes", train_set.num_classes),
+    ):
+        value = getattr(model, key)
+        if value != getattr(defaults, key) and value != data_value:
+            raise ValueError(
+                f"model.{key} = {value} but data set {config.data.name!r} has {data_value}"
+            )
+    return replace(
+        config,
+        model=replace(
+            model,
+            num_devices=train_set.num_devices,
+            input_shape=train_set.input_shape,
+            num_classes=train_set.num_classes,
+        ),
+    )
+
+
+def train_run(
+    config: RunConfig,
+    out_dir: str | Path,
+    progress: ProgressFn | None = None,
+    splits: DataSplits | None = None,
+) -> tuple[DDNN, RunConfig, TrainHistory, DataSplits]:
+    """Load data, build the model, train it jointly and save the run directory."""
+    t0 = time.perf_counter()
+    splits = splits or load_dataset(config.data)
+    data_seconds = time.perf_counter() - t0
+    config = fit_model_to_data(config, splits)
+    import torch
+
+    torch.manual_seed(config.train.seed)
+    model = DDNN(config.model)
+    history = train(model, splits.train, config.train, progress)
+    extra: dict[str, Any] = {
+        "train_seconds": history.seconds,
+        "data_seconds": data_seconds,
+        "final_loss": history.losses[-1] if history.losses else {},
+        "class_names": list(splits.train.class_names),
+    }
+    save_run(out_dir, model, config, extra)
+    log.info("trained in %.1f s, saved to %s", history.seconds, out_dir)
+    return model, config, history, splits
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    thresholds: Sequence[float],
+    missing: Sequence[int] = (),
+    splits: DataSplits | None = None,
+) -> tuple[list[ThresholdRow], RunConfig]:
+    """Load a run and sweep thresholds on its data set's test split."""
+    model, config, _ = load_run(run_dir)
+    splits = splits or load_dataset(config.data)
+    test = splits.test
+    if test.num_devices != model.config.num_devices:
+        raise ValueError(
+            f"data set has {test.num_devices} devices but the checkpoint has {model.config.num_devices}"
+        )
+    rows = threshold_sweep(model, test, thresholds, config.eval.edge_threshold, missing)
+    return rows, config
