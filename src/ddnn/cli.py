@@ -10,7 +10,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from ddnn.config import RunConfig, resolve_config
 from ddnn.eval.evaluate import DEFAULT_THRESHOLDS, best_row
@@ -33,7 +32,9 @@ def parse_float_list(text: str, what: str) -> list[float]:
         try:
             v = float(item)
         except ValueError:
-            raise UsageError(f"{what}: {item!r} is not a number; give comma-separated values in [0, 1]") from None
+            raise UsageError(
+                f"{what}: {item!r} is not a number; give comma-separated values in [0, 1]"
+            ) from None
         if not 0.0 <= v <= 1.0 or math.isnan(v):
             raise UsageError(f"{what}: {v} is outside [0, 1]")
         values.append(v)
@@ -81,7 +82,9 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     config = _train_config(args)
     _, config, history, _ = train_run(config, args.out, _progress_bar(config.train.epochs, "train"))
-    print(f"trained {config.train.epochs} epochs in {history.seconds:.1f} s; run saved to {args.out}")
+    print(
+        f"trained {config.train.epochs} epochs in {history.seconds:.1f} s; run saved to {args.out}"
+    )
     return 0
 
 
@@ -111,7 +114,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{config.model.num_devices} devices, device ConvP({','.join(map(str, config.model.device.filters))}), "
         f"{config.model.local_aggregation.upper()}-{config.model.cloud.aggregation.upper()}"
     )
-    model, config, history, splits = train_run(config, out, _progress_bar(config.train.epochs, "train"))
+    model, config, history, splits = train_run(
+        config, out, _progress_bar(config.train.epochs, "train")
+    )
     from ddnn.eval.evaluate import threshold_sweep
 
     rows = threshold_sweep(model, splits.test, DEFAULT_THRESHOLDS, config.eval.edge_threshold)
@@ -149,17 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--config", default=None, help="YAML file overriding the defaults")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.device.filters=[8]")
+    p.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. model.device.filters=[8]"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="threshold table of a trained run on its test split")
     p.add_argument("run_dir")
     p.add_argument("--thresholds", default=",".join(str(t) for t in DEFAULT_THRESHOLDS))
-    p.add_argument("--missing", default="", help="comma-separated device indices absent at test time")
+    p.add_argument(
+        "--missing", default="", help="comma-separated device indices absent at test time"
+    )
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("demo", help="generate the default data, train the paper's model, print the table")
+    p = sub.add_parser(
+        "demo", help="generate the default data, train the paper's model, print the table"
+    )
     p.add_argument("--out", default=None, help="run directory (default: a temporary one)")
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     p.set_defaults(func=cmd_demo)
@@ -176,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         logging.basicConfig(
-            level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+            level=logging.DEBUG if args.verbose else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
         )
         return int(args.func(args))
     except (UsageError, ValueError, KeyError) as exc:

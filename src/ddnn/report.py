@@ -14,7 +14,9 @@ def _pct(x: float | None) -> str:
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Right-aligned columns."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
@@ -26,7 +28,9 @@ def threshold_table(rows: Sequence[ThresholdRow]) -> str:
     has_edge = any(r.edge_exit_fraction is not None for r in rows)
     header = ["T", "local exit %"]
     header += ["edge exit %"] if has_edge else []
-    header += ["local acc %"] + (["edge acc %"] if has_edge else []) + ["cloud acc %", "overall acc %"]
+    header += (
+        ["local acc %"] + (["edge acc %"] if has_edge else []) + ["cloud acc %", "overall acc %"]
+    )
     header += ["B/dev meas.", "B/dev formula", "+hdr B", "raw B", "reduction"]
     header += ["edge→cloud B"] if has_edge else []
     body = []
@@ -42,7 +46,11 @@ def threshold_table(rows: Sequence[ThresholdRow]) -> str:
             str(r.raw_bytes_per_device),
             f"{r.reduction_factor:.1f}x",
         ]
-        line += [f"{r.edge_to_cloud_bytes:.1f}" if r.edge_to_cloud_bytes is not None else "-"] if has_edge else []
+        line += (
+            [f"{r.edge_to_cloud_bytes:.1f}" if r.edge_to_cloud_bytes is not None else "-"]
+            if has_edge
+            else []
+        )
         body.append(line)
     return format_table(header, body)
 
@@ -60,7 +68,13 @@ def headline(row: ThresholdRow) -> str:
 def profile_table(rows: Sequence[SectionProfile]) -> str:
     """The `ddnn profile` table."""
     body = [
-        [r.name, str(r.parameters), str(r.binary_parameters), str(r.float_parameters), str(r.memory_bytes)]
+        [
+            r.name,
+            str(r.parameters),
+            str(r.binary_parameters),
+            str(r.float_parameters),
+            str(r.memory_bytes),
+        ]
         for r in rows
     ]
     return format_table(["section", "params", "binary", "float", "memory B"], body)

@@ -11,16 +11,28 @@ from ddnn.nn.functional import entropy_from_logits
 
 SMALL = dict(input_shape=(3, 8, 8), num_classes=3)
 HIERARCHIES = {
-    "a_cloud_only_raw": ModelConfig(num_devices=2, device=DeviceConfig(filters=()), cloud=CloudConfig(filters=(4,)), **SMALL),
+    "a_cloud_only_raw": ModelConfig(
+        num_devices=2, device=DeviceConfig(filters=()), cloud=CloudConfig(filters=(4,)), **SMALL
+    ),
     "b_one_device_cloud": ModelConfig(num_devices=1, cloud=CloudConfig(filters=(4,)), **SMALL),
     "c_devices_cloud": ModelConfig(num_devices=3, cloud=CloudConfig(filters=(4, 4)), **SMALL),
-    "d_device_edge_cloud": ModelConfig(num_devices=1, edge=EdgeConfig(groups=((0,),), filters=(4,)), **SMALL),
-    "e_devices_edge_cloud": ModelConfig(num_devices=3, edge=EdgeConfig(groups=((0, 1, 2),), filters=(4,)), **SMALL),
+    "d_device_edge_cloud": ModelConfig(
+        num_devices=1, edge=EdgeConfig(groups=((0,),), filters=(4,)), **SMALL
+    ),
+    "e_devices_edge_cloud": ModelConfig(
+        num_devices=3, edge=EdgeConfig(groups=((0, 1, 2),), filters=(4,)), **SMALL
+    ),
     "f_groups_edges_cloud": ModelConfig(
-        num_devices=4, edge=EdgeConfig(groups=((0, 1), (2, 3)), filters=(4,)), cloud=CloudConfig(filters=(4,)), **SMALL
+        num_devices=4,
+        edge=EdgeConfig(groups=((0, 1), (2, 3)), filters=(4,)),
+        cloud=CloudConfig(filters=(4,)),
+        **SMALL,
     ),
     "edge_no_cloud": ModelConfig(
-        num_devices=2, edge=EdgeConfig(groups=((0, 1),), filters=(4,)), cloud=CloudConfig(enabled=False), **SMALL
+        num_devices=2,
+        edge=EdgeConfig(groups=((0, 1),), filters=(4,)),
+        cloud=CloudConfig(enabled=False),
+        **SMALL,
     ),
     "shared_weights_ap_cc_float_cloud": ModelConfig(
         num_devices=3,
@@ -56,7 +68,9 @@ def test_builds_and_every_parameter_gets_a_gradient(name):
     if out.edge_group_logits is not None:
         loss = loss + out.edge_group_logits.pow(2).mean()
     loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    missing = [
+        n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
     assert missing == []
 
 
@@ -97,7 +111,9 @@ def test_staged_inference_skips_upper_sections_for_exited_samples():
     assert seen_cloud == ([40 - n_local - n_edge] if 40 - n_local - n_edge else [])
     # Staged predictions equal the full forward pass at the exit each sample took.
     for i in range(40):
-        exit_logits = [full.local_logits, full.edge_logits, full.cloud_logits][int(result.exit_index[i])]
+        exit_logits = [full.local_logits, full.edge_logits, full.cloud_logits][
+            int(result.exit_index[i])
+        ]
         assert int(exit_logits[i].argmax()) == int(result.predictions[i])
 
 

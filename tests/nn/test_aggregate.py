@@ -10,7 +10,8 @@ from hypothesis.extra.numpy import arrays
 from ddnn.nn.aggregate import create_feature_aggregator, create_score_aggregator
 
 X = np.array(
-    [[[1.0, 5.0], [3.0, -2.0], [-1.0, 9.0]], [[0.0, 0.0], [2.0, 2.0], [4.0, -4.0]]], dtype=np.float32
+    [[[1.0, 5.0], [3.0, -2.0], [-1.0, 9.0]], [[0.0, 0.0], [2.0, 2.0], [4.0, -4.0]]],
+    dtype=np.float32,
 )  # (B=2, D=3, C=2)
 MASK = np.array([[True, True, False], [False, True, True]])
 

@@ -43,7 +43,9 @@ def test_binary_linear_matches_numpy():
 
 
 def test_binary_layers_accept_torch_arguments():
-    conv = BinaryConv2d(in_channels=2, out_channels=5, kernel_size=3, stride=2, padding=1, dilation=1)
+    conv = BinaryConv2d(
+        in_channels=2, out_channels=5, kernel_size=3, stride=2, padding=1, dilation=1
+    )
     ref = nn.Conv2d(2, 5, 3, stride=2, padding=1, bias=False)
     assert conv(torch.randn(1, 2, 9, 9)).shape == ref(torch.randn(1, 2, 9, 9)).shape
     assert BinaryLinear(in_features=4, out_features=2, bias=True).bias is not None

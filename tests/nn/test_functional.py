@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ddnn.nn.functional import entropy_from_logits, normalized_entropy, sign, sign_activation, sign_weight
+from ddnn.nn.functional import (
+    entropy_from_logits,
+    normalized_entropy,
+    sign,
+    sign_activation,
+    sign_weight,
+)
 
 
 def test_sign_of_zero_is_plus_one():

@@ -32,21 +32,27 @@ class MultiDeviceDataset:
     def __post_init__(self) -> None:
         n = self.x.shape[0]
         if self.x.dim() < 3:
-            raise ValueError(f"{self.name}: inputs must be (N, devices, ...), got shape {tuple(self.x.shape)}")
+            raise ValueError(
+                f"{self.name}: inputs must be (N, devices, ...), got shape {tuple(self.x.shape)}"
+            )
         if tuple(self.view_labels.shape) != tuple(self.x.shape[:2]):
             raise ValueError(
                 f"{self.name}: view labels must have shape {tuple(self.x.shape[:2])}, "
                 f"got {tuple(self.view_labels.shape)}"
             )
         if tuple(self.labels.shape) != (n,):
-            raise ValueError(f"{self.name}: labels must have shape ({n},), got {tuple(self.labels.shape)}")
+            raise ValueError(
+                f"{self.name}: labels must have shape ({n},), got {tuple(self.labels.shape)}"
+            )
         c = len(self.class_names)
         if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= c):
             raise ValueError(f"{self.name}: labels must be in 0..{c - 1}")
         bad = (self.view_labels != ABSENT) & ((self.view_labels < 0) | (self.view_labels >= c))
         if bool(bad.any()):
             i = int(bad.any(dim=1).nonzero()[0])
-            raise ValueError(f"{self.name}: sample {i} has a view label outside 0..{c - 1} / absent")
+            raise ValueError(
+                f"{self.name}: sample {i} has a view label outside 0..{c - 1} / absent"
+            )
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -67,16 +73,28 @@ class MultiDeviceDataset:
         """The samples at ``index``."""
         idx = torch.as_tensor(index, dtype=torch.long)
         return MultiDeviceDataset(
-            self.x[idx], self.view_labels[idx], self.labels[idx], self.class_names, self.name, dict(self.meta)
+            self.x[idx],
+            self.view_labels[idx],
+            self.labels[idx],
+            self.class_names,
+            self.name,
+            dict(self.meta),
         )
 
     def select_devices(self, devices: list[int]) -> MultiDeviceDataset:
         """Keep only the given devices (in that order)."""
         bad = [d for d in devices if not 0 <= d < self.num_devices]
         if bad:
-            raise ValueError(f"device index {bad} out of range; accepted: 0..{self.num_devices - 1}")
+            raise ValueError(
+                f"device index {bad} out of range; accepted: 0..{self.num_devices - 1}"
+            )
         return MultiDeviceDataset(
-            self.x[:, devices], self.view_labels[:, devices], self.labels, self.class_names, self.name, dict(self.meta)
+            self.x[:, devices],
+            self.view_labels[:, devices],
+            self.labels,
+            self.class_names,
+            self.name,
+            dict(self.meta),
         )
 
 
@@ -88,7 +106,10 @@ class DataSplits:
     test: MultiDeviceDataset
 
     def __post_init__(self) -> None:
-        if self.train.num_devices != self.test.num_devices or self.train.input_shape != self.test.input_shape:
+        if (
+            self.train.num_devices != self.test.num_devices
+            or self.train.input_shape != self.test.input_shape
+        ):
             raise ValueError("train and test splits must have the same devices and input shape")
 
 

@@ -31,7 +31,9 @@ def load_dataset(config: DataConfig) -> DataSplits:
     """Load the data set ``config.name``."""
     _load_builtin()
     if config.name not in _DATASETS:
-        raise ValueError(f"unknown data set {config.name!r}; accepted: {', '.join(sorted(_DATASETS))}")
+        raise ValueError(
+            f"unknown data set {config.name!r}; accepted: {', '.join(sorted(_DATASETS))}"
+        )
     return _DATASETS[config.name](config)
 
 

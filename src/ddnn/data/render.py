@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from ddnn.data.scene import BOX, PART_KINDS, SENSOR_HEIGHT, SENSOR_WIDTH, CameraRig, Scenes, box_corners
+from ddnn.data.scene import (
+    BOX,
+    PART_KINDS,
+    ROAD_HALF_WIDTH,
+    SENSOR_HEIGHT,
+    SENSOR_WIDTH,
+    SIDEWALK_WIDTH,
+    CameraRig,
+    Scenes,
+    box_corners,
+)
 
 _RAYS_PER_CHUNK = 1 << 20
 _BLUR_RADIUS = 4
+_ASPHALT, _TILES, _GRASS, _PAINT = (0.3, 0.3, 0.32), (0.6, 0.58, 0.54), (0.28, 0.42, 0.2), (0.85,) * 3
 Arr = np.ndarray
 Vec = tuple[Arr, Arr, Arr]
 
@@ -72,6 +83,21 @@ def _cylinder_hit(o: Vec, d: Vec, half: Arr, light: Vec) -> tuple[Arr, Arr]:
         t = np.where(cap, t_cap, t)
         shade = np.where(cap, sign * light[2], shade)
     return t, shade
+
+
+def _ground_colour(x: Arr, y: Arr) -> Arr:
+    """Albedo ``(3, ...)`` of the fixed world ground: crossing roads with lane marks, sidewalks, grass."""
+    ax, ay = np.abs(x), np.abs(y)
+    road = np.minimum(ax, ay) < ROAD_HALF_WIDTH
+    walk = ~road & (np.minimum(ax, ay) < ROAD_HALF_WIDTH + SIDEWALK_WIDTH)
+    mark = (((ay < 0.12) & (x % 6 < 3)) | ((ax < 0.12) & (y % 6 < 3))) & (np.maximum(ax, ay) > 5)
+    checker = (np.floor(x) + np.floor(y)) % 2
+    grain = 0.04 * np.sin(3.1 * x + 1.7 * y) * np.sin(2.3 * y - 0.9 * x)
+    out = []
+    for asphalt, tiles, grass, paint in zip(_ASPHALT, _TILES, _GRASS, _PAINT, strict=True):
+        c = np.where(road, asphalt, np.where(walk, tiles * (0.95 + 0.1 * checker), grass))
+        out.append(np.where(mark, paint, c) * (1 + grain))
+    return np.stack(out).astype(np.float32)
 
 
 def _gaussian_weights(sigma: Arr) -> Arr:
@@ -176,17 +202,14 @@ def _render_chunk(sc: Scenes, rig: CameraRig, s: Arr, c: Arr, crop: Arr, size: i
     ground = t_g < frame.t
     t_safe = np.where(ground, t_g, 0)
     gx, gy = o_world[:, 0:1] + t_safe * d[0], o_world[:, 1:2] + t_safe * d[1]
-    tile = sc.tile[s, None].astype(f32)
-    checker = (np.floor(gx / tile) + np.floor(gy / tile)) % 2 * 2 - 1
-    grain = 0.04 * np.sin(3.1 * gx + 1.7 * gy) * np.sin(2.3 * gy - 0.9 * gx)
-    tex = 1 + sc.tile_contrast[s, None].astype(f32) * checker + grain
+    tex = _ground_colour(gx, gy)  # (3, V, R)
     light_g = amb + (1 - amb) * sun[:, 2:3]
     frame.t = np.where(ground, t_g, frame.t)
     sky = sc.sky[s].astype(f32)
     haze = np.exp(-np.where(np.isfinite(frame.t), frame.t, 1e6) / sc.fog[s, None].astype(f32))
     rgb = np.empty((v, 3, d[0].shape[1]), f32)
     for k in range(3):
-        col = np.where(ground, sc.ground[s, k, None].astype(f32) * tex * light_g, frame.rgb[k])
+        col = np.where(ground, tex[k] * light_g, frame.rgb[k])
         sky_k = sky[:, k : k + 1] * (0.85 + 0.3 * np.maximum(d[2], 0))
         rgb[:, k] = haze * col + (1 - haze) * sky_k
     return rgb.reshape(v, 3, size, size), visible / np.maximum(obj_pixels, 1)

@@ -8,6 +8,7 @@ cylinders; both are given by a centre and half extents (``rx, ry, hz`` for cylin
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -18,6 +19,21 @@ NUM_PARTS = 4
 SENSOR_WIDTH, SENSOR_HEIGHT = 320, 240
 OBJECT_AREA = 9.0  # objects are placed uniformly in [-OBJECT_AREA, OBJECT_AREA]^2 (metres)
 OCCLUDER_AREA = 14.0
+ROAD_HALF_WIDTH = 3.5  # two roads cross at the origin, along x and along y
+SIDEWALK_WIDTH = 2.0
+# The fixed street furniture: (kind, half extents xyz, colour rgb, position xy, yaw).
+STATIC_OCCLUDERS = (
+    (CYLINDER, 0.12, 0.12, 3.0, 0.4, 0.4, 0.42, 6.0, 6.0, 0.0),  # lamp posts
+    (CYLINDER, 0.12, 0.12, 3.0, 0.4, 0.4, 0.42, -6.0, -6.0, 0.0),
+    (CYLINDER, 0.12, 0.12, 3.0, 0.4, 0.4, 0.42, 6.2, -12.0, 0.0),
+    (CYLINDER, 0.12, 0.12, 3.0, 0.4, 0.4, 0.42, -12.0, 6.2, 0.0),
+    (CYLINDER, 1.2, 1.2, 2.5, 0.16, 0.32, 0.13, 9.0, -7.0, 0.0),  # trees
+    (CYLINDER, 1.0, 1.0, 2.2, 0.2, 0.36, 0.15, -8.0, 10.0, 0.0),
+    (CYLINDER, 1.3, 1.3, 2.8, 0.15, 0.3, 0.12, 12.0, 9.0, 0.0),
+    (CYLINDER, 1.1, 1.1, 2.4, 0.18, 0.34, 0.14, -10.5, -11.0, 0.0),
+    (BOX, 1.5, 1.0, 1.3, 0.5, 0.38, 0.26, -7.5, -7.0, 0.3),  # kiosk
+    (BOX, 2.5, 0.3, 1.2, 0.62, 0.62, 0.6, 8.5, 6.2, 0.0),  # bus shelter wall
+)
 
 # Part kinds per class (car, bus, person): a person's torso and head are cylinders.
 PART_KINDS = np.array([[BOX] * 4, [BOX] * 4, [BOX, CYLINDER, CYLINDER, BOX]], dtype=np.int64)
@@ -26,12 +42,12 @@ PART_KINDS = np.array([[BOX] * 4, [BOX] * 4, [BOX, CYLINDER, CYLINDER, BOX]], dt
 # Positions, heights, distances and fields of view differ on purpose so that each camera has its
 # own visibility rate and view quality, as in the real MVMC rig.
 CAMERA_POSES: tuple[tuple[tuple[float, float, float], tuple[float, float, float], float, float], ...] = (
-    ((0.0, -24.0, 7.0), (0.0, -2.0, 0.0), 70.0, 1.0),
-    ((24.0, 3.0, 4.0), (2.0, 1.0, 0.0), 62.0, 1.0),
-    ((-20.0, -20.0, 2.0), (-2.0, -2.0, 0.5), 55.0, 1.3),
-    ((-22.0, 18.0, 12.0), (-3.0, 3.0, 0.0), 48.0, 1.5),
-    ((6.0, 26.0, 5.0), (4.0, 6.0, 0.0), 40.0, 1.6),
-    ((18.0, -18.0, 18.0), (5.0, -5.0, 0.0), 38.0, 2.0),
+    ((0.0, -22.0, 6.0), (0.0, -1.0, 0.0), 60.0, 1.0),
+    ((22.0, 4.0, 4.0), (3.0, 2.0, 0.0), 40.0, 1.3),
+    ((-18.0, -18.0, 2.0), (-3.0, -3.0, 0.8), 42.0, 1.6),
+    ((-20.0, 16.0, 11.0), (-4.0, 4.0, 0.0), 30.0, 2.0),
+    ((5.0, 24.0, 5.0), (3.0, 5.0, 0.0), 28.0, 2.4),
+    ((16.0, -16.0, 16.0), (5.0, -5.0, 0.0), 26.0, 2.8),
 )
 
 _CAR_COLOURS = ((0.9, 0.9, 0.9), (0.08, 0.08, 0.09), (0.68, 0.7, 0.73), (0.42, 0.43, 0.45),
@@ -98,9 +114,6 @@ class Scenes:
     sun: np.ndarray  # (N, 3) unit vector towards the sun
     ambient: np.ndarray  # (N,)
     sky: np.ndarray  # (N, 3)
-    ground: np.ndarray  # (N, 3)
-    tile: np.ndarray  # (N,) ground tile size in metres
-    tile_contrast: np.ndarray  # (N,)
     fog: np.ndarray  # (N,) visibility distance in metres
 
 
@@ -225,44 +238,74 @@ def sample_scenes(
         idx = np.flatnonzero(labels == c)
         parts = build(rng, len(idx), shape_variation, colour_overlap)
         center[idx], half[idx], colour[idx] = parts
-    obj_pos = np.concatenate([rng.uniform(-OBJECT_AREA, OBJECT_AREA, (n, 2)), np.zeros((n, 1))], 1)
+    obj_pos = _place_objects(rng, np.hypot(half[..., 0] + np.abs(center[..., 0]), half[..., 1]).max(1))
     obj_yaw = rng.uniform(0.0, 2 * math.pi, n)
 
-    m = max(1, math.ceil(2 * num_occluders) + 1)
+    # Occluders: the fixed street furniture of the world, then a few random ones per scene.
+    static = _static_occluders()
+    m = max(1, math.ceil(2 * num_occluders))
     count = np.minimum(rng.poisson(num_occluders, n), m)
-    occ_active = np.arange(m)[None, :] < count[:, None]
-    kind_draw = rng.integers(0, 3, (n, m))  # 0 pole, 1 tree/bush, 2 box (kiosk, wall, van)
-    occ_kind = np.where(kind_draw == 2, BOX, CYLINDER)
-    radius = np.where(kind_draw == 0, rng.uniform(0.08, 0.25, (n, m)), rng.uniform(0.5, 1.8, (n, m)))
-    occ_half = np.stack([
-        np.where(kind_draw == 2, rng.uniform(0.5, 3.0, (n, m)), radius),
-        np.where(kind_draw == 2, rng.uniform(0.2, 1.2, (n, m)), radius),
-        np.where(kind_draw == 2, rng.uniform(0.5, 2.0, (n, m)), rng.uniform(0.5, 3.5, (n, m))),
-    ], -1)
-    xy = rng.uniform(-OCCLUDER_AREA, OCCLUDER_AREA, (n, m, 2))
+    dyn_xy = rng.uniform(-OCCLUDER_AREA, OCCLUDER_AREA, (n, m, 2))
+    kind, occ_half, occ_colour = _occluder_shapes(rng, (n, m))
+    occ_kind = np.concatenate([np.broadcast_to(static[0], (n, len(static[0]))), kind], 1)
+    occ_half = np.concatenate([np.broadcast_to(static[1], (n, *static[1].shape)), occ_half], 1)
+    occ_colour = np.concatenate([np.broadcast_to(static[2], (n, *static[2].shape)), occ_colour], 1)
+    xy = np.concatenate([np.broadcast_to(static[3], (n, *static[3].shape)), dyn_xy], 1)
+    occ_yaw = np.concatenate([np.broadcast_to(static[4], (n, len(static[4]))),
+                              rng.uniform(0.0, 2 * math.pi, (n, m))], 1)
+    occ_active = np.concatenate([np.ones((n, len(static[0])), bool),
+                                 np.arange(m)[None, :] < count[:, None]], 1)
     occ_center = np.concatenate([xy, occ_half[..., 2:]], -1)
-    occ_yaw = rng.uniform(0.0, 2 * math.pi, (n, m))
-    occ_colour = _pick(rng, _OCCLUDER_COLOURS, n * m).reshape(n, m, 3)
     # Occluders may not intersect the object: drop those whose footprint circles overlap it.
     obj_radius = np.hypot(half[..., 0] + np.abs(center[..., 0]), half[..., 1]).max(1)
     occ_radius = np.hypot(occ_half[..., 0], occ_half[..., 1])
     gap = np.hypot(*(xy - obj_pos[:, None, :2]).transpose(2, 0, 1))
     occ_active &= gap > obj_radius[:, None] + occ_radius + 0.2
 
+    # Time of day and weather.
     az = rng.uniform(0.0, 2 * math.pi, n)
     el = rng.uniform(math.radians(20), math.radians(70), n)
     sun = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], 1)
     ambient = rng.uniform(0.3, 0.5, n)
     overcast = rng.random((n, 1))
     sky = (1 - overcast) * np.array([0.5, 0.68, 0.9]) + overcast * np.array([0.72, 0.74, 0.76])
-    grounds = np.array([[0.35, 0.35, 0.37], [0.3, 0.42, 0.22], [0.55, 0.52, 0.48]])
-    ground = grounds[rng.integers(0, 3, n)] * rng.uniform(0.8, 1.2, (n, 1))
-    tile = rng.uniform(1.0, 4.0, n)
-    tile_contrast = rng.uniform(0.0, 0.15, n)
     fog = rng.uniform(60.0, 250.0, n)
     return Scenes(labels, obj_pos, obj_yaw, center, half, colour, occ_kind, occ_center, occ_yaw,
-                  occ_half, occ_colour, occ_active, sun, ambient, sky, ground, tile, tile_contrast,
-                  fog)
+                  occ_half, occ_colour, occ_active, sun, ambient, sky, fog)
+
+
+def _occluder_shapes(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Kinds, half extents and colours of random poles, trees/bushes and boxes (kiosks, walls)."""
+    draw = rng.integers(0, 3, shape)  # 0 pole, 1 tree/bush, 2 box
+    kind = np.where(draw == 2, BOX, CYLINDER)
+    radius = np.where(draw == 0, rng.uniform(0.08, 0.25, shape), rng.uniform(0.5, 1.8, shape))
+    half = np.stack([
+        np.where(draw == 2, rng.uniform(0.5, 3.0, shape), radius),
+        np.where(draw == 2, rng.uniform(0.2, 1.2, shape), radius),
+        np.where(draw == 2, rng.uniform(0.5, 2.0, shape), rng.uniform(0.5, 3.5, shape)),
+    ], -1)
+    colour = _pick(rng, _OCCLUDER_COLOURS, int(np.prod(shape))).reshape(*shape, 3)
+    return kind, half, colour
+
+
+def _static_occluders() -> tuple[np.ndarray, ...]:
+    """The world's fixed street furniture as ``(kind, half, colour, xy, yaw)`` arrays, off the roads."""
+    rows = np.array(STATIC_OCCLUDERS, dtype=np.float64)
+    return (rows[:, 0].astype(np.int64), rows[:, 1:4], rows[:, 4:7], rows[:, 7:9], rows[:, 9])
+
+
+def _place_objects(rng: np.random.Generator, radius: np.ndarray) -> np.ndarray:
+    """Uniform ground positions ``(N, 3)``, redrawn where the object would stand in static furniture."""
+    kind, half, _, xy, _ = _static_occluders()
+    occ_radius = np.hypot(half[:, 0], half[:, 1])
+    pos = rng.uniform(-OBJECT_AREA, OBJECT_AREA, (len(radius), 2))
+    for _ in range(20):
+        gap = np.hypot(*(pos[:, None, :] - xy[None]).transpose(2, 0, 1))
+        bad = (gap < radius[:, None] + occ_radius[None] + 0.2).any(1)
+        if not bad.any():
+            break
+        pos[bad] = rng.uniform(-OBJECT_AREA, OBJECT_AREA, (int(bad.sum()), 2))
+    return np.concatenate([pos, np.zeros((len(pos), 1))], 1)
 
 
 def box_corners(center: np.ndarray, half: np.ndarray, yaw: np.ndarray, origin: np.ndarray) -> np.ndarray:

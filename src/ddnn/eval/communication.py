@@ -25,7 +25,10 @@ def formula_bytes_per_device(
     """c = 4·|C| + (1 − l)·f·o/8 bytes per device per sample (SPEC §6)."""
     if not 0.0 <= local_exit_fraction <= 1.0:
         raise ValueError(f"local exit fraction must be in [0, 1], got {local_exit_fraction}")
-    return SCORE_BYTES_PER_CLASS * num_classes + (1.0 - local_exit_fraction) * filters * outputs_per_filter / 8
+    return (
+        SCORE_BYTES_PER_CLASS * num_classes
+        + (1.0 - local_exit_fraction) * filters * outputs_per_filter / 8
+    )
 
 
 def raw_bytes_per_device(input_shape: tuple[int, ...]) -> int:

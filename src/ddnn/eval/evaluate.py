@@ -111,7 +111,9 @@ def threshold_sweep(
                 edge_threshold=edge_t,
                 local_exit_fraction=local_frac,
                 edge_exit_fraction=result.exit_fraction(EDGE) if has_edge else None,
-                cloud_exit_fraction=result.exit_fraction(CLOUD) if CLOUD in model.exit_names else None,
+                cloud_exit_fraction=result.exit_fraction(CLOUD)
+                if CLOUD in model.exit_names
+                else None,
                 local_accuracy=forced[LOCAL],
                 edge_accuracy=forced[EDGE],
                 cloud_accuracy=forced[CLOUD],

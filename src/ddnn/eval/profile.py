@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
 
 from ddnn.models.ddnn import DDNN
 from ddnn.nn.binary import is_binary
@@ -34,12 +34,13 @@ def _memory_bytes(module: nn.Module) -> tuple[int, int, int]:
     heads_bn = {id(m.bn) for m in module.modules() if isinstance(m, ExitHead)}
     for layer in module.modules():
         if is_binary(layer):
-            n = layer.weight.numel()  # type: ignore[union-attr]
-            binary += n
-            memory += math.ceil(n / 8)
-            if layer.bias is not None:  # type: ignore[union-attr]
-                floats += layer.bias.numel()  # type: ignore[union-attr]
-                memory += 4 * layer.bias.numel()  # type: ignore[union-attr]
+            weight: Tensor = layer.weight  # type: ignore[assignment]
+            bias: Tensor | None = layer.bias  # type: ignore[assignment]
+            binary += weight.numel()
+            memory += math.ceil(weight.numel() / 8)
+            if bias is not None:
+                floats += bias.numel()
+                memory += 4 * bias.numel()
         elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
             c = layer.num_features
             floats += 2 * c

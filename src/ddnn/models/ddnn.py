@@ -76,7 +76,9 @@ class DDNN(nn.Module):
         )
         self.groups = tuple(tuple(g) for g in config.edge.groups)
         self.edges = nn.ModuleList(
-            EdgeSection(len(g), device0.feature_shape, config.num_classes, config.edge, config.cloud.enabled)
+            EdgeSection(
+                len(g), device0.feature_shape, config.num_classes, config.edge, config.cloud.enabled
+            )
             for g in self.groups
         )
         self.edge_exit = (
@@ -93,7 +95,9 @@ class DDNN(nn.Module):
                     len(self.groups), edge0.feature_shape, config.num_classes, config.cloud, False
                 )
             else:
-                self.cloud = CloudSection(d, device0.feature_shape, config.num_classes, config.cloud, False)
+                self.cloud = CloudSection(
+                    d, device0.feature_shape, config.num_classes, config.cloud, False
+                )
         names = [LOCAL] if self.has_local_exit else []
         names += [EDGE] if self.groups else []
         names += [CLOUD] if self.cloud is not None else []
@@ -146,7 +150,12 @@ class DDNN(nn.Module):
         group_scores = torch.stack(scores, dim=1)
         edge_presence = torch.stack(present, dim=1)
         assert self.edge_exit is not None
-        return group_scores, self.edge_exit(group_scores, edge_presence), torch.stack(out_feats, 1), edge_presence
+        return (
+            group_scores,
+            self.edge_exit(group_scores, edge_presence),
+            torch.stack(out_feats, 1),
+            edge_presence,
+        )
 
     # -- training path -------------------------------------------------------------------------
     def forward(self, x: Tensor, presence: Tensor | None = None) -> DDNNOutput:
@@ -154,7 +163,11 @@ class DDNN(nn.Module):
         mask = self._check_input(x, presence)
         x = x * mask.view(*mask.shape, *([1] * (x.dim() - 2))).to(x.dtype)
         dev_scores, feats = self._run_devices(x)
-        local = self.local(dev_scores, mask) if self.local is not None and dev_scores is not None else None
+        local = (
+            self.local(dev_scores, mask)
+            if self.local is not None and dev_scores is not None
+            else None
+        )
         group_logits = edge_logits = None
         up_feats, up_mask = feats, mask
         if self.groups:
@@ -181,7 +194,9 @@ class DDNN(nn.Module):
         thresholds = dict(thresholds or {})
         unknown = set(thresholds) - {LOCAL, EDGE}
         if unknown:
-            raise ValueError(f"unknown exit(s) {sorted(unknown)} in thresholds; accepted: local, edge")
+            raise ValueError(
+                f"unknown exit(s) {sorted(unknown)} in thresholds; accepted: local, edge"
+            )
         mask = self._check_input(x, presence)
         b = x.shape[0]
         x = x * mask.view(*mask.shape, *([1] * (x.dim() - 2))).to(x.dtype)
@@ -200,17 +215,25 @@ class DDNN(nn.Module):
             bytes_.device_frames += frames
             local = self.local(dev_scores, mask)
             is_last = last == 0
-            leaving = torch.ones(b, dtype=torch.bool) if is_last else exit_mask(local, thresholds.get(LOCAL, 0.8))
+            leaving = (
+                torch.ones(b, dtype=torch.bool)
+                if is_last
+                else exit_mask(local, thresholds.get(LOCAL, 0.8))
+            )
             predictions[leaving] = local[leaving].argmax(dim=1)
             exit_index[leaving] = 0
             remaining = (~leaving).nonzero().flatten()
         # Phase two: devices send their feature maps only for samples that go up.
         stay = remaining.numpy()
-        sent, frames = measure_feature_bytes(feats[remaining], mask_np[stay], raw=not self.has_local_exit)
+        sent, frames = measure_feature_bytes(
+            feats[remaining], mask_np[stay], raw=not self.has_local_exit
+        )
         bytes_.device_up[stay] += sent
         bytes_.device_frames[stay] += frames
         if self.groups and len(remaining):
-            _, edge_scores, edge_feats, edge_mask = self._run_edges(feats[remaining], mask[remaining])
+            _, edge_scores, edge_feats, edge_mask = self._run_edges(
+                feats[remaining], mask[remaining]
+            )
             ei = self.exit_names.index(EDGE)
             leaving = (
                 torch.ones(len(remaining), dtype=torch.bool)
@@ -223,7 +246,9 @@ class DDNN(nn.Module):
             up = ~leaving
             remaining = remaining[up]
             if self.cloud is not None:
-                sent, frames = measure_feature_bytes(edge_feats[up], edge_mask[up].cpu().numpy(), raw=False)
+                sent, frames = measure_feature_bytes(
+                    edge_feats[up], edge_mask[up].cpu().numpy(), raw=False
+                )
                 bytes_.edge_up[remaining.numpy()] += sent
                 bytes_.edge_frames[remaining.numpy()] += frames
             feats_up, mask_up = edge_feats[up], edge_mask[up]
@@ -236,4 +261,3 @@ class DDNN(nn.Module):
         assert bool((exit_index >= 0).all()), "every sample must be answered by some exit"
         bytes_.present = mask_np
         return InferenceResult(predictions, exit_index, self.exit_names, bytes_)
-

@@ -41,7 +41,9 @@ class DeviceSection(nn.Module):
     With no filters the device is a raw sensor (configuration a): it forwards its input as is.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, config: DeviceConfig) -> None:
+    def __init__(
+        self, input_shape: tuple[int, ...], num_classes: int, config: DeviceConfig
+    ) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
@@ -50,7 +52,9 @@ class DeviceSection(nn.Module):
             self.input_shape, config.filters, 2, config.binary, "sign"
         )
         self.head: ExitHead | None = (
-            None if self.raw else ExitHead(math.prod(self.feature_shape), num_classes, config.binary)
+            None
+            if self.raw
+            else ExitHead(math.prod(self.feature_shape), num_classes, config.binary)
         )
 
     def forward(self, x: Tensor) -> tuple[Tensor | None, Tensor]:

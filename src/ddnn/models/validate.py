@@ -44,13 +44,17 @@ def validate_model_config(config: ModelConfig) -> None:
                 f"for {config.num_devices} devices"
             )
         if config.edge.pool_stride not in (1, 2):
-            raise ValueError(f"model.edge.pool_stride must be 1 or 2, got {config.edge.pool_stride}")
+            raise ValueError(
+                f"model.edge.pool_stride must be 1 or 2, got {config.edge.pool_stride}"
+            )
     if config.cloud.enabled:
         check_aggregator_name(config.cloud.aggregation)
         if not config.cloud.filters:
             raise ValueError("model.cloud.filters must list at least one block")
         if config.cloud.pool_stride not in (1, 2):
-            raise ValueError(f"model.cloud.pool_stride must be 1 or 2, got {config.cloud.pool_stride}")
+            raise ValueError(
+                f"model.cloud.pool_stride must be 1 or 2, got {config.cloud.pool_stride}"
+            )
     else:
         if len(groups) != 1:
             raise ValueError(

@@ -16,7 +16,7 @@ class BinaryConv2d(nn.Conv2d):
     """
 
     def __init__(self, *args, bias: bool = False, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, bias=bias, **kwargs)
+        super().__init__(*args, bias=bias, **kwargs)  # type: ignore[misc]
         nn.init.uniform_(self.weight, -1.0, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -27,7 +27,7 @@ class BinaryConv1d(nn.Conv1d):
     """``nn.Conv1d`` with ±1 weights, for time-series devices."""
 
     def __init__(self, *args, bias: bool = False, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, bias=bias, **kwargs)
+        super().__init__(*args, bias=bias, **kwargs)  # type: ignore[misc]
         nn.init.uniform_(self.weight, -1.0, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -38,7 +38,7 @@ class BinaryLinear(nn.Linear):
     """``nn.Linear`` whose weights are binarized to ±1 (straight-through); same arguments."""
 
     def __init__(self, *args, bias: bool = False, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, bias=bias, **kwargs)
+        super().__init__(*args, bias=bias, **kwargs)  # type: ignore[misc]
         nn.init.uniform_(self.weight, -1.0, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:

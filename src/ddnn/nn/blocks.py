@@ -89,7 +89,11 @@ class FCBlock(nn.Module):
     """Linear → BatchNorm → activation: the feature block for vector (tabular) inputs."""
 
     def __init__(
-        self, in_features: int, out_features: int, binary: bool = True, activation: Activation = "sign"
+        self,
+        in_features: int,
+        out_features: int,
+        binary: bool = True,
+        activation: Activation = "sign",
     ) -> None:
         super().__init__()
         linear_cls = BinaryLinear if binary else nn.Linear
@@ -137,7 +141,9 @@ def make_feature_block(
     )
 
 
-def block_output_shape(input_shape: tuple[int, ...], out_size: int, pool_stride: int) -> tuple[int, ...]:
+def block_output_shape(
+    input_shape: tuple[int, ...], out_size: int, pool_stride: int
+) -> tuple[int, ...]:
     """Shape after a feature block (no batch dim): pooling 3/pad 1 maps n to ceil(n / stride)."""
     if len(input_shape) == 1:
         return (out_size,)

@@ -59,7 +59,9 @@ def normalized_entropy(probs: Tensor, dim: int = -1) -> Tensor:
     num_classes = probs.shape[dim]
     if num_classes < 2:
         raise ValueError(f"normalized entropy needs at least 2 classes, got {num_classes}")
-    terms = torch.where(probs > 0, probs * torch.log(probs.clamp_min(1e-45)), torch.zeros_like(probs))
+    terms = torch.where(
+        probs > 0, probs * torch.log(probs.clamp_min(1e-45)), torch.zeros_like(probs)
+    )
     eta = -terms.sum(dim=dim) / math.log(num_classes)
     return eta.clamp(0.0, 1.0)
 

@@ -86,11 +86,15 @@ def save_run(
 
 def _read(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
-        raise ValueError(f"{what} {str(path)!r} not found; is this a run directory made by `ddnn train`?")
+        raise ValueError(
+            f"{what} {str(path)!r} not found; is this a run directory made by `ddnn train`?"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise ValueError(f"{what} {str(path)!r} is corrupt or not a ddnn checkpoint ({type(exc).__name__})") from None
+        raise ValueError(
+            f"{what} {str(path)!r} is corrupt or not a ddnn checkpoint ({type(exc).__name__})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{what} {str(path)!r} is not a {FORMAT} checkpoint")
     return payload
@@ -134,10 +138,18 @@ def build_section(mc: ModelConfig, name: str) -> nn.Module:
         return LocalAggregatorSection(mc.local_aggregation, len(mc.edge.groups), mc.num_classes)
     if kind == "edge":
         group = mc.edge.groups[int(index)]
-        return EdgeSection(len(group), device.feature_shape, mc.num_classes, mc.edge, mc.cloud.enabled)
+        return EdgeSection(
+            len(group), device.feature_shape, mc.num_classes, mc.edge, mc.cloud.enabled
+        )
     if kind == "cloud":
         if mc.edge.groups:
-            edge = EdgeSection(len(mc.edge.groups[0]), device.feature_shape, mc.num_classes, mc.edge, True)
-            return CloudSection(len(mc.edge.groups), edge.feature_shape, mc.num_classes, mc.cloud, False)
+            edge = EdgeSection(
+                len(mc.edge.groups[0]), device.feature_shape, mc.num_classes, mc.edge, True
+            )
+            return CloudSection(
+                len(mc.edge.groups), edge.feature_shape, mc.num_classes, mc.cloud, False
+            )
         return CloudSection(mc.num_devices, device.feature_shape, mc.num_classes, mc.cloud, False)
-    raise ValueError(f"unknown section {name!r}; accepted: device_K, local, edge_K, edge_exit, cloud")
+    raise ValueError(
+        f"unknown section {name!r}; accepted: device_K, local, edge_K, edge_exit, cloud"
+    )

@@ -36,7 +36,9 @@ def seed_everything(seed: int, threads: int = 0) -> None:
         torch.set_num_threads(threads)
 
 
-def device_dropout_mask(batch: int, num_devices: int, rate: float, generator: torch.Generator) -> torch.Tensor:
+def device_dropout_mask(
+    batch: int, num_devices: int, rate: float, generator: torch.Generator
+) -> torch.Tensor:
     """Random presence mask: each device absent with probability ``rate``, at least one present."""
     if rate <= 0:
         return torch.ones(batch, num_devices, dtype=torch.bool)
