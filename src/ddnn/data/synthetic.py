@@ -69,13 +69,13 @@ class SyntheticMVMCConfig:
     seed: int = 0
     num_cameras: int = 6
     image_size: int = 32
-    noise_std: float = 0.03
-    num_occluders: float = 4.0
-    shape_variation: float = 1.0
-    colour_overlap: float = 0.5
-    min_visible_fraction: float = 0.3
+    noise_std: float = 0.02
+    num_occluders: float = 2.0
+    shape_variation: float = 0.3
+    colour_overlap: float = 0.3
+    min_visible_fraction: float = 0.4
     min_object_pixels: float = 10.0
-    min_in_frame: float = 0.6
+    min_in_frame: float = 0.5
     crop_margin: float = 0.2
     crop_jitter: float = 0.08
 

@@ -17,7 +17,6 @@ class BinaryConv2d(nn.Conv2d):
 
     def __init__(self, *args, bias: bool = False, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, bias=bias, **kwargs)  # type: ignore[misc]
-        nn.init.uniform_(self.weight, -1.0, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, sign_weight(self.weight), self.bias)
@@ -28,7 +27,6 @@ class BinaryConv1d(nn.Conv1d):
 
     def __init__(self, *args, bias: bool = False, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, bias=bias, **kwargs)  # type: ignore[misc]
-        nn.init.uniform_(self.weight, -1.0, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, sign_weight(self.weight), self.bias)
@@ -39,7 +37,6 @@ class BinaryLinear(nn.Linear):
 
     def __init__(self, *args, bias: bool = False, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, bias=bias, **kwargs)  # type: ignore[misc]
-        nn.init.uniform_(self.weight, -1.0, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, sign_weight(self.weight), self.bias)
