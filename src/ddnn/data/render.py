@@ -22,9 +22,10 @@ from ddnn.data.scene import (
     box_corners,
 )
 
-_RAYS_PER_CHUNK = 1 << 20
+_RAYS_PER_CHUNK = 1 << 17  # chunks that stay in cache are faster than one big batch
 _BLUR_RADIUS = 4
-_ASPHALT, _TILES, _GRASS, _PAINT = (0.3, 0.3, 0.32), (0.6, 0.58, 0.54), (0.28, 0.42, 0.2), (0.85,) * 3
+# Ground albedo of asphalt, sidewalk tiles, grass and lane paint.
+_GROUND_ALBEDO = np.array([[0.3, 0.3, 0.32], [0.6, 0.58, 0.54], [0.28, 0.42, 0.2], [0.85, 0.85, 0.85]])
 Arr = np.ndarray
 Vec = tuple[Arr, Arr, Arr]
 
@@ -49,15 +50,14 @@ def _box_hit(o: Vec, d: Vec, half: Arr, light: Vec) -> tuple[Arr, Arr]:
     t_far = np.full(d[0].shape, np.inf, np.float32)
     shade = np.zeros(d[0].shape, np.float32)
     for k in range(3):
-        inv = 1.0 / d[k]
-        h = half[:, k : k + 1]
-        t1 = (-h - o[k]) * inv
-        t2 = (h - o[k]) * inv
-        near = np.minimum(t1, t2)
+        inv = 1.0 / np.where(np.abs(d[k]) < 1e-12, np.float32(1e-12), d[k])
+        mid = -o[k] * inv  # the slab [-h, h] along axis k is crossed over mid -/+ reach
+        reach = half[:, k : k + 1] * np.abs(inv)
+        near = mid - reach
         entered = near > t_near
-        shade = np.where(entered, np.where(d[k] > 0, -light[k], light[k]), shade)
-        t_near = np.maximum(t_near, near)
-        t_far = np.minimum(t_far, np.maximum(t1, t2))
+        np.copyto(shade, np.where(d[k] > 0, -light[k], light[k]), where=entered)  # face normal
+        np.maximum(t_near, near, out=t_near)
+        np.minimum(t_far, mid + reach, out=t_far)
     hit = (t_near <= t_far) & (t_near > 0)
     return np.where(hit, t_near, np.inf), shade
 
@@ -93,11 +93,9 @@ def _ground_colour(x: Arr, y: Arr) -> Arr:
     mark = (((ay < 0.12) & (x % 6 < 3)) | ((ax < 0.12) & (y % 6 < 3))) & (np.maximum(ax, ay) > 5)
     checker = (np.floor(x) + np.floor(y)) % 2
     grain = 0.04 * np.sin(3.1 * x + 1.7 * y) * np.sin(2.3 * y - 0.9 * x)
-    out = []
-    for asphalt, tiles, grass, paint in zip(_ASPHALT, _TILES, _GRASS, _PAINT, strict=True):
-        c = np.where(road, asphalt, np.where(walk, tiles * (0.95 + 0.1 * checker), grass))
-        out.append(np.where(mark, paint, c) * (1 + grain))
-    return np.stack(out).astype(np.float32)
+    cat = np.where(mark, 3, np.where(road, 0, np.where(walk, 1, 2)))
+    mult = (1 + grain) * np.where(walk, 0.95 + 0.1 * checker, 1.0)
+    return np.stack([np.take(_GROUND_ALBEDO[:, k], cat) * mult for k in range(3)]).astype(np.float32)
 
 
 def _gaussian_weights(sigma: Arr) -> Arr:
@@ -127,14 +125,23 @@ class _Frame:
         self.rgb = np.zeros((3, *shape), np.float32)
         self.is_obj = np.zeros(shape, bool)
 
-    def update(self, idx: Arr, t: Arr, colour: Arr, shade: Arr, ambient: Arr, is_obj: bool) -> None:
-        """Keep the nearer of the stored surface and ``t`` for the views ``idx``."""
-        near = t < self.t[idx]
-        self.t[idx] = np.where(near, t, self.t[idx])
+    def update(self, idx: Arr | None, t: Arr, colour: Arr, shade: Arr, ambient: Arr, obj: bool) -> None:
+        """Keep the nearer of the stored surface and ``t``, for the views ``idx`` (None: all)."""
         light = ambient + (1 - ambient) * np.maximum(shade, 0)
+        if idx is None:
+            near = t < self.t
+            np.copyto(self.t, t, where=near)
+            for k in range(3):
+                np.copyto(self.rgb[k], colour[:, k : k + 1] * light, where=near)
+            np.copyto(self.is_obj, obj, where=near)
+            return
+        sub_t, sub_rgb, sub_obj = self.t[idx], self.rgb[:, idx], self.is_obj[idx]
+        near = t < sub_t
+        np.copyto(sub_t, t, where=near)
         for k in range(3):
-            self.rgb[k, idx] = np.where(near, colour[:, k : k + 1] * light, self.rgb[k, idx])
-        self.is_obj[idx] = np.where(near, is_obj, self.is_obj[idx])
+            np.copyto(sub_rgb[k], colour[:, k : k + 1] * light, where=near)
+        np.copyto(sub_obj, obj, where=near)
+        self.t[idx], self.rgb[:, idx], self.is_obj[idx] = sub_t, sub_rgb, sub_obj
 
 
 def _render_chunk(sc: Scenes, rig: CameraRig, s: Arr, c: Arr, crop: Arr, size: int) -> tuple[Arr, Arr]:
@@ -149,12 +156,12 @@ def _render_chunk(sc: Scenes, rig: CameraRig, s: Arr, c: Arr, crop: Arr, size: i
         dk = rig.forward[c, k, None, None] + cols[:, None, :] * rig.right[c, k, None, None]
         comps.append((dk + rows[:, :, None] * rig.up[c, k, None, None]).reshape(v, -1))
     norm = np.sqrt(sum(x * x for x in comps))
-    d: Vec = tuple(np.where(np.abs(x / norm) < 1e-7, 1e-7, x / norm).astype(f32) for x in comps)
+    dx, dy, dz = (np.where(np.abs(x / norm) < 1e-7, 1e-7, x / norm).astype(f32) for x in comps)
+    d: Vec = (dx, dy, dz)
     o_world = rig.position[c].astype(f32)  # (V, 3)
     frame = _Frame(d[0].shape)
     amb = sc.ambient[s, None].astype(f32)
     sun = sc.sun[s].astype(f32)
-    every = np.arange(v)
 
     # Object parts, in the object's frame.
     yaw = sc.obj_yaw[s, None]
@@ -167,7 +174,7 @@ def _render_chunk(sc: Scenes, rig: CameraRig, s: Arr, c: Arr, crop: Arr, size: i
         o_p = (o_obj[0] - ctr[:, 0:1], o_obj[1] - ctr[:, 1:2], o_obj[2] - ctr[:, 2:3])
         hit = _box_hit if kind == BOX else _cylinder_hit
         t, shade = hit(o_p, d_obj, sc.part_half[s, p].astype(f32), l_obj)
-        frame.update(every, t, sc.part_colour[s, p].astype(f32), shade, amb, True)
+        frame.update(None, t, sc.part_colour[s, p].astype(f32), shade, amb, True)
     obj_pixels = np.isfinite(frame.t).sum(1)
 
     # Occluders whose projected bounding box overlaps the crop window.

@@ -1,14 +1,16 @@
 """Random 3-D street scenes (one object, occluders, lighting) and the fixed camera rig that films them.
 
-The world is metric with ``z`` up and the ground plane at ``z = 0``. Every scene holds one object
-(car, bus or person) built from four primitives in the object's own frame, a few occluders (poles,
-trees/bushes, boxes) and scene-wide lighting. Primitives are either boxes or vertical elliptic
-cylinders; both are given by a centre and half extents (``rx, ry, hz`` for cylinders).
+The world is a metric street crossing with ``z`` up and the ground at ``z = 0``: two roads cross at
+the origin, with sidewalks, grass and fixed street furniture (:data:`STATIC_OCCLUDERS`), filmed by
+six fixed cameras (:data:`CAMERA_POSES`). Like a real camera network, the layout and the cameras are
+the same in every sample; what varies is the object (car, bus or person, built from four primitives
+in its own frame with random proportions, colours, position and heading), a few random extra
+occluders, and the time of day and weather. Primitives are boxes or vertical elliptic cylinders,
+both given by a centre and half extents (``rx, ry, hz`` for cylinders).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -42,11 +44,11 @@ PART_KINDS = np.array([[BOX] * 4, [BOX] * 4, [BOX, CYLINDER, CYLINDER, BOX]], dt
 # Positions, heights, distances and fields of view differ on purpose so that each camera has its
 # own visibility rate and view quality, as in the real MVMC rig.
 CAMERA_POSES: tuple[tuple[tuple[float, float, float], tuple[float, float, float], float, float], ...] = (
-    ((0.0, -22.0, 6.0), (3.0, -2.0, 0.0), 44.0, 1.0),
-    ((22.0, 4.0, 4.0), (3.0, 2.0, 0.0), 40.0, 1.3),
-    ((-18.0, -18.0, 2.0), (-3.0, -3.0, 0.8), 42.0, 1.6),
-    ((-20.0, 16.0, 11.0), (-4.0, 4.0, 0.0), 30.0, 2.0),
-    ((5.0, 24.0, 5.0), (3.0, 5.0, 0.0), 28.0, 2.4),
+    ((0.0, -22.0, 6.0), (3.0, -2.0, 0.0), 30.0, 1.0),
+    ((22.0, 4.0, 4.0), (4.0, 3.0, 0.0), 36.0, 1.2),
+    ((-18.0, -18.0, 2.0), (-3.0, -3.0, 0.8), 42.0, 2.0),
+    ((-32.0, 26.0, 14.0), (-2.0, 2.0, 0.0), 64.0, 4.0),
+    ((5.0, 24.0, 5.0), (2.0, 6.0, 0.0), 26.0, 2.0),
     ((16.0, -16.0, 16.0), (6.0, -6.0, 0.0), 28.0, 3.0),
 )
 

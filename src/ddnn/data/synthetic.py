@@ -23,6 +23,8 @@ from ddnn.data.scene import (
     CAMERA_POSES,
     SENSOR_HEIGHT,
     SENSOR_WIDTH,
+    CameraRig,
+    Scenes,
     box_corners,
     make_camera_rig,
     project,
@@ -69,17 +71,18 @@ class SyntheticMVMCConfig:
     seed: int = 0
     num_cameras: int = 6
     image_size: int = 32
-    noise_std: float = 0.02
-    num_occluders: float = 2.0
+    noise_std: float = 0.025
+    num_occluders: float = 3.0
     shape_variation: float = 0.3
     colour_overlap: float = 0.3
     min_visible_fraction: float = 0.4
-    min_object_pixels: float = 10.0
+    min_object_pixels: float = 6.0
     min_in_frame: float = 0.5
-    crop_margin: float = 0.2
-    crop_jitter: float = 0.08
+    crop_margin: float = 0.25
+    crop_jitter: float = 0.1
 
     def __post_init__(self) -> None:
+        _check_seed(self.seed)
         if not 1 <= self.num_cameras <= MAX_CAMERAS:
             raise ValueError(f"num_cameras must be between 1 and {MAX_CAMERAS}, got {self.num_cameras}")
         if self.image_size < 8:
@@ -96,12 +99,22 @@ class SyntheticMVMCConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
+def _check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+
 def _crop_windows(
-    scenes_parts: tuple[np.ndarray, ...], config: SyntheticMVMCConfig, rng: np.random.Generator
+    scenes: Scenes, rig: CameraRig, config: SyntheticMVMCConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Square crop windows ``(N, C, 3)`` as ``(u0, v0, side)`` and whether each camera can see them."""
-    center, half, yaw, pos, rig = scenes_parts
-    corners = box_corners(center, half, yaw[:, None], pos[:, None, :])  # (N, P, 8, 3)
+    """Square crop windows ``(N, C, 3)`` as ``(u0, v0, side)`` and whether each camera can see them.
+
+    A camera can see the object when it is in front of it, at least ``config.min_in_frame`` of its
+    projected bounding box is on the sensor and the box is at least ``config.min_object_pixels``
+    long; occlusion is judged later, on the rendered crop.
+    """
+    yaw, pos = scenes.obj_yaw[:, None], scenes.obj_pos[:, None, :]
+    corners = box_corners(scenes.part_center, scenes.part_half, yaw, pos)  # (N, P, 8, 3)
     u, v, depth = project(corners.reshape(len(pos), -1, 3), rig)  # (N, C, P*8)
     u0, u1, v0, v1 = u.min(-1), u.max(-1), v.min(-1), v.max(-1)
     w, h = u1 - u0, v1 - v0
@@ -129,9 +142,7 @@ def _generate(
     for _ in range(_MAX_ROUNDS):
         sc = sample_scenes(labels[pending], rng, config.shape_variation, config.colour_overlap,
                            config.num_occluders)
-        crop, seeable = _crop_windows(
-            (sc.part_center, sc.part_half, sc.obj_yaw, sc.obj_pos, rig), config, rng
-        )
+        crop, seeable = _crop_windows(sc, rig, config, rng)
         s_idx, c_idx = np.nonzero(seeable)
         images, visible = render_views(sc, rig, s_idx, c_idx, crop[s_idx, c_idx], size,
                                        config.noise_std, rng)
@@ -167,6 +178,7 @@ def generate_synthetic_mvmc(
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    _check_seed(seed)
     config = config or SyntheticMVMCConfig()
     start = time.perf_counter()
     out = _generate(int(num_samples), np.random.default_rng(seed), config)
