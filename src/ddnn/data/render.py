@@ -25,7 +25,9 @@ from ddnn.data.scene import (
 _RAYS_PER_CHUNK = 1 << 17  # chunks that stay in cache are faster than one big batch
 _BLUR_RADIUS = 4
 # Ground albedo of asphalt, sidewalk tiles, grass and lane paint.
-_GROUND_ALBEDO = np.array([[0.3, 0.3, 0.32], [0.6, 0.58, 0.54], [0.28, 0.42, 0.2], [0.85, 0.85, 0.85]])
+_GROUND_ALBEDO = np.array(
+    [[0.3, 0.3, 0.32], [0.6, 0.58, 0.54], [0.28, 0.42, 0.2], [0.85, 0.85, 0.85]]
+)
 Arr = np.ndarray
 Vec = tuple[Arr, Arr, Arr]
 
@@ -95,7 +97,9 @@ def _ground_colour(x: Arr, y: Arr) -> Arr:
     grain = 0.04 * np.sin(3.1 * x + 1.7 * y) * np.sin(2.3 * y - 0.9 * x)
     cat = np.where(mark, 3, np.where(road, 0, np.where(walk, 1, 2)))
     mult = (1 + grain) * np.where(walk, 0.95 + 0.1 * checker, 1.0)
-    return np.stack([np.take(_GROUND_ALBEDO[:, k], cat) * mult for k in range(3)]).astype(np.float32)
+    return np.stack([np.take(_GROUND_ALBEDO[:, k], cat) * mult for k in range(3)]).astype(
+        np.float32
+    )
 
 
 def _gaussian_weights(sigma: Arr) -> Arr:
@@ -125,7 +129,9 @@ class _Frame:
         self.rgb = np.zeros((3, *shape), np.float32)
         self.is_obj = np.zeros(shape, bool)
 
-    def update(self, idx: Arr | None, t: Arr, colour: Arr, shade: Arr, ambient: Arr, obj: bool) -> None:
+    def update(
+        self, idx: Arr | None, t: Arr, colour: Arr, shade: Arr, ambient: Arr, obj: bool
+    ) -> None:
         """Keep the nearer of the stored surface and ``t``, for the views ``idx`` (None: all)."""
         light = ambient + (1 - ambient) * np.maximum(shade, 0)
         if idx is None:
@@ -144,7 +150,9 @@ class _Frame:
         self.t[idx], self.rgb[:, idx], self.is_obj[idx] = sub_t, sub_rgb, sub_obj
 
 
-def _render_chunk(sc: Scenes, rig: CameraRig, s: Arr, c: Arr, crop: Arr, size: int) -> tuple[Arr, Arr]:
+def _render_chunk(
+    sc: Scenes, rig: CameraRig, s: Arr, c: Arr, crop: Arr, size: int
+) -> tuple[Arr, Arr]:
     """Ray-cast views of scenes ``s`` from cameras ``c``; all views must show the same class."""
     v = len(s)
     f32 = np.float32
@@ -248,8 +256,12 @@ def render_views(
         members = order[cls_sorted == cl]
         for start in range(0, len(members), step):
             idx = members[start : start + step]
-            img, visible[idx] = _render_chunk(scenes, rig, sample[idx], camera[idx], crop[idx], size)
-            images[idx] = _camera_pipeline(img, crop[idx, 2], noise_std * rig.noise[camera[idx]], rng)
+            img, visible[idx] = _render_chunk(
+                scenes, rig, sample[idx], camera[idx], crop[idx], size
+            )
+            images[idx] = _camera_pipeline(
+                img, crop[idx, 2], noise_std * rig.noise[camera[idx]], rng
+            )
     return images, visible
 
 
@@ -261,5 +273,8 @@ def _camera_pipeline(img: Arr, side: Arr, noise: Arr, rng: np.random.Generator) 
     # A crop smaller than the output was upsampled: blur by the sensor pixel footprint.
     sigma = np.sqrt(0.3**2 + (0.5 * size / np.maximum(side, 1.0)) ** 2).astype(np.float32)
     img = _blur(img, sigma)
-    img += rng.standard_normal(img.shape, dtype=np.float32) * noise.astype(np.float32)[:, None, None, None]
+    img += (
+        rng.standard_normal(img.shape, dtype=np.float32)
+        * noise.astype(np.float32)[:, None, None, None]
+    )
     return (np.round(np.clip(img, 0.0, 1.0) * 255) / 255).astype(np.float32)

@@ -43,15 +43,18 @@ PART_KINDS = np.array([[BOX] * 4, [BOX] * 4, [BOX, CYLINDER, CYLINDER, BOX]], dt
 # (position xyz, look-at target xyz, horizontal field of view in degrees, noise multiplier).
 # Positions, heights, distances and fields of view differ on purpose so that each camera has its
 # own visibility rate and view quality, as in the real MVMC rig.
-CAMERA_POSES: tuple[tuple[tuple[float, float, float], tuple[float, float, float], float, float], ...] = (
-    ((0.0, -22.0, 6.0), (3.0, -2.0, 0.0), 30.0, 1.0),
-    ((22.0, 4.0, 4.0), (4.0, 3.0, 0.0), 36.0, 1.2),
-    ((-18.0, -18.0, 2.0), (-3.0, -3.0, 0.8), 42.0, 2.0),
-    ((-32.0, 26.0, 14.0), (-2.0, 2.0, 0.0), 64.0, 4.0),
-    ((5.0, 24.0, 5.0), (2.0, 6.0, 0.0), 26.0, 2.0),
-    ((16.0, -16.0, 16.0), (6.0, -6.0, 0.0), 28.0, 3.0),
+CameraPose = tuple[tuple[float, float, float], tuple[float, float, float], float, float]
+CAMERA_POSES: tuple[CameraPose, ...] = (
+    ((0.0, -22.0, 6.0), (1.0, -2.0, 0.0), 36.0, 1.0),  # south, the sharpest views
+    ((28.0, 3.0, 5.0), (3.0, 0.0, 0.0), 32.0, 1.2),  # east, low
+    ((-18.0, -18.0, 2.0), (-2.0, -2.0, 0.8), 48.0, 1.5),  # south-west at eye level: occluded
+    ((-32.0, 26.0, 14.0), (-2.0, 2.0, 0.0), 64.0, 3.0),  # far wide-angle: sees all, poorly
+    ((6.0, 24.0, 5.0), (1.0, 5.0, 0.0), 34.0, 2.0),  # north
+    ((16.0, -16.0, 16.0), (6.0, -6.0, 0.0), 28.0, 3.0),  # high, narrow, looking down: rarely sees
 )
 
+# Colour palettes (RGB albedo). They overlap on purpose: white, red and blue cars, buses and shirts.
+# fmt: off
 _CAR_COLOURS = ((0.9, 0.9, 0.9), (0.08, 0.08, 0.09), (0.68, 0.7, 0.73), (0.42, 0.43, 0.45),
                 (0.7, 0.1, 0.1), (0.15, 0.25, 0.6), (0.15, 0.35, 0.2), (0.8, 0.74, 0.6))
 _BUS_COLOURS = ((0.9, 0.75, 0.1), (0.75, 0.12, 0.1), (0.9, 0.9, 0.88), (0.15, 0.3, 0.65),
@@ -62,6 +65,7 @@ _TROUSER_COLOURS = ((0.12, 0.15, 0.3), (0.08, 0.08, 0.08), (0.6, 0.52, 0.38), (0
 _SKIN_COLOURS = ((0.85, 0.68, 0.55), (0.6, 0.42, 0.3), (0.35, 0.24, 0.17), (0.2, 0.15, 0.1))
 _OCCLUDER_COLOURS = ((0.45, 0.45, 0.47), (0.25, 0.45, 0.2), (0.15, 0.3, 0.12), (0.45, 0.35, 0.25),
                      (0.7, 0.7, 0.68), (0.55, 0.2, 0.15))
+# fmt: on
 _GLASS = np.array([0.12, 0.15, 0.2])
 _TYRE = np.array([0.06, 0.06, 0.06])
 
@@ -119,7 +123,9 @@ class Scenes:
     fog: np.ndarray  # (N,) visibility distance in metres
 
 
-def _pick(rng: np.random.Generator, palette: tuple[tuple[float, float, float], ...], n: int) -> np.ndarray:
+def _pick(
+    rng: np.random.Generator, palette: tuple[tuple[float, float, float], ...], n: int
+) -> np.ndarray:
     cols = np.array(palette)[rng.integers(0, len(palette), n)]
     return np.clip(cols + rng.uniform(-0.06, 0.06, (n, 3)), 0.0, 1.0)
 
@@ -136,11 +142,16 @@ def _main_colours(
     return np.where(rng.random((n, 1)) < overlap, shared, cols)
 
 
-def _spread(rng: np.random.Generator, n: int, nominal: float, spread: float, s: float) -> np.ndarray:
+def _spread(
+    rng: np.random.Generator, n: int, nominal: float, spread: float, s: float
+) -> np.ndarray:
     return nominal + s * spread * rng.uniform(-1.0, 1.0, n)
 
 
-def _car_parts(rng: np.random.Generator, n: int, s: float, overlap: float) -> tuple[np.ndarray, ...]:
+def _car_parts(
+    rng: np.random.Generator, n: int, s: float, overlap: float
+) -> tuple[np.ndarray, ...]:
+    """Body, glazed cabin and two wheel pairs of ``n`` cars (``s`` = shape variation)."""
     van = rng.random(n) < 0.3 * s  # vans/SUVs are taller and longer, closer to a minibus
     length = np.where(van, rng.uniform(4.8, 5.6, n), _spread(rng, n, 4.3, 0.7, s))
     width = _spread(rng, n, 1.8, 0.15, s)
@@ -150,23 +161,32 @@ def _car_parts(rng: np.random.Generator, n: int, s: float, overlap: float) -> tu
     cabin_off = -length * _spread(rng, n, 0.08, 0.06, s) * ~van
     main = _main_colours(rng, _CAR_COLOURS, n, overlap)
     zero = np.zeros(n)
-    center = np.stack([
-        np.stack([zero, zero, (0.25 + body_top) / 2], 1),
-        np.stack([cabin_off, zero, body_top + cabin_h / 2], 1),
-        np.stack([0.3 * length, zero, zero + 0.3], 1),
-        np.stack([-0.3 * length, zero, zero + 0.3], 1),
-    ], 1)
-    half = np.stack([
-        np.stack([length / 2, width / 2, (body_top - 0.25) / 2], 1),
-        np.stack([cabin_len / 2, 0.45 * width, cabin_h / 2], 1),
-        np.stack([zero + 0.33, width / 2 + 0.03, zero + 0.3], 1),
-        np.stack([zero + 0.33, width / 2 + 0.03, zero + 0.3], 1),
-    ], 1)
+    center = np.stack(
+        [
+            np.stack([zero, zero, (0.25 + body_top) / 2], 1),
+            np.stack([cabin_off, zero, body_top + cabin_h / 2], 1),
+            np.stack([0.3 * length, zero, zero + 0.3], 1),
+            np.stack([-0.3 * length, zero, zero + 0.3], 1),
+        ],
+        1,
+    )
+    half = np.stack(
+        [
+            np.stack([length / 2, width / 2, (body_top - 0.25) / 2], 1),
+            np.stack([cabin_len / 2, 0.45 * width, cabin_h / 2], 1),
+            np.stack([zero + 0.33, width / 2 + 0.03, zero + 0.3], 1),
+            np.stack([zero + 0.33, width / 2 + 0.03, zero + 0.3], 1),
+        ],
+        1,
+    )
     colour = np.stack([main, 0.3 * main + 0.7 * _GLASS, main * 0 + _TYRE, main * 0 + _TYRE], 1)
     return center, half, colour
 
 
-def _bus_parts(rng: np.random.Generator, n: int, s: float, overlap: float) -> tuple[np.ndarray, ...]:
+def _bus_parts(
+    rng: np.random.Generator, n: int, s: float, overlap: float
+) -> tuple[np.ndarray, ...]:
+    """Body, window band and two wheel pairs of ``n`` buses (``s`` = shape variation)."""
     mini = rng.random(n) < 0.3 * s  # minibuses overlap with vans in size and proportion
     length = np.where(mini, rng.uniform(5.8, 7.5, n), _spread(rng, n, 11.0, 2.0, s))
     width = np.where(mini, rng.uniform(2.0, 2.3, n), _spread(rng, n, 2.5, 0.05, s))
@@ -175,23 +195,32 @@ def _bus_parts(rng: np.random.Generator, n: int, s: float, overlap: float) -> tu
     axle = length / 2 - np.where(mini, 1.2, 2.5)
     main = _main_colours(rng, _BUS_COLOURS, n, overlap)
     zero = np.zeros(n)
-    center = np.stack([
-        np.stack([zero, zero, (0.35 + height) / 2], 1),
-        np.stack([zero, zero, band * height], 1),
-        np.stack([axle, zero, zero + 0.45], 1),
-        np.stack([-axle + 0.5, zero, zero + 0.45], 1),
-    ], 1)
-    half = np.stack([
-        np.stack([length / 2, width / 2, (height - 0.35) / 2], 1),
-        np.stack([length / 2 + 0.02, width / 2 + 0.02, 0.13 * height], 1),
-        np.stack([zero + 0.5, width / 2 + 0.02, zero + 0.45], 1),
-        np.stack([zero + 0.5, width / 2 + 0.02, zero + 0.45], 1),
-    ], 1)
+    center = np.stack(
+        [
+            np.stack([zero, zero, (0.35 + height) / 2], 1),
+            np.stack([zero, zero, band * height], 1),
+            np.stack([axle, zero, zero + 0.45], 1),
+            np.stack([-axle + 0.5, zero, zero + 0.45], 1),
+        ],
+        1,
+    )
+    half = np.stack(
+        [
+            np.stack([length / 2, width / 2, (height - 0.35) / 2], 1),
+            np.stack([length / 2 + 0.02, width / 2 + 0.02, 0.13 * height], 1),
+            np.stack([zero + 0.5, width / 2 + 0.02, zero + 0.45], 1),
+            np.stack([zero + 0.5, width / 2 + 0.02, zero + 0.45], 1),
+        ],
+        1,
+    )
     colour = np.stack([main, 0.2 * main + 0.8 * _GLASS, main * 0 + _TYRE, main * 0 + _TYRE], 1)
     return center, half, colour
 
 
-def _person_parts(rng: np.random.Generator, n: int, s: float, overlap: float) -> tuple[np.ndarray, ...]:
+def _person_parts(
+    rng: np.random.Generator, n: int, s: float, overlap: float
+) -> tuple[np.ndarray, ...]:
+    """Legs, torso, head and arms of ``n`` people (``s`` = shape variation)."""
     h = _spread(rng, n, 1.72, 0.2, s)
     shoulder = _spread(rng, n, 0.46, 0.08, s)
     torso_depth = _spread(rng, n, 0.14, 0.04, s)
@@ -199,18 +228,24 @@ def _person_parts(rng: np.random.Generator, n: int, s: float, overlap: float) ->
     trousers = _pick(rng, _TROUSER_COLOURS, n)
     skin = _pick(rng, _SKIN_COLOURS, n)
     zero = np.zeros(n)
-    center = np.stack([
-        np.stack([zero, zero, 0.235 * h], 1),
-        np.stack([zero, zero, 0.66 * h], 1),
-        np.stack([zero, zero, 0.925 * h], 1),
-        np.stack([zero, zero, 0.64 * h], 1),
-    ], 1)
-    half = np.stack([
-        np.stack([zero + 0.12, 0.4 * shoulder, 0.235 * h], 1),
-        np.stack([torso_depth, shoulder / 2, 0.19 * h], 1),
-        np.stack([zero + 0.1, zero + 0.1, 0.075 * h], 1),
-        np.stack([zero + 0.08, shoulder / 2 + 0.07, 0.17 * h], 1),
-    ], 1)
+    center = np.stack(
+        [
+            np.stack([zero, zero, 0.235 * h], 1),
+            np.stack([zero, zero, 0.66 * h], 1),
+            np.stack([zero, zero, 0.925 * h], 1),
+            np.stack([zero, zero, 0.64 * h], 1),
+        ],
+        1,
+    )
+    half = np.stack(
+        [
+            np.stack([zero + 0.12, 0.4 * shoulder, 0.235 * h], 1),
+            np.stack([torso_depth, shoulder / 2, 0.19 * h], 1),
+            np.stack([zero + 0.1, zero + 0.1, 0.075 * h], 1),
+            np.stack([zero + 0.08, shoulder / 2 + 0.07, 0.17 * h], 1),
+        ],
+        1,
+    )
     colour = np.stack([trousers, shirt, skin, 0.8 * shirt], 1)
     return center, half, colour
 
@@ -240,7 +275,9 @@ def sample_scenes(
         idx = np.flatnonzero(labels == c)
         parts = build(rng, len(idx), shape_variation, colour_overlap)
         center[idx], half[idx], colour[idx] = parts
-    obj_pos = _place_objects(rng, np.hypot(half[..., 0] + np.abs(center[..., 0]), half[..., 1]).max(1))
+    # Positions do not depend on the class (street furniture in the way is removed instead), so
+    # whether a camera sees the object says little about what it is.
+    obj_pos = np.concatenate([rng.uniform(-OBJECT_AREA, OBJECT_AREA, (n, 2)), np.zeros((n, 1))], 1)
     obj_yaw = rng.uniform(0.0, 2 * math.pi, n)
 
     # Occluders: the fixed street furniture of the world, then a few random ones per scene.
@@ -253,12 +290,15 @@ def sample_scenes(
     occ_half = np.concatenate([np.broadcast_to(static[1], (n, *static[1].shape)), occ_half], 1)
     occ_colour = np.concatenate([np.broadcast_to(static[2], (n, *static[2].shape)), occ_colour], 1)
     xy = np.concatenate([np.broadcast_to(static[3], (n, *static[3].shape)), dyn_xy], 1)
-    occ_yaw = np.concatenate([np.broadcast_to(static[4], (n, len(static[4]))),
-                              rng.uniform(0.0, 2 * math.pi, (n, m))], 1)
-    occ_active = np.concatenate([np.ones((n, len(static[0])), bool),
-                                 np.arange(m)[None, :] < count[:, None]], 1)
+    occ_yaw = np.concatenate(
+        [np.broadcast_to(static[4], (n, len(static[4]))), rng.uniform(0.0, 2 * math.pi, (n, m))], 1
+    )
+    occ_active = np.concatenate(
+        [np.ones((n, len(static[0])), bool), np.arange(m)[None, :] < count[:, None]], 1
+    )
     occ_center = np.concatenate([xy, occ_half[..., 2:]], -1)
-    # Occluders may not intersect the object: drop those whose footprint circles overlap it.
+    # Occluders, static ones included, may not intersect the object: drop those whose footprint
+    # circles overlap it.
     obj_radius = np.hypot(half[..., 0] + np.abs(center[..., 0]), half[..., 1]).max(1)
     occ_radius = np.hypot(occ_half[..., 0], occ_half[..., 1])
     gap = np.hypot(*(xy - obj_pos[:, None, :2]).transpose(2, 0, 1))
@@ -272,8 +312,24 @@ def sample_scenes(
     overcast = rng.random((n, 1))
     sky = (1 - overcast) * np.array([0.5, 0.68, 0.9]) + overcast * np.array([0.72, 0.74, 0.76])
     fog = rng.uniform(60.0, 250.0, n)
-    return Scenes(labels, obj_pos, obj_yaw, center, half, colour, occ_kind, occ_center, occ_yaw,
-                  occ_half, occ_colour, occ_active, sun, ambient, sky, fog)
+    return Scenes(
+        labels,
+        obj_pos,
+        obj_yaw,
+        center,
+        half,
+        colour,
+        occ_kind,
+        occ_center,
+        occ_yaw,
+        occ_half,
+        occ_colour,
+        occ_active,
+        sun,
+        ambient,
+        sky,
+        fog,
+    )
 
 
 def _occluder_shapes(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
@@ -281,11 +337,14 @@ def _occluder_shapes(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[
     draw = rng.integers(0, 3, shape)  # 0 pole, 1 tree/bush, 2 box
     kind = np.where(draw == 2, BOX, CYLINDER)
     radius = np.where(draw == 0, rng.uniform(0.08, 0.25, shape), rng.uniform(0.5, 1.8, shape))
-    half = np.stack([
-        np.where(draw == 2, rng.uniform(0.5, 3.0, shape), radius),
-        np.where(draw == 2, rng.uniform(0.2, 1.2, shape), radius),
-        np.where(draw == 2, rng.uniform(0.5, 2.0, shape), rng.uniform(0.5, 3.5, shape)),
-    ], -1)
+    half = np.stack(
+        [
+            np.where(draw == 2, rng.uniform(0.5, 3.0, shape), radius),
+            np.where(draw == 2, rng.uniform(0.2, 1.2, shape), radius),
+            np.where(draw == 2, rng.uniform(0.5, 2.0, shape), rng.uniform(0.5, 3.5, shape)),
+        ],
+        -1,
+    )
     colour = _pick(rng, _OCCLUDER_COLOURS, int(np.prod(shape))).reshape(*shape, 3)
     return kind, half, colour
 
@@ -296,21 +355,9 @@ def _static_occluders() -> tuple[np.ndarray, ...]:
     return (rows[:, 0].astype(np.int64), rows[:, 1:4], rows[:, 4:7], rows[:, 7:9], rows[:, 9])
 
 
-def _place_objects(rng: np.random.Generator, radius: np.ndarray) -> np.ndarray:
-    """Uniform ground positions ``(N, 3)``, redrawn where the object would stand in static furniture."""
-    kind, half, _, xy, _ = _static_occluders()
-    occ_radius = np.hypot(half[:, 0], half[:, 1])
-    pos = rng.uniform(-OBJECT_AREA, OBJECT_AREA, (len(radius), 2))
-    for _ in range(20):
-        gap = np.hypot(*(pos[:, None, :] - xy[None]).transpose(2, 0, 1))
-        bad = (gap < radius[:, None] + occ_radius[None] + 0.2).any(1)
-        if not bad.any():
-            break
-        pos[bad] = rng.uniform(-OBJECT_AREA, OBJECT_AREA, (int(bad.sum()), 2))
-    return np.concatenate([pos, np.zeros((len(pos), 1))], 1)
-
-
-def box_corners(center: np.ndarray, half: np.ndarray, yaw: np.ndarray, origin: np.ndarray) -> np.ndarray:
+def box_corners(
+    center: np.ndarray, half: np.ndarray, yaw: np.ndarray, origin: np.ndarray
+) -> np.ndarray:
     """World coordinates of the 8 corners of yawed boxes.
 
     Args:

@@ -108,6 +108,29 @@ def train(
         log.debug("epoch %d: %s", epoch + 1, epoch_losses)
         if progress is not None:
             progress(epoch + 1, epoch_losses)
+    if config.epochs > 0:
+        recalibrate_batchnorm(model, data, batch)
     history.seconds = time.perf_counter() - start
     model.eval()
     return history
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: DDNN, data: MultiDeviceDataset, batch_size: int) -> None:
+    """Re-estimate BatchNorm running statistics with the final weights (exact average over ``data``).
+
+    Flipping binary weights late in training leaves the running statistics, averaged over earlier
+    weights, out of date; evaluated accuracy then collapses erratically. One pass fixes it.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average = exact mean over the batches
+    model.train()
+    for begin in range(0, len(data), max(batch_size, 2)):
+        chunk = data.x[begin : begin + max(batch_size, 2)]
+        if len(chunk) >= 2:
+            model(chunk)
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
