@@ -56,12 +56,21 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     for seed in [int(s) for s in args.seeds.split(",")]:
-        config = resolve_config(overrides=[*args.overrides, f"data.num_test={args.num_test}", f"data.seed={seed}", f"train.seed={seed}"])
+        config = resolve_config(
+            overrides=[
+                *args.overrides,
+                f"data.num_test={args.num_test}",
+                f"data.seed={seed}",
+                f"train.seed={seed}",
+            ]
+        )
         t0 = time.perf_counter()
         splits = load_dataset(config.data)
         config = fit_model_to_data(config, splits)
         seen = (splits.test.view_labels != ABSENT).float().mean(dim=0)
-        print(f"\nseed {seed}: {config.data.name} {len(splits.train)}/{len(splits.test)}, data {time.perf_counter() - t0:.1f} s")
+        print(
+            f"\nseed {seed}: {config.data.name} {len(splits.train)}/{len(splits.test)}, data {time.perf_counter() - t0:.1f} s"
+        )
         print("  camera sees object: " + " ".join(f"{100 * float(s):.0f}%" for s in seen))
         if not args.skip_individual:
             ind = [individual_accuracy(config, splits, k) for k in range(splits.train.num_devices)]
@@ -74,16 +83,30 @@ def main() -> None:
         best = best_row(rows)
         cloud = rows[0].cloud_accuracy or 0.0
         half = [r for r in rows if r.local_exit_fraction >= 0.5 and r.overall_accuracy >= cloud]
-        print(f"  6 devices ({history.seconds:.0f} s): local {100 * (best.local_accuracy or 0):.1f}, cloud {100 * cloud:.1f}, "
-              f"best overall {100 * best.overall_accuracy:.1f} at T={best.threshold} ({100 * best.local_exit_fraction:.1f}% local)")
-        print("  T with >=50% local exits and overall >= cloud: "
-              + (", ".join(f"T={r.threshold} ({100 * r.overall_accuracy:.1f}%, {100 * r.local_exit_fraction:.0f}% local)" for r in half) or "none"))
+        print(
+            f"  6 devices ({history.seconds:.0f} s): local {100 * (best.local_accuracy or 0):.1f}, cloud {100 * cloud:.1f}, "
+            f"best overall {100 * best.overall_accuracy:.1f} at T={best.threshold} ({100 * best.local_exit_fraction:.1f}% local)"
+        )
+        print(
+            "  T with >=50% local exits and overall >= cloud: "
+            + (
+                ", ".join(
+                    f"T={r.threshold} ({100 * r.overall_accuracy:.1f}%, {100 * r.local_exit_fraction:.0f}% local)"
+                    for r in half
+                )
+                or "none"
+            )
+        )
         drops = []
         for k in range(splits.test.num_devices):
             b = best_row(threshold_sweep(model, splits.test, SWEEP, missing=[k]))
             drops.append(best.overall_accuracy - b.overall_accuracy)
-            print(f"  device {k} absent: best overall {100 * b.overall_accuracy:.1f} (drop {100 * drops[-1]:+.1f})")
-        print(f"  largest drop with one device absent: {100 * max(drops):.1f} points (mean {100 * statistics.mean(drops):.1f})")
+            print(
+                f"  device {k} absent: best overall {100 * b.overall_accuracy:.1f} (drop {100 * drops[-1]:+.1f})"
+            )
+        print(
+            f"  largest drop with one device absent: {100 * max(drops):.1f} points (mean {100 * statistics.mean(drops):.1f})"
+        )
 
 
 if __name__ == "__main__":

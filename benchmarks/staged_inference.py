@@ -54,8 +54,10 @@ def main(threshold: float = 0.8, num_test: int = 2000) -> None:
     print(f"{n} samples, T = {threshold}: local exit fraction {local:.3f}")
     print(f"every section on every sample: {n / t_full:8.0f} samples/s ({t_full * 1e3:.0f} ms)")
     print(f"staged early exit:             {n / t_staged:8.0f} samples/s ({t_staged * 1e3:.0f} ms)")
-    print(f"speed-up {t_full / t_staged:.2f}x; predicted from tier costs "
-          f"(devices {t_dev * 1e3:.0f} ms + (1 - l) x cloud {t_cloud * 1e3:.0f} ms): {t_full / predicted:.2f}x")
+    print(
+        f"speed-up {t_full / t_staged:.2f}x; predicted from tier costs "
+        f"(devices {t_dev * 1e3:.0f} ms + (1 - l) x cloud {t_cloud * 1e3:.0f} ms): {t_full / predicted:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ def main(num_samples: int = 10_000) -> None:
     x, views, _ = generate_synthetic_mvmc(num_samples, seed=0)
     seconds = time.perf_counter() - start
     print(f"machine: {machine()}")
-    print(f"{num_samples} samples ({x.shape[1]} cameras, {int((views != 3).sum())} visible views) "
-          f"in {seconds:.1f} s = {num_samples / seconds:.0f} samples/s")
+    print(
+        f"{num_samples} samples ({x.shape[1]} cameras, {int((views != 3).sum())} visible views) "
+        f"in {seconds:.1f} s = {num_samples / seconds:.0f} samples/s"
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ def main() -> None:
     t0 = time.perf_counter()
     splits = load_dataset(config.data)
     print(f"machine: {machine()}")
-    print(f"data: synthetic-mvmc {len(splits.train)} train / {len(splits.test)} test, generated in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"data: synthetic-mvmc {len(splits.train)} train / {len(splits.test)} test, generated in {time.perf_counter() - t0:.1f} s"
+    )
     recipes = {
         "paper (full batch, 100 epochs)": replace(config.train, batch_size=0),
         f"default (batch {config.train.batch_size}, {config.train.epochs} epochs)": config.train,
