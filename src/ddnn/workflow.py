@@ -9,6 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ddnn.config import RunConfig
 from ddnn.data.dataset import DataSplits
 from ddnn.data.registry import load_dataset
@@ -57,8 +59,6 @@ def train_run(
     splits = splits or load_dataset(config.data)
     data_seconds = time.perf_counter() - t0
     config = fit_model_to_data(config, splits)
-    import torch
-
     torch.manual_seed(config.train.seed)
     model = DDNN(config.model)
     history = train(model, splits.train, config.train, progress)
