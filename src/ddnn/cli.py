@@ -71,6 +71,8 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
         extra["data"]["name"] = args.data
     if getattr(args, "data_path", None):
         extra["data"]["path"] = args.data_path
+    if getattr(args, "cameras", None):
+        extra["data"]["devices"] = parse_int_list(args.cameras, "--cameras")
     if args.epochs is not None:
         extra["train"]["epochs"] = args.epochs
     if args.seed is not None:
@@ -150,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a DDNN and save a run directory")
     p.add_argument("--data", default=None, help="data set name (default synthetic-mvmc)")
     p.add_argument("--data-path", default=None, help="file or folder for data sets read from disk")
+    p.add_argument("--cameras", default=None, help="comma-separated device subset, e.g. 0,1,2")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)

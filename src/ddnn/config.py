@@ -93,6 +93,8 @@ class DataConfig:
     num_train: int = 680
     num_test: int = 171
     seed: int = 0
+    devices: tuple[int, ...] = ()  # keep only these devices / cameras (empty = all)
+    test_fraction: float = 0.2  # for files without a split: seeded 80/20 (MVMC: 680/171)
 
 
 @dataclass(frozen=True)

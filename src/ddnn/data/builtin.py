@@ -5,6 +5,7 @@ from __future__ import annotations
 from ddnn.config import DataConfig
 from ddnn.data.dataset import DataSplits, from_arrays
 from ddnn.data.registry import register_dataset
+from ddnn.data.split import apply_device_selection
 from ddnn.data.synthetic import ABSENT, CLASS_NAMES, SyntheticMVMCConfig, make_synthetic_mvmc_splits
 
 
@@ -15,6 +16,8 @@ def load_synthetic_mvmc(config: DataConfig) -> DataSplits:
         raise ValueError(
             f"synthetic-mvmc needs num_train >= 1 and num_test >= 1, got {config.num_train}/{config.num_test}"
         )
+    if config.path:
+        raise ValueError("synthetic-mvmc is generated, it takes no --data-path")
     splits = make_synthetic_mvmc_splits(
         SyntheticMVMCConfig(num_train=config.num_train, num_test=config.num_test, seed=config.seed)
     )
@@ -22,4 +25,20 @@ def load_synthetic_mvmc(config: DataConfig) -> DataSplits:
         name: from_arrays(x, yv, y, tuple(CLASS_NAMES), ABSENT, "synthetic-mvmc")
         for name, (x, yv, y) in splits.items()
     }
-    return DataSplits(out["train"], out["test"])
+    return apply_device_selection(DataSplits(out["train"], out["test"]), config)
+
+
+@register_dataset("mvmc")
+def _mvmc(config: DataConfig) -> DataSplits:
+    """The paper's ``MVMC.npz`` (``--data-path FILE``)."""
+    from ddnn.data.mvmc import load_mvmc
+
+    return load_mvmc(config)
+
+
+@register_dataset("npz")
+def _npz(config: DataConfig) -> DataSplits:
+    """A user's ``.npz`` (``--data-path FILE``)."""
+    from ddnn.data.npz import load_npz
+
+    return load_npz(config)
