@@ -42,3 +42,11 @@ def _npz(config: DataConfig) -> DataSplits:
     from ddnn.data.npz import load_npz
 
     return load_npz(config)
+
+
+@register_dataset("fashion-mnist-6")
+def _fashion(config: DataConfig) -> DataSplits:
+    """Fashion-MNIST split into 6 regions, one per device (Debian's dataset-fashion-mnist)."""
+    from ddnn.data.fashion import load_fashion_mnist_6
+
+    return load_fashion_mnist_6(config)
