@@ -112,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = resolve_config(overrides=args.overrides)
     out = args.out or tempfile.mkdtemp(prefix="ddnn-demo-")
     print(
-        f"ddnn demo: {config.data.name} ({config.data.num_train} train / {config.data.num_test} test), "
+        f"ddnn demo: {config.data.name}, "
         f"{config.model.num_devices} devices, device ConvP({','.join(map(str, config.model.device.filters))}), "
         f"{config.model.local_aggregation.upper()}-{config.model.cloud.aggregation.upper()}"
     )
@@ -122,7 +122,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ddnn.eval.evaluate import threshold_sweep
 
     rows = threshold_sweep(model, splits.test, DEFAULT_THRESHOLDS, config.eval.edge_threshold)
-    print(f"trained in {history.seconds:.1f} s; run directory: {out}\n")
+    print(
+        f"{len(splits.train)} train / {len(splits.test)} test samples; trained in "
+        f"{history.seconds:.1f} s; run directory: {out}\n"
+    )
     _print_rows(rows, as_json=False)
     print(f"demo finished in {time.perf_counter() - start:.1f} s")
     return 0

@@ -90,8 +90,8 @@ class DataConfig:
 
     name: str = "synthetic-mvmc"
     path: str = ""
-    num_train: int = 680
-    num_test: int = 171
+    num_train: int = 0  # 0 = the data set's own size (synthetic-mvmc: 680, Fashion-MNIST: 60 000)
+    num_test: int = 0  # 0 = the data set's own size (synthetic-mvmc: 171, Fashion-MNIST: 10 000)
     seed: int = 0
     devices: tuple[int, ...] = ()  # keep only these devices / cameras (empty = all)
     test_fraction: float = 0.2  # for files without a split: seeded 80/20 (MVMC: 680/171)

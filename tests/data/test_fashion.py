@@ -129,12 +129,13 @@ def test_loader_on_written_files(tmp_path: Path) -> None:
 
 
 def test_requested_size() -> None:
-    assert requested_size(680, "train") == 60_000  # the DataConfig default -> full split
-    assert requested_size(171, "test") == 10_000
+    assert requested_size(0, "train") == 60_000  # the DataConfig default -> full split
+    assert requested_size(0, "test") == 10_000
+    assert requested_size(680, "train") == 680
     assert requested_size(100, "train") == 100
     assert requested_size(10**6, "test") == 10_000
     with pytest.raises(ValueError, match="num_train"):
-        requested_size(0, "train")
+        requested_size(-1, "train")
 
 
 def test_bad_labels(tmp_path: Path) -> None:

@@ -12,14 +12,19 @@ from ddnn.data.synthetic import ABSENT, CLASS_NAMES, SyntheticMVMCConfig, make_s
 @register_dataset("synthetic-mvmc")
 def load_synthetic_mvmc(config: DataConfig) -> DataSplits:
     """The built-in multi-camera data (generated, deterministic by ``config.seed``)."""
-    if config.num_train < 1 or config.num_test < 1:
+    if config.num_train < 0 or config.num_test < 0:
         raise ValueError(
-            f"synthetic-mvmc needs num_train >= 1 and num_test >= 1, got {config.num_train}/{config.num_test}"
+            f"data.num_train / data.num_test must be >= 1 (0 = default 680 / 171), "
+            f"got {config.num_train}/{config.num_test}"
         )
     if config.path:
         raise ValueError("synthetic-mvmc is generated, it takes no --data-path")
     splits = make_synthetic_mvmc_splits(
-        SyntheticMVMCConfig(num_train=config.num_train, num_test=config.num_test, seed=config.seed)
+        SyntheticMVMCConfig(
+            num_train=config.num_train or SyntheticMVMCConfig.num_train,
+            num_test=config.num_test or SyntheticMVMCConfig.num_test,
+            seed=config.seed,
+        )
     )
     out = {
         name: from_arrays(x, yv, y, tuple(CLASS_NAMES), ABSENT, "synthetic-mvmc")

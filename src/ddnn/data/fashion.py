@@ -8,10 +8,9 @@ Emptiness rule: a tile with fewer than ``MIN_OBJECT_PIXELS`` (5) pixels above ``
 (0.1) does not see the object; its view label is ``ABSENT``, its pixels are kept as they are
 (near zero). Other views carry the sample label.
 
-Sizes: the official split (60 000 train / 10 000 test) is used in full, unless
-``config.num_train`` / ``config.num_test`` is explicitly smaller than the official size and not
-the ``DataConfig`` default (680 / 171): then the first n samples of that split are taken (the CLI
-passes explicit sizes for quick runs).
+Sizes: the official split (60 000 train / 10 000 test) is used in full when ``config.num_train`` /
+``config.num_test`` is 0 (the default); a positive value takes the first n samples of that split
+(capped at the official size), for quick runs.
 """
 
 from __future__ import annotations
@@ -119,12 +118,11 @@ def requested_size(requested: int, split: str) -> int:
         ValueError: ``requested`` is below 1.
     """
     official = OFFICIAL_SIZES[split]
-    default = {"train": DataConfig.num_train, "test": DataConfig.num_test}[split]
-    if requested < 1:
-        raise ValueError(f"{NAME}: num_{split} must be >= 1, got {requested}")
-    if requested < official and requested != default:
-        return requested
-    return official
+    if requested < 0:
+        raise ValueError(
+            f"{NAME}: num_{split} must be >= 1 (0 = the official size), got {requested}"
+        )
+    return min(requested, official) if requested else official
 
 
 def _read_split(folder: Path, split: str, n: int) -> MultiDeviceDataset:
