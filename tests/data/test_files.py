@@ -147,3 +147,14 @@ def test_cli_trains_on_mvmc_file_and_rejects_bad_cameras(tmp_path, capsys):
     assert '"rows"' in capsys.readouterr().out
     assert main([*argv[:5], "--cameras", "0,7", "--out", str(out)]) == 2
     assert "out of range; accepted: 0..5" in capsys.readouterr().err
+
+
+def test_size_limits_apply_to_file_data(tmp_path):
+    x, y = _mvmc_arrays(50)
+    path = _write(tmp_path / "MVMC.npz", X=x, y=y)
+    full = load_dataset(DataConfig(name="mvmc", path=path))
+    small = load_dataset(DataConfig(name="mvmc", path=path, num_train=7, num_test=3))
+    assert (len(small.train), len(small.test)) == (7, 3)
+    assert np.array_equal(small.train.x.numpy(), full.train.x.numpy()[:7])
+    with pytest.raises(ValueError, match="data.num_test = 99, but the split has 10 samples"):
+        load_dataset(DataConfig(name="mvmc", path=path, num_test=99))

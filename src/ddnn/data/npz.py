@@ -17,7 +17,7 @@ import numpy as np
 from ddnn.config import DataConfig
 from ddnn.data.dataset import DataSplits, from_arrays
 from ddnn.data.mvmc import read_npz
-from ddnn.data.split import apply_device_selection, split_dataset
+from ddnn.data.split import apply_device_selection, limit_sizes, split_dataset
 
 KNOWN = {"X", "y", "labels", "absent", "class_names", "split"}
 
@@ -103,4 +103,4 @@ def load_npz(config: DataConfig) -> DataSplits:
     if test.all() or not test.any():
         raise ValueError("npz split must put at least one sample in each of train and test")
     splits = DataSplits(data.subset(np.nonzero(~test)[0]), data.subset(np.nonzero(test)[0]))
-    return apply_device_selection(splits, config)
+    return apply_device_selection(limit_sizes(splits, config), config)

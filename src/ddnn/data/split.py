@@ -34,7 +34,23 @@ def apply_device_selection(splits: DataSplits, config: DataConfig) -> DataSplits
     return DataSplits(splits.train.select_devices(devices), splits.test.select_devices(devices))
 
 
+def limit_sizes(splits: DataSplits, config: DataConfig) -> DataSplits:
+    """Keep the first ``data.num_train`` / ``data.num_test`` samples when they are set (0 = all)."""
+    for name, want, have in (
+        ("num_train", config.num_train, len(splits.train)),
+        ("num_test", config.num_test, len(splits.test)),
+    ):
+        if want < 0 or want > have:
+            raise ValueError(
+                f"data.{name} = {want}, but the split has {have} samples (0 = all of them)"
+            )
+    train = splits.train.subset(np.arange(config.num_train)) if config.num_train else splits.train
+    test = splits.test.subset(np.arange(config.num_test)) if config.num_test else splits.test
+    return DataSplits(train, test)
+
+
 def split_dataset(data: MultiDeviceDataset, config: DataConfig) -> DataSplits:
-    """Seeded split of one data set into train and test, then device selection."""
+    """Seeded split of one data set into train and test, size limits, then device selection."""
     train_idx, test_idx = seeded_split(len(data), config.test_fraction, config.seed)
-    return apply_device_selection(DataSplits(data.subset(train_idx), data.subset(test_idx)), config)
+    splits = limit_sizes(DataSplits(data.subset(train_idx), data.subset(test_idx)), config)
+    return apply_device_selection(splits, config)
