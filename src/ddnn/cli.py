@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from ddnn.config import RunConfig, resolve_config
-from ddnn.eval.evaluate import DEFAULT_THRESHOLDS, best_row
+from ddnn.eval.evaluate import DEFAULT_THRESHOLDS, best_row, threshold_sweep
 from ddnn.eval.profile import profile_model
 from ddnn.report import headline, profile_table, threshold_table
 from ddnn.train.checkpoint import load_run
@@ -119,8 +119,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model, config, history, splits = train_run(
         config, out, _progress_bar(config.train.epochs, "train")
     )
-    from ddnn.eval.evaluate import threshold_sweep
-
     rows = threshold_sweep(model, splits.test, DEFAULT_THRESHOLDS, config.eval.edge_threshold)
     print(
         f"{len(splits.train)} train / {len(splits.test)} test samples; trained in "

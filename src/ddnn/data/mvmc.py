@@ -6,33 +6,16 @@ in this camera's view". The sample label is the class seen by the cameras that s
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from ddnn.config import DataConfig
 from ddnn.data.dataset import DataSplits, from_arrays
+from ddnn.data.files import labels_from_views, read_npz
 from ddnn.data.split import split_dataset
 
 MVMC_CLASSES = ("car", "bus", "person")
 MVMC_ABSENT = 3
 MVMC_SHAPE = (6, 3, 32, 32)
-
-
-def read_npz(path: str | Path, what: str) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` file, with clear errors for a missing or unreadable file."""
-    p = Path(path)
-    if not str(path):
-        raise ValueError(f"{what} needs a file: pass --data-path FILE.npz")
-    if not p.is_file():
-        raise ValueError(f"{what} file {str(p)!r} does not exist")
-    try:
-        with np.load(p, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except Exception as exc:  # zipfile/pickle/format errors all mean "not a readable npz"
-        raise ValueError(
-            f"{what} file {str(p)!r} is not a readable .npz archive ({type(exc).__name__})"
-        ) from None
 
 
 def mvmc_labels(y: np.ndarray) -> np.ndarray:
@@ -41,17 +24,13 @@ def mvmc_labels(y: np.ndarray) -> np.ndarray:
     if bad.any():
         i = int(np.nonzero(bad.any(axis=1))[0][0])
         raise ValueError(f"MVMC sample {i}: labels {y[i].tolist()} outside 0-3 (3 = not in view)")
-    seen = y != MVMC_ABSENT
-    nobody = ~seen.any(axis=1)
-    if nobody.any():
-        i = int(np.nonzero(nobody)[0][0])
-        raise ValueError(f"MVMC sample {i}: no camera sees the object (all labels are 3)")
-    first = np.where(seen, y, -1).max(axis=1)
-    disagree = (seen & (y != first[:, None])).any(axis=1)
-    if disagree.any():
-        i = int(np.nonzero(disagree)[0][0])
-        raise ValueError(f"MVMC sample {i}: cameras disagree on the class ({y[i].tolist()})")
-    return first.astype(np.int64)
+    return labels_from_views(
+        y,
+        MVMC_ABSENT,
+        "MVMC",
+        "no camera sees the object (all labels are 3)",
+        "cameras disagree on the class",
+    )
 
 
 def load_mvmc(config: DataConfig) -> DataSplits:
@@ -69,8 +48,9 @@ def load_mvmc(config: DataConfig) -> DataSplits:
         raise ValueError(f"MVMC X must be floating point, got {x.dtype}")
     if y.shape != x.shape[:2] or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"MVMC y must be integers of shape {x.shape[:2]}, got {y.dtype} {y.shape}")
-    if not np.isfinite(x).all():
-        i = int(np.nonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0][0])
+    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    if not finite.all():
+        i = int(np.nonzero(~finite)[0][0])
         raise ValueError(f"MVMC sample {i}: X holds NaN or infinite values")
     labels = mvmc_labels(y)
     data = from_arrays(x, y, labels, MVMC_CLASSES, MVMC_ABSENT, "mvmc")

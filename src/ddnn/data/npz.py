@@ -16,28 +16,10 @@ import numpy as np
 
 from ddnn.config import DataConfig
 from ddnn.data.dataset import DataSplits, from_arrays
-from ddnn.data.mvmc import read_npz
+from ddnn.data.files import labels_from_views, read_npz
 from ddnn.data.split import apply_device_selection, limit_sizes, split_dataset
 
 KNOWN = {"X", "y", "labels", "absent", "class_names", "split"}
-
-
-def _sample_labels(y: np.ndarray, absent: int) -> np.ndarray:
-    seen = y != absent
-    nobody = ~seen.any(axis=1)
-    if nobody.any():
-        i = int(np.nonzero(nobody)[0][0])
-        raise ValueError(
-            f"npz sample {i}: every device is marked absent ({absent}); give a `labels` array"
-        )
-    first = np.take_along_axis(y, seen.argmax(axis=1)[:, None], axis=1)[:, 0]
-    disagree = (seen & (y != first[:, None])).any(axis=1)
-    if disagree.any():
-        i = int(np.nonzero(disagree)[0][0])
-        raise ValueError(
-            f"npz sample {i}: devices disagree on the label ({y[i].tolist()}); give a `labels` array"
-        )
-    return first
 
 
 def _split_mask(split: np.ndarray, n: int) -> np.ndarray:
@@ -83,7 +65,15 @@ def load_npz(config: DataConfig) -> DataSplits:
     elif y.shape == (n, d):
         views = y
         labels = (
-            arrays["labels"].astype(np.int64) if "labels" in arrays else _sample_labels(y, absent)
+            arrays["labels"].astype(np.int64)
+            if "labels" in arrays
+            else labels_from_views(
+                y,
+                absent,
+                "npz",
+                f"every device is marked absent ({absent}); give a `labels` array",
+                "devices disagree on the label; give a `labels` array",
+            )
         )
     else:
         raise ValueError(f"npz y must have shape ({n},) or ({n}, {d}), got {y.shape}")
