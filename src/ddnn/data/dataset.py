@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -15,8 +17,13 @@ ABSENT = -1  # view label of a device that does not see the object (contributes 
 class MultiDeviceDataset:
     """N samples seen by D devices.
 
+    Devices usually share one input shape and ``x`` is (N, D, *input_shape). Devices with
+    different shapes (a camera beside an accelerometer) are *packed*: each device's input is
+    flattened into a row of ``x`` (N, D, P), zero-padded to the longest (P elements), and
+    ``device_shapes`` records every device's own shape; ``device_input(k)`` unpacks one.
+
     Attributes:
-        x: (N, D, *input_shape) float32 inputs; an absent view is all zeros.
+        x: (N, D, *input_shape) or packed (N, D, P) float32 inputs; an absent view is all zeros.
         view_labels: (N, D) int64 per-device labels, ``ABSENT`` where the device does not see it.
         labels: (N,) int64 sample labels.
         class_names: names of the classes, index = label.
@@ -28,6 +35,7 @@ class MultiDeviceDataset:
     class_names: tuple[str, ...]
     name: str = ""
     meta: dict[str, object] = field(default_factory=dict)
+    device_shapes: tuple[tuple[int, ...], ...] = ()  # per-device shapes of packed inputs; () = x's
 
     def __post_init__(self) -> None:
         n = self.x.shape[0]
@@ -35,6 +43,8 @@ class MultiDeviceDataset:
             raise ValueError(
                 f"{self.name}: inputs must be (N, devices, ...), got shape {tuple(self.x.shape)}"
             )
+        if self.device_shapes:
+            check_packed_shapes(self.device_shapes, tuple(self.x.shape[1:]), self.name)
         if tuple(self.view_labels.shape) != tuple(self.x.shape[:2]):
             raise ValueError(
                 f"{self.name}: view labels must have shape {tuple(self.x.shape[:2])}, "
@@ -69,6 +79,23 @@ class MultiDeviceDataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def is_packed(self) -> bool:
+        """True when devices have different input shapes (``x`` holds flattened, padded rows)."""
+        return bool(self.device_shapes)
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Every device's own input shape."""
+        return self.device_shapes or (self.input_shape,) * self.num_devices
+
+    def device_input(self, k: int) -> Tensor:
+        """(N, *shape_k) inputs of device ``k``."""
+        if not self.is_packed:
+            return self.x[:, k]
+        shape = self.device_shapes[k]
+        return self.x[:, k, : math.prod(shape)].reshape(len(self), *shape)
+
     def subset(self, index: Tensor | np.ndarray) -> MultiDeviceDataset:
         """The samples at ``index``."""
         idx = torch.as_tensor(index, dtype=torch.long)
@@ -79,6 +106,7 @@ class MultiDeviceDataset:
             self.class_names,
             self.name,
             dict(self.meta),
+            self.device_shapes,
         )
 
     def select_devices(self, devices: list[int]) -> MultiDeviceDataset:
@@ -88,13 +116,15 @@ class MultiDeviceDataset:
             raise ValueError(
                 f"device index {bad} out of range; accepted: 0..{self.num_devices - 1}"
             )
+        x, shapes = pack_device_inputs([self.device_input(d) for d in devices])
         return MultiDeviceDataset(
-            self.x[:, devices],
+            x,
             self.view_labels[:, devices],
             self.labels,
             self.class_names,
             self.name,
             dict(self.meta),
+            shapes,
         )
 
 
@@ -106,11 +136,60 @@ class DataSplits:
     test: MultiDeviceDataset
 
     def __post_init__(self) -> None:
-        if (
-            self.train.num_devices != self.test.num_devices
-            or self.train.input_shape != self.test.input_shape
-        ):
-            raise ValueError("train and test splits must have the same devices and input shape")
+        if self.train.num_devices != self.test.num_devices or self.train.shapes != self.test.shapes:
+            raise ValueError("train and test splits must have the same devices and input shapes")
+
+
+def check_packed_shapes(
+    shapes: tuple[tuple[int, ...], ...], row_shape: tuple[int, ...], name: str = ""
+) -> None:
+    """``row_shape`` (D, P) must hold D devices whose flattened inputs fit P (the longest)."""
+    prefix = f"{name}: " if name else ""
+    if len(row_shape) != 2 or len(shapes) != row_shape[0]:
+        raise ValueError(
+            f"{prefix}packed inputs must be (N, {len(shapes)}, P) for {len(shapes)} device "
+            f"shapes, got rows of shape {row_shape}"
+        )
+    for k, shape in enumerate(shapes):
+        if not 1 <= len(shape) <= 3 or any(n < 1 for n in shape):
+            raise ValueError(
+                f"{prefix}device {k} input shape must be (C, H, W), (C, L) or (F,) with positive "
+                f"sizes, got {shape}"
+            )
+    width = max(math.prod(s) for s in shapes)
+    if row_shape[1] != width:
+        raise ValueError(
+            f"{prefix}packed rows must hold {width} elements (the largest device input), "
+            f"got {row_shape[1]}"
+        )
+
+
+def pack_device_inputs(
+    inputs: Sequence[Tensor | np.ndarray],
+) -> tuple[Tensor, tuple[tuple[int, ...], ...]]:
+    """Per-device inputs (N, *shape_k) -> (x, device_shapes) for ``MultiDeviceDataset``.
+
+    Devices that all share one shape give x (N, D, *shape) and no device shapes; otherwise every
+    device's input is flattened and zero-padded to the longest: x (N, D, P).
+    """
+    if not inputs:
+        raise ValueError("need at least one device")
+    tensors = [torch.as_tensor(np.asarray(a) if not isinstance(a, Tensor) else a) for a in inputs]
+    n = tensors[0].shape[0]
+    bad = [k for k, t in enumerate(tensors) if t.shape[0] != n]
+    if bad:
+        raise ValueError(
+            f"device {bad[0]} has {tensors[bad[0]].shape[0]} samples, device 0 has {n}"
+        )
+    shapes = tuple(tuple(int(s) for s in t.shape[1:]) for t in tensors)
+    if len(set(shapes)) == 1:
+        return torch.stack([t.float() for t in tensors], dim=1).contiguous(), ()
+    width = max(math.prod(s) for s in shapes)
+    x = torch.zeros(n, len(tensors), width, dtype=torch.float32)
+    for k, t in enumerate(tensors):
+        x[:, k, : math.prod(shapes[k])] = t.reshape(n, -1).float()
+    check_packed_shapes(shapes, tuple(x.shape[1:]))
+    return x, shapes
 
 
 def from_arrays(
@@ -131,3 +210,17 @@ def from_arrays(
         class_names,
         name,
     )
+
+
+def from_device_arrays(
+    inputs: Sequence[np.ndarray],
+    view_labels: np.ndarray,
+    labels: np.ndarray,
+    class_names: tuple[str, ...],
+    absent_value: int,
+    name: str,
+) -> MultiDeviceDataset:
+    """Like ``from_arrays`` but with one (N, *shape_k) array per device; shapes may differ."""
+    x, shapes = pack_device_inputs([np.asarray(a, dtype=np.float32) for a in inputs])
+    data = from_arrays(x.numpy(), view_labels, labels, class_names, absent_value, name)
+    return replace(data, device_shapes=shapes)
