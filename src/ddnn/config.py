@@ -56,10 +56,18 @@ class ModelConfig:
     num_devices: int = 6
     input_shape: tuple[int, ...] = (3, 32, 32)
     num_classes: int = 3
+    # Per-device input shapes when devices differ (a camera beside an accelerometer); then inputs
+    # are packed rows and ``input_shape`` is (P,), the longest flattened input. () = all equal.
+    device_input_shapes: tuple[tuple[int, ...], ...] = ()
     local_aggregation: str = "mp"
     device: DeviceConfig = field(default_factory=DeviceConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
+
+    @property
+    def device_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Every device's own input shape."""
+        return self.device_input_shapes or (self.input_shape,) * self.num_devices
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def threshold_table(rows: Sequence[ThresholdRow]) -> str:
             f"{r.bytes_per_device:.2f}",
             f"{r.bytes_per_device_formula:.2f}",
             f"{r.header_bytes_per_device:.1f}",
-            str(r.raw_bytes_per_device),
+            f"{r.raw_bytes_per_device:g}",
             f"{r.reduction_factor:.1f}x",
         ]
         line += (
@@ -60,7 +60,7 @@ def headline(row: ThresholdRow) -> str:
     return (
         f"best overall accuracy {100 * row.overall_accuracy:.1f}% at T = {row.threshold:.2f} "
         f"with {100 * row.local_exit_fraction:.1f}% local exits; "
-        f"{row.bytes_per_device:.1f} B per device per sample vs {row.raw_bytes_per_device} B raw "
+        f"{row.bytes_per_device:.1f} B per device per sample vs {row.raw_bytes_per_device:g} B raw "
         f"({row.reduction_factor:.1f}x less)"
     )
 

@@ -31,6 +31,7 @@ def fit_model_to_data(config: RunConfig, splits: DataSplits) -> RunConfig:
         ("num_devices", train_set.num_devices),
         ("input_shape", train_set.input_shape),
         ("num_classes", train_set.num_classes),
+        ("device_input_shapes", train_set.device_shapes),
     ):
         value = getattr(model, key)
         if value != getattr(defaults, key) and value != data_value:
@@ -44,6 +45,7 @@ def fit_model_to_data(config: RunConfig, splits: DataSplits) -> RunConfig:
             num_devices=train_set.num_devices,
             input_shape=train_set.input_shape,
             num_classes=train_set.num_classes,
+            device_input_shapes=train_set.device_shapes,
         ),
     )
 

@@ -109,7 +109,7 @@ def test_npz_per_device_labels_with_sentinel(tmp_path):
         ({"X": np.ones((4, 2, 3)), "y": np.array([[0, 1]] * 4)}, "sample 0: devices disagree"),
         (
             {"X": np.ones((4, 2, 3)), "y": np.zeros(4, int), "extra": np.ones(1)},
-            "must hold X and y",
+            r"must hold X \(or X0, X1, … per device\) and y",
         ),
         (
             {"X": np.ones((4, 2, 3)), "y": np.zeros(4, int), "split": np.array([0, 0, 2, 1])},

@@ -2,7 +2,9 @@
 
 Arrays (README "Your own data"):
 
-* ``X`` — (N, D, ...) inputs for D devices: images (C, H, W), time series (C, L) or vectors (F,).
+* ``X`` — (N, D, ...) inputs for D devices: images (C, H, W), time series (C, L) or vectors (F,);
+  or, when devices have different input shapes, one array per device ``X0`` … ``X{D-1}``, each
+  (N, *shape_k) (say a camera (3, 32, 32) beside an accelerometer (3, 50)).
 * ``y`` — (N,) sample labels (every device sees every sample), or (N, D) per-device labels with
   the sentinel ``absent`` (default -1) for devices that do not see the object.
 * optional ``labels`` (N,) sample labels when ``y`` is per device and views may disagree;
@@ -12,14 +14,55 @@ Arrays (README "Your own data"):
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ddnn.config import DataConfig
-from ddnn.data.dataset import DataSplits, from_arrays
+from ddnn.data.dataset import DataSplits, from_device_arrays
 from ddnn.data.files import labels_from_views, read_npz
 from ddnn.data.split import apply_device_selection, limit_sizes, split_dataset
 
 KNOWN = {"X", "y", "labels", "absent", "class_names", "split"}
+PER_DEVICE = re.compile(r"X(\d+)")
+
+
+def _device_inputs(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The per-device input arrays: ``X`` split along axis 1, or ``X0`` … ``X{D-1}``."""
+    keys = sorted((k for k in arrays if PER_DEVICE.fullmatch(k)), key=lambda k: int(k[1:]))
+    if "X" in arrays and keys:
+        raise ValueError(f"npz gives both X and per-device arrays {keys}; give one or the other")
+    if "X" in arrays:
+        x = arrays["X"]
+        if x.ndim < 3 or x.ndim > 5:
+            raise ValueError(
+                f"npz X must be (N, devices, ...) with 1-3 dims per device, got shape {x.shape}"
+            )
+        inputs = [x[:, k] for k in range(x.shape[1])]
+        names = [f"X[:, {k}]" for k in range(x.shape[1])]
+    else:
+        expected = [f"X{k}" for k in range(len(keys))]
+        if keys != expected:
+            raise ValueError(
+                f"per-device arrays must be numbered X0..X{len(keys) - 1} without gaps, got {keys}"
+            )
+        inputs = [arrays[k] for k in keys]
+        names = keys
+        for name, a in zip(names, inputs, strict=True):
+            if not 2 <= a.ndim <= 4:
+                raise ValueError(
+                    f"npz {name} must be (N, ...) with 1-3 dims per sample, got shape {a.shape}"
+                )
+        n = inputs[0].shape[0]
+        for name, a in zip(names, inputs, strict=True):
+            if a.shape[0] != n:
+                raise ValueError(f"npz {name} has {a.shape[0]} samples, X0 has {n}")
+    for name, a in zip(names, inputs, strict=True):
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise ValueError(f"npz {name} must be numeric, got {a.dtype}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"npz {name} holds NaN or infinite values")
+    return inputs
 
 
 def _split_mask(split: np.ndarray, n: int) -> np.ndarray:
@@ -41,22 +84,16 @@ def _split_mask(split: np.ndarray, n: int) -> np.ndarray:
 def load_npz(config: DataConfig) -> DataSplits:
     """Load and validate a user ``.npz`` (see the module docstring)."""
     arrays = read_npz(config.path, "npz")
-    unknown = sorted(set(arrays) - KNOWN)
-    if unknown or "X" not in arrays or "y" not in arrays:
+    unknown = sorted(k for k in set(arrays) - KNOWN if not PER_DEVICE.fullmatch(k))
+    has_x = "X" in arrays or "X0" in arrays
+    if unknown or not has_x or "y" not in arrays:
         raise ValueError(
-            f"npz file {config.path!r} must hold X and y (optional: labels, absent, class_names, split); "
-            f"found {sorted(arrays)}"
+            f"npz file {config.path!r} must hold X (or X0, X1, … per device) and y "
+            f"(optional: labels, absent, class_names, split); found {sorted(arrays)}"
         )
-    x, y = arrays["X"], arrays["y"]
-    if x.ndim < 3 or x.ndim > 5:
-        raise ValueError(
-            f"npz X must be (N, devices, ...) with 1-3 dims per device, got shape {x.shape}"
-        )
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise ValueError(f"npz X must be numeric, got {x.dtype}")
-    if not np.isfinite(x).all():
-        raise ValueError("npz X holds NaN or infinite values")
-    n, d = x.shape[:2]
+    inputs = _device_inputs(arrays)
+    y = arrays["y"]
+    n, d = inputs[0].shape[0], len(inputs)
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"npz y must hold integer labels, got {y.dtype}")
     absent = int(arrays["absent"]) if "absent" in arrays else -1
@@ -86,7 +123,7 @@ def load_npz(config: DataConfig) -> DataSplits:
     if labels.min() < 0 or labels.max() >= len(names):
         i = int(np.nonzero((labels < 0) | (labels >= len(names)))[0][0])
         raise ValueError(f"npz sample {i}: label {int(labels[i])} outside 0..{len(names) - 1}")
-    data = from_arrays(x.astype(np.float32), views, labels, names, absent, "npz")
+    data = from_device_arrays(inputs, views, labels, names, absent, "npz")
     if "split" not in arrays:
         return split_dataset(data, config)
     test = _split_mask(arrays["split"], n)

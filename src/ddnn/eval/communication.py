@@ -8,6 +8,7 @@ separately as transport overhead.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,11 @@ def formula_bytes_per_device(
 def raw_bytes_per_device(input_shape: tuple[int, ...]) -> int:
     """Raw offloading: the device's input tensor as 8-bit values (3072 B for 3×32×32)."""
     return math.prod(input_shape)
+
+
+def mean_raw_bytes_per_device(shapes: Sequence[tuple[int, ...]]) -> float:
+    """Raw offloading bytes averaged over devices (they differ when input shapes differ)."""
+    return sum(raw_bytes_per_device(s) for s in shapes) / len(shapes)
 
 
 @dataclass
@@ -72,7 +78,8 @@ class LinkBytes:
         return float(self.edge_up.sum() / b) if b and self.edge_up.size else 0.0
 
 
-def _account(bytes_per_row: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _account(bytes_per_row: int | np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes and frames per (sample, sender): a frame from every present sender."""
     return mask.astype(np.int64) * bytes_per_row, mask.astype(np.int64)
 
 
@@ -84,12 +91,22 @@ def measure_score_bytes(scores: Tensor, present: np.ndarray) -> tuple[np.ndarray
 
 
 def measure_feature_bytes(
-    features: Tensor, present: np.ndarray, raw: bool
+    features: Tensor, present: np.ndarray, raw: bool, elements: Sequence[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Encode (B, N, ...) features — bit-packed ±1 maps, or 8-bit pixels for raw devices — and count."""
+    """Encode (B, N, ...) features — bit-packed ±1 maps, or 8-bit pixels for raw devices — and count.
+
+    ``elements`` gives, for padded (B, N, F) rows of senders with different feature sizes, how
+    many values of each sender's row are real; each sender is then encoded on its own.
+    """
     b, n = features.shape[:2]
     if b == 0:
         return np.zeros((0, n), dtype=np.int64), np.zeros((0, n), dtype=np.int64)
+    if elements is not None:
+        per_sender = [
+            measure_feature_bytes(features[:, j : j + 1, :count], present[:, j : j + 1], raw)[0]
+            for j, count in enumerate(elements)
+        ]
+        return np.concatenate(per_sender, axis=1), present.astype(np.int64)
     flat = features.detach().cpu().flatten(0, 1)
     if raw:
         pixels = (flat.clamp(0, 1) * 255).round().to(torch.uint8).numpy()

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ddnn.data.dataset import MultiDeviceDataset
-from ddnn.eval.communication import formula_bytes_per_device, raw_bytes_per_device
+from ddnn.eval.communication import formula_bytes_per_device, mean_raw_bytes_per_device
 from ddnn.models.ddnn import CLOUD, DDNN, EDGE, LOCAL
 from ddnn.nn.exits import check_threshold
 
@@ -33,7 +33,7 @@ class ThresholdRow:
     bytes_per_device_formula: float
     header_bytes_per_device: float
     edge_to_cloud_bytes: float | None
-    raw_bytes_per_device: int
+    raw_bytes_per_device: float  # mean over devices when their input shapes differ
     reduction_factor: float
 
     def as_dict(self) -> dict[str, float | int | None]:
@@ -83,25 +83,31 @@ def threshold_sweep(
         raise ValueError(
             f"data has {data.num_devices} devices but the model was trained for {model.config.num_devices}"
         )
-    if data.input_shape != model.config.input_shape:
+    if data.shapes != model.config.device_shapes:
         raise ValueError(
-            f"data input shape {data.input_shape} does not match the model's {model.config.input_shape}"
+            f"data device input shapes {_shapes_text(data.shapes)} do not match the model's "
+            f"{_shapes_text(model.config.device_shapes)}"
         )
     thresholds = [check_threshold(t) for t in thresholds]
     has_edge = EDGE in model.exit_names
     edge_t = check_threshold(edge_threshold) if has_edge else None
     presence = presence_without(len(data), data.num_devices, missing)
     forced = exit_accuracies(model, data, presence)
-    feature_shape = model.device(0).feature_shape
-    raw = raw_bytes_per_device(model.config.input_shape)
+    feature_bits = [
+        model.device(k).feature_shape for k in range(model.config.num_devices)
+    ]  # (f, *o) per device
+    raw = mean_raw_bytes_per_device(model.config.device_shapes)
     rows = []
     for t in thresholds:
         result = model.infer(data.x, {LOCAL: t, EDGE: edge_t or 0.0}, presence)
         local_frac = result.exit_fraction(LOCAL)
         if model.has_local_exit:
-            formula = formula_bytes_per_device(
-                model.config.num_classes, local_frac, feature_shape[0], math.prod(feature_shape[1:])
-            )
+            formula = sum(
+                formula_bytes_per_device(
+                    model.config.num_classes, local_frac, shape[0], math.prod(shape[1:])
+                )
+                for shape in feature_bits
+            ) / len(feature_bits)
         else:
             formula = float(raw)
         measured = result.bytes.per_device()
@@ -127,6 +133,12 @@ def threshold_sweep(
             )
         )
     return rows
+
+
+def _shapes_text(shapes: Sequence[tuple[int, ...]]) -> str:
+    """One shape when all devices share it, else the list."""
+    unique = set(shapes)
+    return f"{len(shapes)} x {shapes[0]}" if len(unique) == 1 else str(list(shapes))
 
 
 def best_row(rows: Sequence[ThresholdRow]) -> ThresholdRow:

@@ -7,18 +7,38 @@ exit, and the bytes each tier sends are measured on the real encoding of the fra
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddnn.config import ModelConfig
 from ddnn.eval.communication import LinkBytes, measure_feature_bytes, measure_score_bytes
-from ddnn.models.sections import CloudSection, DeviceSection, EdgeSection, LocalAggregatorSection
+from ddnn.models.sections import (
+    CloudSection,
+    DeviceSection,
+    EdgeSection,
+    LocalAggregatorSection,
+    device_feature_shape,
+)
 from ddnn.models.validate import validate_model_config
 from ddnn.nn.exits import exit_mask
 
 LOCAL, EDGE, CLOUD = "local", "edge", "cloud"
+
+
+def upper_input_shape(config: ModelConfig) -> tuple[int, ...]:
+    """Per-input feature shape an edge or the cloud receives from the devices.
+
+    Devices of one input shape send their feature maps as they are; devices of different shapes
+    send flattened feature vectors, zero-padded to the longest so that CC can fuse them.
+    """
+    shapes = [device_feature_shape(s, config.device) for s in config.device_shapes]
+    if not config.device_input_shapes:
+        return shapes[0]
+    return (max(math.prod(f) for f in shapes),)
 
 
 @dataclass
@@ -62,13 +82,21 @@ class DDNN(nn.Module):
         self.config = config
         d = config.num_devices
         n_dev_modules = 1 if config.device.share_weights else d
+        shapes = config.device_shapes
         self.devices = nn.ModuleList(
-            DeviceSection(config.input_shape, config.num_classes, config.device)
-            for _ in range(n_dev_modules)
+            DeviceSection(shapes[k], config.num_classes, config.device)
+            for k in range(n_dev_modules)
         )
         device0 = self.devices[0]
         assert isinstance(device0, DeviceSection)
         self.has_local_exit = not device0.raw
+        # Devices with different input shapes send flattened feature rows padded to the longest;
+        # ``device_feature_elements`` is how many of each row are real (what goes on the wire).
+        self.packed = bool(config.device_input_shapes)
+        self.device_feature_elements = tuple(
+            math.prod(self.device(k).feature_shape) for k in range(d)
+        )
+        upper_in = upper_input_shape(config)
         self.local = (
             LocalAggregatorSection(config.local_aggregation, d, config.num_classes)
             if self.has_local_exit
@@ -76,9 +104,7 @@ class DDNN(nn.Module):
         )
         self.groups = tuple(tuple(g) for g in config.edge.groups)
         self.edges = nn.ModuleList(
-            EdgeSection(
-                len(g), device0.feature_shape, config.num_classes, config.edge, config.cloud.enabled
-            )
+            EdgeSection(len(g), upper_in, config.num_classes, config.edge, config.cloud.enabled)
             for g in self.groups
         )
         self.edge_exit = (
@@ -95,9 +121,7 @@ class DDNN(nn.Module):
                     len(self.groups), edge0.feature_shape, config.num_classes, config.cloud, False
                 )
             else:
-                self.cloud = CloudSection(
-                    d, device0.feature_shape, config.num_classes, config.cloud, False
-                )
+                self.cloud = CloudSection(d, upper_in, config.num_classes, config.cloud, False)
         names = [LOCAL] if self.has_local_exit else []
         names += [EDGE] if self.groups else []
         names += [CLOUD] if self.cloud is not None else []
@@ -127,6 +151,8 @@ class DDNN(nn.Module):
 
     def _run_devices(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
         """All devices on ``x`` (B, D, ...) -> scores (B, D, C) or None, features (B, D, ...)."""
+        if self.packed:
+            return self._run_packed_devices(x)
         if self.config.device.share_weights:
             b, d = x.shape[:2]
             scores, feats = self.device(0)(x.flatten(0, 1))
@@ -137,6 +163,20 @@ class DDNN(nn.Module):
         if not self.has_local_exit:
             return None, feats
         return torch.stack([s for s, _ in outs], dim=1), feats  # type: ignore[misc]
+
+    def _run_packed_devices(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
+        """Devices of different shapes on packed rows (B, D, P) -> scores, features (B, D, F)."""
+        b = x.shape[0]
+        width = max(self.device_feature_elements)
+        scores, feats = [], []
+        for i, shape in enumerate(self.config.device_input_shapes):
+            s, f = self.device(i)(x[:, i, : math.prod(shape)].reshape(b, *shape))
+            scores.append(s)
+            feats.append(F.pad(f.reshape(b, -1), (0, width - self.device_feature_elements[i])))
+        stacked = torch.stack(feats, dim=1)  # (B, D, F)
+        if not self.has_local_exit:
+            return None, stacked
+        return torch.stack(scores, dim=1), stacked  # type: ignore[arg-type]
 
     def _run_edges(self, feats: Tensor, presence: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """-> per-edge scores (B, E, C), fused edge scores (B, C), edge features, edge presence."""
@@ -226,7 +266,10 @@ class DDNN(nn.Module):
         # Phase two: devices send their feature maps only for samples that go up.
         stay = remaining.numpy()
         sent, frames = measure_feature_bytes(
-            feats[remaining], mask_np[stay], raw=not self.has_local_exit
+            feats[remaining],
+            mask_np[stay],
+            raw=not self.has_local_exit,
+            elements=self.device_feature_elements if self.packed else None,
         )
         bytes_.device_up[stay] += sent
         bytes_.device_frames[stay] += frames

@@ -30,6 +30,21 @@ def _feature_stack(
     return nn.Sequential(*blocks), shape
 
 
+def stack_output_shape(
+    input_shape: tuple[int, ...], filters: tuple[int, ...], pool_stride: int
+) -> tuple[int, ...]:
+    """Output shape of a feature stack, computed without building it (no weights, no RNG)."""
+    shape = tuple(input_shape)
+    for f in filters:
+        shape = block_output_shape(shape, f, pool_stride)
+    return shape
+
+
+def device_feature_shape(input_shape: tuple[int, ...], config: DeviceConfig) -> tuple[int, ...]:
+    """Shape of the feature map a device section with ``config`` emits for ``input_shape``."""
+    return stack_output_shape(input_shape, config.filters, 2)
+
+
 def _fast_layout(x: Tensor) -> Tensor:
     """Channels-last for image batches: oneDNN's conv and max-pool are ~4x faster with few channels."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x

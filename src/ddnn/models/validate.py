@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ddnn.config import ModelConfig
 from ddnn.nn.aggregate import check_aggregator_name
 
@@ -17,6 +19,8 @@ def validate_model_config(config: ModelConfig) -> None:
             f"model.input_shape must be (C, H, W), (C, L) or (F,) with positive sizes, "
             f"got {config.input_shape}"
         )
+    if config.device_input_shapes:
+        _validate_device_shapes(config)
     check_aggregator_name(config.local_aggregation)
     for name, filters in (
         ("model.device.filters", config.device.filters),
@@ -63,3 +67,38 @@ def validate_model_config(config: ModelConfig) -> None:
             )
     if not config.device.filters and not config.cloud.enabled:
         raise ValueError("raw-offloading devices (model.device.filters=[]) need a cloud")
+
+
+def _validate_device_shapes(config: ModelConfig) -> None:
+    """Devices with different input shapes: packed inputs, flattened features fused by CC."""
+    shapes = config.device_input_shapes
+    if len(shapes) != config.num_devices:
+        raise ValueError(
+            f"model.device_input_shapes lists {len(shapes)} shapes for {config.num_devices} devices"
+        )
+    for k, shape in enumerate(shapes):
+        if not 1 <= len(shape) <= 3 or any(n < 1 for n in shape):
+            raise ValueError(
+                f"model.device_input_shapes[{k}] must be (C, H, W), (C, L) or (F,) with positive "
+                f"sizes, got {shape}"
+            )
+    width = max(math.prod(s) for s in shapes)
+    if tuple(config.input_shape) != (width,):
+        raise ValueError(
+            f"with per-device input shapes model.input_shape must be ({width},), the longest "
+            f"flattened device input, got {config.input_shape}"
+        )
+    if config.device.share_weights and len(set(shapes)) > 1:
+        raise ValueError(
+            "model.device.share_weights needs devices with one input shape, "
+            f"got {sorted(set(shapes))}"
+        )
+    for name, section, used in (
+        ("model.edge.aggregation", config.edge, bool(config.edge.groups)),
+        ("model.cloud.aggregation", config.cloud, config.cloud.enabled),
+    ):
+        if used and section.aggregation != "cc":
+            raise ValueError(
+                f"{name} = {section.aggregation!r}, but devices with different input shapes send "
+                "feature vectors of different lengths, which only 'cc' (concatenation) can fuse"
+            )

@@ -19,7 +19,7 @@ import yaml
 from torch import nn
 
 from ddnn.config import ModelConfig, RunConfig, from_dict, to_dict
-from ddnn.models.ddnn import DDNN
+from ddnn.models.ddnn import DDNN, upper_input_shape
 from ddnn.models.sections import CloudSection, DeviceSection, EdgeSection, LocalAggregatorSection
 
 FORMAT = "ddnn-run/1"
@@ -129,27 +129,28 @@ def load_section(run_dir: str | Path, name: str) -> tuple[nn.Module, ModelConfig
 def build_section(mc: ModelConfig, name: str) -> nn.Module:
     """An untrained section ``name`` of the hierarchy ``mc``, without building the rest."""
     kind, _, index = name.partition("_")
-    device = DeviceSection(mc.input_shape, mc.num_classes, mc.device)
     if kind == "device":
-        return device
+        k = int(index) if index.isdigit() else -1
+        if not 0 <= k < mc.num_devices:
+            raise ValueError(
+                f"unknown section {name!r}; devices are device_0..device_{mc.num_devices - 1}"
+            )
+        return DeviceSection(mc.device_shapes[k], mc.num_classes, mc.device)
+    upper_in = upper_input_shape(mc)
     if name == "local":
         return LocalAggregatorSection(mc.local_aggregation, mc.num_devices, mc.num_classes)
     if name == "edge_exit":
         return LocalAggregatorSection(mc.local_aggregation, len(mc.edge.groups), mc.num_classes)
     if kind == "edge":
         group = mc.edge.groups[int(index)]
-        return EdgeSection(
-            len(group), device.feature_shape, mc.num_classes, mc.edge, mc.cloud.enabled
-        )
+        return EdgeSection(len(group), upper_in, mc.num_classes, mc.edge, mc.cloud.enabled)
     if kind == "cloud":
         if mc.edge.groups:
-            edge = EdgeSection(
-                len(mc.edge.groups[0]), device.feature_shape, mc.num_classes, mc.edge, True
-            )
+            edge = EdgeSection(len(mc.edge.groups[0]), upper_in, mc.num_classes, mc.edge, True)
             return CloudSection(
                 len(mc.edge.groups), edge.feature_shape, mc.num_classes, mc.cloud, False
             )
-        return CloudSection(mc.num_devices, device.feature_shape, mc.num_classes, mc.cloud, False)
+        return CloudSection(mc.num_devices, upper_in, mc.num_classes, mc.cloud, False)
     raise ValueError(
         f"unknown section {name!r}; accepted: device_K, local, edge_K, edge_exit, cloud"
     )

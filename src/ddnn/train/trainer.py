@@ -70,10 +70,10 @@ def train(
 ) -> TrainHistory:
     """Train ``model`` jointly on every exit; deterministic for a given ``config.seed`` on CPU."""
     validate_train_config(config)
-    if data.num_devices != model.config.num_devices or data.input_shape != model.config.input_shape:
+    if data.num_devices != model.config.num_devices or data.shapes != model.config.device_shapes:
         raise ValueError(
-            f"data has {data.num_devices} devices of shape {data.input_shape}, the model expects "
-            f"{model.config.num_devices} of shape {model.config.input_shape}"
+            f"data has {data.num_devices} devices of input shapes {list(data.shapes)}, the model "
+            f"expects {model.config.num_devices} of {list(model.config.device_shapes)}"
         )
     seed_everything(config.seed, config.threads)
     gen = torch.Generator().manual_seed(config.seed)
