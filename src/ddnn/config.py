@@ -103,6 +103,9 @@ class DataConfig:
     seed: int = 0
     devices: tuple[int, ...] = ()  # keep only these devices / cameras (empty = all)
     test_fraction: float = 0.2  # for files without a split: seeded 80/20 (MVMC: 680/171)
+    # Share of the training split held out (seeded) as a validation split for threshold
+    # calibration; training never sees it. 0 = no validation split.
+    validation_fraction: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -130,10 +130,11 @@ class MultiDeviceDataset:
 
 @dataclass
 class DataSplits:
-    """A train and a test split of one data set."""
+    """A train and a test split of one data set, and an optional validation split (from train)."""
 
     train: MultiDeviceDataset
     test: MultiDeviceDataset
+    validation: MultiDeviceDataset | None = None
 
     def __post_init__(self) -> None:
         if self.train.num_devices != self.test.num_devices or self.train.shapes != self.test.shapes:

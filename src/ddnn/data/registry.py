@@ -28,13 +28,15 @@ def list_datasets() -> list[str]:
 
 
 def load_dataset(config: DataConfig) -> DataSplits:
-    """Load the data set ``config.name``."""
+    """Load the data set ``config.name`` (with a validation split when the config asks for one)."""
+    from ddnn.data.split import carve_validation
+
     _load_builtin()
     if config.name not in _DATASETS:
         raise ValueError(
             f"unknown data set {config.name!r}; accepted: {', '.join(sorted(_DATASETS))}"
         )
-    return _DATASETS[config.name](config)
+    return carve_validation(_DATASETS[config.name](config), config)
 
 
 def _load_builtin() -> None:

@@ -54,3 +54,17 @@ def split_dataset(data: MultiDeviceDataset, config: DataConfig) -> DataSplits:
     train_idx, test_idx = seeded_split(len(data), config.test_fraction, config.seed)
     splits = limit_sizes(DataSplits(data.subset(train_idx), data.subset(test_idx)), config)
     return apply_device_selection(splits, config)
+
+
+def carve_validation(splits: DataSplits, config: DataConfig) -> DataSplits:
+    """Hold out ``data.validation_fraction`` of the training split (seeded) as validation."""
+    if config.validation_fraction == 0.0:
+        return splits
+    if not 0.0 < config.validation_fraction < 1.0:
+        raise ValueError(
+            f"data.validation_fraction must be in [0, 1) (0 = none), got {config.validation_fraction}"
+        )
+    train_idx, val_idx = seeded_split(
+        len(splits.train), config.validation_fraction, config.seed + 1
+    )
+    return DataSplits(splits.train.subset(train_idx), splits.test, splits.train.subset(val_idx))
