@@ -88,7 +88,7 @@ def test_profile(run_dir, capsys):
     [
         (
             ["train", "--data", "imagenet", "--out", "{tmp}/x"],
-            "unknown data set 'imagenet'; accepted: fashion-mnist-6, mvmc, npz, synthetic-mvmc",
+            "unknown data set 'imagenet'; accepted: fashion-mnist-6, folder, mvmc, npz, synthetic-mvmc",
         ),
         (
             ["train", "--out", "{tmp}/x", "model.local_aggregation=sum"],

@@ -49,6 +49,14 @@ def _npz(config: DataConfig) -> DataSplits:
     return load_npz(config)
 
 
+@register_dataset("folder")
+def _folder(config: DataConfig) -> DataSplits:
+    """A user's folder: ``labels.csv`` plus one sub-folder of files per device (``--data-path DIR``)."""
+    from ddnn.data.folder import load_folder
+
+    return load_folder(config)
+
+
 @register_dataset("fashion-mnist-6")
 def _fashion(config: DataConfig) -> DataSplits:
     """Fashion-MNIST split into 6 regions, one per device (Debian's dataset-fashion-mnist)."""
