@@ -1,0 +1,1 @@
+"""Experiments that reproduce the DDNN paper's tables and figures, and go past them."""

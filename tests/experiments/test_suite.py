@@ -1,0 +1,185 @@
+"""The experiment runner: one training per distinct config, resumable folders, summaries, goals."""
+
+import json
+import math
+
+import pytest
+
+from ddnn.config import resolve_config
+from ddnn.experiments.goals import goal_lines
+from ddnn.experiments.measure import threshold_for_local_exit
+from ddnn.experiments.registry import get_experiment, list_experiments
+from ddnn.experiments.report import write_report
+from ddnn.experiments.runner import DONE, ExperimentContext, RunCache, config_key
+from ddnn.experiments.suite import run_suite, summarize
+
+TINY = [
+    "train.epochs=1",
+    "data.num_train=48",
+    "data.num_test=24",
+    "model.cloud.filters=[4]",
+    "train.batch_size=0",
+]
+
+
+def _base(*more):
+    return resolve_config(overrides=[*TINY, *more])
+
+
+def test_summary_is_mean_and_sample_std_per_key():
+    rows = [
+        {"seed": 0, "scheme": "MP-CC", "acc": 90.0, "name": "x"},
+        {"seed": 1, "scheme": "MP-CC", "acc": 94.0, "name": "x"},
+        {"seed": 0, "scheme": "AP-CC", "acc": 80.0, "name": "y"},
+    ]
+    summary = summarize(rows, ["scheme"])
+    assert [s["scheme"] for s in summary] == ["MP-CC", "AP-CC"]
+    assert summary[0]["acc"] == 92.0
+    assert math.isclose(summary[0]["acc_std"], math.sqrt(8.0))  # ((2² + 2²) / (2 - 1)) ** 0.5
+    assert summary[0]["n"] == 2 and summary[1]["acc_std"] == 0.0 and summary[0]["name"] == "x"
+
+
+def test_each_config_trains_once_and_a_new_cache_resumes(tmp_path):
+    cache = RunCache(tmp_path, jobs=1)
+    ctx = ExperimentContext(base=_base(), seed=0, quick=True, cache=cache)
+    a, b = ctx.run_many([(), ()])
+    again = ctx.run("train.epochs=1")  # same resolved config
+    assert cache.trained == 1 and a.run_dir == b.run_dir == again.run_dir
+    other = ctx.run("model.local_aggregation=ap")
+    assert cache.trained == 2 and other.run_dir != a.run_dir
+    resumed = RunCache(tmp_path, jobs=1)
+    ctx2 = ExperimentContext(base=_base(), seed=0, quick=True, cache=resumed)
+    ctx2.run()
+    assert (resumed.trained, resumed.reused) == (0, 1)
+    (other.run_dir / DONE).unlink()  # a run cut short before it was marked done is retrained
+    ctx2.run("model.local_aggregation=ap")
+    assert resumed.trained == 1
+    assert config_key(ctx2.config()) == a.run_dir.name
+    assert ctx2.config().train.seed == 0 and ctx2.config().data.seed == 0
+
+
+def test_seed_goes_into_data_and_training(tmp_path):
+    ctx = ExperimentContext(base=_base(), seed=3, quick=True, cache=RunCache(tmp_path, 1))
+    config = ctx.config("model.local_aggregation=cc")
+    assert (config.data.seed, config.train.seed, config.model.local_aggregation) == (3, 3, "cc")
+
+
+def test_threshold_for_local_exit_lets_the_asked_share_exit(tmp_path):
+    ctx = ExperimentContext(base=_base(), seed=0, quick=True, cache=RunCache(tmp_path, 1))
+    run = ctx.run()
+    for fraction in (0.0, 0.25, 0.5, 1.0):
+        t = threshold_for_local_exit(run, fraction)
+        result = run.model.infer(run.splits.test.x, {"local": t})
+        assert result.exit_fraction("local") == pytest.approx(round(fraction * 24) / 24)
+
+
+def test_unknown_experiment_lists_the_valid_ones():
+    with pytest.raises(
+        ValueError, match="unknown experiment 'nope'; accepted: aggregation, threshold"
+    ):
+        get_experiment("nope")
+    assert list_experiments()[:4] == ["aggregation", "threshold", "scaling", "missing"]
+
+
+def test_folder_of_another_setup_is_refused(tmp_path):
+    run_suite(["threshold"], _base(), [0], True, tmp_path, jobs=1)
+    with pytest.raises(
+        ValueError, match="holds results for another setup .*model.local_aggregation"
+    ):
+        run_suite(["threshold"], _base("model.local_aggregation=ap"), [0], True, tmp_path, jobs=1)
+    with pytest.raises(ValueError, match="another setup .*quick"):
+        run_suite(["threshold"], _base(), [0], False, tmp_path, jobs=1)
+
+
+def test_every_experiment_runs_and_the_report_is_written(tmp_path):
+    names = list_experiments()
+    results = run_suite(names, _base(), [0, 1], True, tmp_path, jobs=1)
+    assert [r.experiment.name for r in results] == names
+    by_name = {r.experiment.name: r for r in results}
+    assert len(by_name["aggregation"].summary) == 9
+    assert len(by_name["threshold"].rows) == 2 * 8
+    scaling = by_name["scaling"].summary
+    assert [r["devices"] for r in scaling] == [1, 2, 3, 4, 5, 6]
+    missing = by_name["missing"].rows
+    # per seed and masked model: none + 6 singles + 15 pairs; then 6 retrained models
+    assert sum(r["protocol"].startswith("mask") for r in missing) == 2 * 2 * 22
+    assert sum(r["protocol"] == "retrain" for r in missing) == 2 * 6
+    assert all(r["drop"] == 0 for r in missing if r["missing"] == "none")
+    for row in by_name["filters"].rows:  # T chosen so that 70% of the 24 test samples exit
+        assert row["local_exit_pct"] == pytest.approx(100 * 17 / 24, abs=5)
+    edge = {r["config"]: r for r in by_name["edge"].summary}
+    assert set(edge) == {"c", "e", "f (2 edges)", "f (3 edges)"}
+    assert edge["c"]["edge_to_cloud_bytes"] == 0
+    for name in ("e", "f (2 edges)", "f (3 edges)"):
+        r = edge[name]
+        assert r["local_exit_pct"] + r["edge_exit_pct"] + r["cloud_exit_pct"] == pytest.approx(100)
+    report = write_report(tmp_path).read_text()
+    for name in names:
+        assert f"## {name}:" in report
+        assert (tmp_path / f"{name}.csv").is_file() and (tmp_path / f"{name}.png").is_file()
+        doc = json.loads((tmp_path / f"{name}.json").read_text())
+        assert doc["seeds"] == [0, 1] and doc["base_config"]["train"]["epochs"] == 1
+    assert "## Goals" in report and "| MP-CC |" in report
+    # Everything is cached: a rerun trains nothing.
+    cache = RunCache(tmp_path / "runs", jobs=1)
+    ctx = ExperimentContext(base=_base(), seed=1, quick=True, cache=cache)
+    get_experiment("aggregation").run(ctx)
+    assert cache.trained == 0 and cache.reused == 9
+
+
+def _doc(name, keys, summary):
+    return {"experiment": name, "keys": keys, "summary": summary}
+
+
+def test_goal_lines_say_met_or_by_how_much_missed():
+    aggregation = _doc(
+        "aggregation",
+        ["scheme"],
+        [{"scheme": "AP-CC", "overall_acc": 98.0}, {"scheme": "MP-CC", "overall_acc": 96.5}],
+    )
+    threshold = _doc(
+        "threshold",
+        ["T"],
+        [
+            {
+                "T": 0.5,
+                "local_exit_pct": 30.0,
+                "overall_acc": 99.0,
+                "cloud_acc": 97.0,
+                "bytes_per_device": 100.0,
+                "reduction": 30.0,
+            },
+            {
+                "T": 0.8,
+                "local_exit_pct": 60.0,
+                "overall_acc": 97.5,
+                "cloud_acc": 97.0,
+                "bytes_per_device": 60.0,
+                "reduction": 51.2,
+            },
+        ],
+    )
+    missing = _doc(
+        "missing",
+        ["protocol", "missing"],
+        [
+            {"protocol": "mask, dropout 0.15", "missing": "none", "num_missing": 0, "drop": 0.0},
+            {"protocol": "mask, dropout 0.15", "missing": "2", "num_missing": 1, "drop": 4.5},
+            {"protocol": "mask, dropout 0.15", "missing": "3", "num_missing": 1, "drop": 1.0},
+        ],
+    )
+    lines = goal_lines([aggregation, threshold, missing])
+    assert "**missed** (0.5 points beyond the margin)" in lines[0] and "rank 2 of 2" in lines[0]
+    assert "**met**" in lines[1] and "T = 0.8" in lines[1]
+    assert "**missed** (by 1.5 points)" in lines[2] and "worst single device 2" in lines[2]
+
+
+def test_unfolded_memory_counts_bits_and_floats():
+    from ddnn.config import DeviceConfig
+    from ddnn.experiments.device_size import unfolded_bytes
+    from ddnn.models.sections import DeviceSection
+
+    device = DeviceSection((3, 8, 8), 3, DeviceConfig(filters=(2,)))
+    # conv 2x3x3x3 = 54 binary weights; BN(2): 4 floats x 2; head binary FC 2*4*4 -> 3 = 96 bits
+    # (+ its BN(3): 4 floats x 3). Bits: 54 + 96 + 32 * (8 + 12) = 790 -> 99 bytes.
+    assert unfolded_bytes(device) == math.ceil((54 + 96 + 32 * 20) / 8)
