@@ -12,11 +12,25 @@ import time
 from collections.abc import Sequence
 
 from ddnn.config import RunConfig, resolve_config
+from ddnn.eval.calibrate import CALIBRATION_FILE, CalibrationTarget
 from ddnn.eval.evaluate import DEFAULT_THRESHOLDS, best_row, threshold_sweep
 from ddnn.eval.profile import profile_model
-from ddnn.report import headline, profile_table, threshold_table
+from ddnn.report import (
+    calibrated_headline,
+    calibration_summary,
+    frontier_table,
+    headline,
+    profile_table,
+    threshold_table,
+)
 from ddnn.train.checkpoint import load_run
-from ddnn.workflow import evaluate_run, train_run
+from ddnn.workflow import (
+    CALIBRATION_SPLITS,
+    calibrate_run,
+    evaluate_calibrated_run,
+    evaluate_run,
+    train_run,
+)
 
 log = logging.getLogger("ddnn")
 
@@ -100,10 +114,37 @@ def _print_rows(rows, as_json: bool) -> None:  # type: ignore[no-untyped-def]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    thresholds = parse_float_list(args.thresholds, "--thresholds")
     missing = parse_int_list(args.missing, "--missing")
-    rows, _ = evaluate_run(args.run_dir, thresholds, missing)
+    if args.calibrated:
+        if args.thresholds is not None:
+            raise UsageError("--calibrated uses the stored thresholds; drop --thresholds")
+        rows, calibration, _ = evaluate_calibrated_run(args.run_dir, missing)
+        if args.json:
+            doc = {"rows": [r.as_dict() for r in rows], "calibration": calibration.as_dict()}
+            print(json.dumps(doc, indent=2))
+        else:
+            print(threshold_table(rows))
+            print()
+            print(calibrated_headline(rows[0], calibration))
+        return 0
+    text = args.thresholds or ",".join(str(t) for t in DEFAULT_THRESHOLDS)
+    rows, _ = evaluate_run(args.run_dir, parse_float_list(text, "--thresholds"), missing)
     _print_rows(rows, args.json)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    target = CalibrationTarget(max_accuracy_drop=args.max_drop, max_bytes=args.max_bytes)
+    calibration = calibrate_run(args.run_dir, target, args.split)
+    if not calibration.matches_grid:
+        log.warning("staged inference differs from the grid's prediction; see calibration.json")
+    if args.json:
+        print(json.dumps(calibration.as_dict(), indent=2))
+        return 0
+    print(calibration_summary(calibration))
+    print(f"\nPareto frontier, bytes per device vs overall accuracy ({calibration.split} split):")
+    print(frontier_table(calibration.frontier, calibration.measured))
+    print(f"\nsaved to {args.run_dir}/{CALIBRATION_FILE}; use `ddnn evaluate --calibrated`")
     return 0
 
 
@@ -165,12 +206,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="threshold table of a trained run on its test split")
     p.add_argument("run_dir")
-    p.add_argument("--thresholds", default=",".join(str(t) for t in DEFAULT_THRESHOLDS))
+    p.add_argument(
+        "--thresholds",
+        default=None,
+        help=f"local-exit thresholds (default {','.join(str(t) for t in DEFAULT_THRESHOLDS)})",
+    )
+    p.add_argument(
+        "--calibrated",
+        action="store_true",
+        help="evaluate at the thresholds `ddnn calibrate` stored in the run directory",
+    )
     p.add_argument(
         "--missing", default="", help="comma-separated device indices absent at test time"
     )
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "calibrate", help="choose exit thresholds for an accuracy or a communication target"
+    )
+    p.add_argument("run_dir")
+    goal = p.add_mutually_exclusive_group(required=True)
+    goal.add_argument(
+        "--max-drop",
+        type=float,
+        default=None,
+        metavar="X",
+        help="most local exits with overall accuracy at most X points below cloud-only",
+    )
+    goal.add_argument(
+        "--max-bytes",
+        type=float,
+        default=None,
+        metavar="B",
+        help="best overall accuracy within B bytes per device per sample",
+    )
+    p.add_argument(
+        "--split",
+        choices=CALIBRATION_SPLITS,
+        default="validation",
+        help="data to calibrate on (train is optimistic; default validation)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser(
         "demo", help="generate the default data, train the paper's model, print the table"

@@ -1,9 +1,10 @@
-"""Plain-text tables for the CLI (threshold sweeps, profiles)."""
+"""Plain-text tables for the CLI (threshold sweeps, calibrations, profiles)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ddnn.eval.calibrate import Calibration, OperatingPoint
 from ddnn.eval.evaluate import ThresholdRow
 from ddnn.eval.profile import SectionProfile
 
@@ -62,6 +63,76 @@ def headline(row: ThresholdRow) -> str:
         f"with {100 * row.local_exit_fraction:.1f}% local exits; "
         f"{row.bytes_per_device:.1f} B per device per sample vs {row.raw_bytes_per_device:g} B raw "
         f"({row.reduction_factor:.1f}x less)"
+    )
+
+
+def _thresholds_text(thresholds: dict[str, float]) -> str:
+    return ", ".join(f"{name} T = {t:.2f}" for name, t in thresholds.items())
+
+
+def _point_text(p: OperatingPoint) -> str:
+    exits = [f"local exits {_pct(p.local_exit_fraction)}%"]
+    exits += (
+        [f"edge exits {_pct(p.edge_exit_fraction)}%"] if p.edge_exit_fraction is not None else []
+    )
+    exits += (
+        [f"cloud exits {_pct(p.cloud_exit_fraction)}%"] if p.cloud_exit_fraction is not None else []
+    )
+    text = f"{', '.join(exits)}; {p.bytes_per_device:.2f} B per device per sample"
+    if p.edge_to_cloud_bytes is not None:
+        text += f", {p.edge_to_cloud_bytes:.1f} B edge→cloud per sample"
+    return text
+
+
+def calibration_summary(cal: Calibration) -> str:
+    """What `ddnn calibrate` chose and what it gives on the calibration split."""
+    m = cal.measured
+    lines = [
+        f"target: {cal.target.describe()}",
+        f"thresholds: {_thresholds_text(cal.thresholds)}",
+        f"on the {cal.split} split ({cal.num_samples} samples): overall accuracy "
+        f"{_pct(m.overall_accuracy)}% (cloud-only {_pct(cal.cloud_only_accuracy)}%), {_point_text(m)}",
+    ]
+    if cal.split == "train":
+        lines.append("note: calibrated on training data; expect lower accuracy on new data")
+    return "\n".join(lines)
+
+
+def frontier_table(
+    points: Sequence[OperatingPoint], chosen: OperatingPoint | None = None, max_rows: int = 10
+) -> str:
+    """The accuracy-vs-bytes frontier, thinned to ``max_rows`` evenly spaced points; * = chosen."""
+    is_chosen = [
+        chosen is not None
+        and (p.bytes_per_device, p.overall_accuracy)
+        == (chosen.bytes_per_device, chosen.overall_accuracy)
+        for p in points
+    ]
+    keep = sorted(
+        {round(k * (len(points) - 1) / max(max_rows - 2, 1)) for k in range(max_rows - 1)}
+        | {i for i, c in enumerate(is_chosen) if c}
+    )
+    has_edge = any(p.edge_threshold is not None for p in points)
+    header = ["", "local T"] + (["edge T"] if has_edge else []) + ["local exit %"]
+    header += (["edge exit %"] if has_edge else []) + ["overall acc %", "B/dev"]
+    body = []
+    for i in (k for k in keep if k < len(points)):
+        p = points[i]
+        line = ["*" if is_chosen[i] else "", f"{p.local_threshold:.2f}"]
+        line += [f"{p.edge_threshold:.2f}"] if has_edge else []
+        line += [_pct(p.local_exit_fraction)] + ([_pct(p.edge_exit_fraction)] if has_edge else [])
+        line += [_pct(p.overall_accuracy), f"{p.bytes_per_device:.2f}"]
+        body.append(line)
+    return format_table(header, body)
+
+
+def calibrated_headline(row: ThresholdRow, cal: Calibration) -> str:
+    """One line: test accuracy at the calibrated thresholds next to the calibration split's."""
+    return (
+        f"calibrated thresholds ({_thresholds_text(cal.thresholds)}, from the {cal.split} split): "
+        f"test overall accuracy {_pct(row.overall_accuracy)}% ({cal.split} "
+        f"{_pct(cal.measured.overall_accuracy)}%) with {_pct(row.local_exit_fraction)}% local "
+        f"exits; {row.bytes_per_device:.1f} B per device per sample"
     )
 
 

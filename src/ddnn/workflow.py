@@ -1,4 +1,4 @@
-"""The library calls behind the CLI: train a run directory, evaluate it, profile it."""
+"""The library calls behind the CLI: train a run directory, calibrate and evaluate it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ import torch
 from ddnn.config import RunConfig
 from ddnn.data.dataset import DataSplits
 from ddnn.data.registry import load_dataset
+from ddnn.eval.calibrate import (
+    Calibration,
+    CalibrationTarget,
+    calibrate,
+    load_calibration,
+    save_calibration,
+)
 from ddnn.eval.evaluate import ThresholdRow, threshold_sweep
 from ddnn.models.ddnn import DDNN
 from ddnn.train.checkpoint import load_run, save_run
@@ -86,3 +93,48 @@ def evaluate_run(
     splits = splits or load_dataset(config.data)
     rows = threshold_sweep(model, splits.test, thresholds, config.eval.edge_threshold, missing)
     return rows, config
+
+
+CALIBRATION_SPLITS = ("validation", "train")
+
+
+def calibrate_run(
+    run_dir: str | Path,
+    target: CalibrationTarget,
+    split: str = "validation",
+    splits: DataSplits | None = None,
+) -> Calibration:
+    """Calibrate a run's exit thresholds on its validation (or training) split and save them."""
+    if split not in CALIBRATION_SPLITS:
+        raise ValueError(f"unknown split {split!r}; accepted: {', '.join(CALIBRATION_SPLITS)}")
+    model, config, _ = load_run(run_dir)
+    if split == "validation" and config.data.validation_fraction <= 0:
+        raise ValueError(
+            f"run {str(run_dir)!r} has no validation split (data.validation_fraction = "
+            f"{config.data.validation_fraction:g}); retrain with data.validation_fraction=0.2, or "
+            "pass --split train (optimistic: the model was fitted to those samples)"
+        )
+    splits = splits or load_dataset(config.data)
+    data = splits.train if split == "train" else splits.validation
+    assert data is not None, "load_dataset must carve the validation split the config asks for"
+    calibration = calibrate(model, data, target, split=split)
+    save_calibration(run_dir, calibration)
+    return calibration
+
+
+def evaluate_calibrated_run(
+    run_dir: str | Path, missing: Sequence[int] = (), splits: DataSplits | None = None
+) -> tuple[list[ThresholdRow], Calibration, RunConfig]:
+    """The test split at the run's calibrated thresholds (one row); errors if uncalibrated or stale."""
+    model, config, payload = load_run(run_dir)
+    calibration = load_calibration(run_dir, int(payload["model_version"]))
+    splits = splits or load_dataset(config.data)
+    thresholds = calibration.thresholds
+    rows = threshold_sweep(
+        model,
+        splits.test,
+        [thresholds["local"]],
+        thresholds.get("edge", config.eval.edge_threshold),
+        missing,
+    )
+    return rows, calibration, config

@@ -70,15 +70,8 @@ def exit_accuracies(
     }
 
 
-@torch.no_grad()
-def threshold_sweep(
-    model: DDNN,
-    data: MultiDeviceDataset,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    edge_threshold: float = 0.8,
-    missing: Sequence[int] = (),
-) -> list[ThresholdRow]:
-    """Staged inference at each local-exit threshold; edges (if any) use ``edge_threshold``."""
+def check_data_fits_model(model: DDNN, data: MultiDeviceDataset) -> None:
+    """The data must have the model's devices and device input shapes."""
     if data.num_devices != model.config.num_devices:
         raise ValueError(
             f"data has {data.num_devices} devices but the model was trained for {model.config.num_devices}"
@@ -88,6 +81,18 @@ def threshold_sweep(
             f"data device input shapes {_shapes_text(data.shapes)} do not match the model's "
             f"{_shapes_text(model.config.device_shapes)}"
         )
+
+
+@torch.no_grad()
+def threshold_sweep(
+    model: DDNN,
+    data: MultiDeviceDataset,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    edge_threshold: float = 0.8,
+    missing: Sequence[int] = (),
+) -> list[ThresholdRow]:
+    """Staged inference at each local-exit threshold; edges (if any) use ``edge_threshold``."""
+    check_data_fits_model(model, data)
     thresholds = [check_threshold(t) for t in thresholds]
     has_edge = EDGE in model.exit_names
     edge_t = check_threshold(edge_threshold) if has_edge else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ddnn.nn.functional import entropy_from_logits
@@ -15,6 +16,21 @@ def check_threshold(threshold: float) -> float:
     return t
 
 
+def exit_decision(entropy: Tensor, threshold: float) -> Tensor:
+    """Which samples exit given their normalized entropy: η < T; T = 1 answers every sample.
+
+    The one exit rule, shared by staged inference and threshold calibration so they agree exactly.
+
+    Args:
+        entropy: (B,) normalized entropy η of each sample's scores at this exit.
+        threshold: T in [0, 1].
+    """
+    t = check_threshold(threshold)
+    if t >= 1.0:
+        return torch.ones(entropy.shape, dtype=torch.bool, device=entropy.device)
+    return entropy < t
+
+
 def exit_mask(logits: Tensor, threshold: float) -> Tensor:
     """Which samples exit: normalized entropy η < T; T = 1 answers every sample, T = 0 none.
 
@@ -25,4 +41,4 @@ def exit_mask(logits: Tensor, threshold: float) -> Tensor:
     t = check_threshold(threshold)
     if t >= 1.0:
         return logits.new_ones(logits.shape[0], dtype=bool)  # type: ignore[call-overload]
-    return entropy_from_logits(logits) < t
+    return exit_decision(entropy_from_logits(logits), t)

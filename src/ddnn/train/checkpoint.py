@@ -116,6 +116,12 @@ def load_run(run_dir: str | Path) -> tuple[DDNN, RunConfig, dict[str, Any]]:
     return model, config, payload
 
 
+def run_model_version(run_dir: str | Path) -> int:
+    """The model version stamped on a run's checkpoint (changes whenever the run is retrained)."""
+    payload = _read(Path(run_dir) / CHECKPOINT, "checkpoint")
+    return int(payload["model_version"])
+
+
 def load_section(run_dir: str | Path, name: str) -> tuple[nn.Module, ModelConfig, int]:
     """Build one section alone from its file: returns (module in eval mode, model config, version)."""
     payload = _read(Path(run_dir) / "sections" / f"{name}.pt", f"section {name!r}")
