@@ -180,6 +180,35 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suite_config(args: argparse.Namespace) -> RunConfig:
+    extra: dict[str, dict[str, object]] = {"data": {}}
+    if args.data is not None:
+        extra["data"]["name"] = args.data
+    if args.data_path:
+        extra["data"]["path"] = args.data_path
+    if args.cameras:
+        extra["data"]["devices"] = parse_int_list(args.cameras, "--cameras")
+    config = resolve_config(yaml_path=args.config, overrides=args.overrides, extra=extra)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+        config = resolve_config(base=config, overrides=[f"train.epochs={args.epochs}"])
+    return config
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from ddnn.experiments.commands import experiment_names, run_from_args
+
+    return run_from_args(experiment_names(args.name), args, _suite_config(args))
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from ddnn.experiments.commands import run_from_args
+    from ddnn.experiments.registry import list_experiments
+
+    return run_from_args(list_experiments(), args, _suite_config(args))
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
@@ -203,6 +232,23 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="key=value overrides, e.g. model.device.filters=[8]"
     )
     p.set_defaults(func=cmd_train)
+
+    from ddnn.experiments.commands import add_suite_arguments
+
+    p = sub.add_parser(
+        "experiment", help="run one registered experiment over seeds into a report folder"
+    )
+    p.add_argument(
+        "name", help="aggregation, threshold, scaling, missing, filters, memory, edge, calibrate"
+    )
+    add_suite_arguments(p)
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser(
+        "reproduce", help="run every experiment and write the report (CSV, JSON, PNG, REPORT.md)"
+    )
+    add_suite_arguments(p)
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("evaluate", help="threshold table of a trained run on its test split")
     p.add_argument("run_dir")
@@ -267,7 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        # key=value overrides may follow a positional (``ddnn experiment NAME --quick k=v``),
+        # which argparse does not hand to the trailing positional list on its own.
+        stray = [a for a in unknown if a.startswith("-") or "=" not in a]
+        if stray or (unknown and not hasattr(args, "overrides")):
+            parser.error(f"unrecognized arguments: {' '.join(stray or unknown)}")
+        if unknown:
+            args.overrides = [*args.overrides, *unknown]
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.WARNING,
             format="%(levelname)s %(name)s: %(message)s",

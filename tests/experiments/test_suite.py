@@ -183,3 +183,19 @@ def test_unfolded_memory_counts_bits_and_floats():
     # conv 2x3x3x3 = 54 binary weights; BN(2): 4 floats x 2; head binary FC 2*4*4 -> 3 = 96 bits
     # (+ its BN(3): 4 floats x 3). Bits: 54 + 96 + 32 * (8 + 12) = 790 -> 99 bytes.
     assert unfolded_bytes(device) == math.ceil((54 + 96 + 32 * 20) / 8)
+
+
+def test_cli_experiment_and_its_errors(tmp_path, capsys):
+    from ddnn.cli import main
+
+    out = tmp_path / "report"
+    args = ["--quick", "--epochs", "1", "--jobs", "1", "--out", str(out), *TINY[1:]]
+    assert main(["experiment", "threshold", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "| T | local exit % | paper |" in printed and (out / "REPORT.md").is_file()
+    assert main(["experiment", "nope", *args]) == 2
+    assert "unknown experiment 'nope'; accepted: aggregation" in capsys.readouterr().err
+    assert main(["experiment", "threshold", *args, "model.local_aggregation=ap"]) == 2
+    assert "holds results for another setup" in capsys.readouterr().err
+    assert main(["reproduce", "--seeds", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--seeds must be >= 1" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 import importlib
 
-MODULES = ("accuracy", "robustness", "device_size", "edge")
+MODULES = ("accuracy", "robustness", "device_size", "edge", "calibration")
 
 for _module in MODULES:
     importlib.import_module(f"ddnn.experiments.{_module}")

@@ -28,6 +28,7 @@ class PlotSpec:
     label: str = ""
     split_by: str = ""
     where: tuple[tuple[str, Any], ...] = ()
+    source: str = "summary"  # "summary" (mean over seeds) or "rows" (per seed; filter by seed)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Experiment:
         paper: the paper's numbers, rows keyed like ``keys`` (None: the paper has no such table).
         columns: the summary columns the report's table shows (mean ± std over seeds).
         plots: the figures of the report.
+        table_where: the report's table shows only summary rows with these column values.
     """
 
     name: str
@@ -53,6 +55,7 @@ class Experiment:
     paper: list[Row] | None = field(default=None)
     columns: tuple[str, ...] = ()
     plots: tuple[PlotSpec, ...] = ()
+    table_where: tuple[tuple[str, Any], ...] = ()
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}

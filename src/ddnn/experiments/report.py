@@ -37,6 +37,15 @@ LABELS = {
     "device_unfolded_bytes": "unfolded B",
     "device_binary_params": "binary params",
     "added_device": "added device",
+    "T_local": "T local",
+    "val_overall_acc": "val overall %",
+    "val_cloud_acc": "val cloud-only %",
+    "val_local_exit_pct": "val local exit %",
+    "val_bytes_per_device": "val B/dev",
+    "test_overall_acc": "test overall %",
+    "test_cloud_acc": "test cloud-only %",
+    "test_local_exit_pct": "test local exit %",
+    "test_bytes_per_device": "test B/dev",
 }
 
 
@@ -90,7 +99,8 @@ def markdown_table(doc: Doc) -> str:
         if c in with_paper:
             header.append("paper")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in doc["summary"]:
+    shown = [r for r in doc["summary"] if all(r.get(k) == v for k, v in experiment.table_where)]
+    for row in shown:
         cells = [_fmt(row.get(k)) for k in keys]
         for c in columns:
             cells.append(_cell(row, c))
@@ -114,7 +124,7 @@ def plot_experiment(doc: Doc, out: Path) -> list[Path]:
     experiment = get_experiment(doc["experiment"])
     paths = []
     for i, spec in enumerate(experiment.plots):
-        rows = _rows_for(spec, doc["summary"])
+        rows = _rows_for(spec, doc["rows"] if spec.source == "rows" else doc["summary"])
         if not rows:
             continue
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -158,6 +168,8 @@ def plot_experiment(doc: Doc, out: Path) -> list[Path]:
                         )
                     if spec.label:
                         for r, x_, y_ in zip(members, xs, ys, strict=True):
+                            if r.get(spec.label) in (None, ""):
+                                continue
                             ax.annotate(
                                 f"{spec.label}={_fmt(r.get(spec.label))}",
                                 (x_, y_),
