@@ -27,6 +27,7 @@ import torch
 from ddnn.config import DataConfig, RunConfig, from_dict, resolve_config, to_dict
 from ddnn.data.dataset import DataSplits
 from ddnn.data.registry import load_dataset
+from ddnn.data.split import apply_device_selection, carve_validation
 from ddnn.models.ddnn import DDNN
 from ddnn.train.checkpoint import load_run
 
@@ -47,8 +48,14 @@ def _cached_splits(data_json: str) -> DataSplits:
 
 
 def load_splits(config: DataConfig) -> DataSplits:
-    """Data splits for ``config``, loaded once per process."""
-    return _cached_splits(json.dumps(to_dict(config), sort_keys=True))
+    """Data splits for ``config``, loaded once per process.
+
+    Device subsets and validation hold-outs are cut from one cached load of the full data set,
+    so an experiment that retrains on many device subsets generates (or reads) the data once.
+    """
+    full = replace(config, devices=(), validation_fraction=0.0)
+    splits = _cached_splits(json.dumps(to_dict(full), sort_keys=True))
+    return carve_validation(apply_device_selection(splits, config), config)
 
 
 def _worker_init() -> None:

@@ -26,8 +26,8 @@ from ddnn.experiments.runner import ExperimentContext, RunCache, config_key
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-QUICK_EPOCHS = 20
-FULL_EPOCHS = 50
+QUICK_EPOCHS = 15
+FULL_EPOCHS = 30
 
 BarFactory = Callable[[str, int], Any]  # (description, position) -> a tqdm-like bar
 
