@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ddnn.config import RunConfig
+from ddnn.experiments.goals import goal_lines
 from ddnn.experiments.registry import list_experiments
-from ddnn.experiments.report import markdown_table, write_report
+from ddnn.experiments.report import load_documents, markdown_table, write_report
 from ddnn.experiments.suite import run_suite, suite_base
 
 
@@ -60,10 +62,10 @@ def run_from_args(names: list[str], args: argparse.Namespace, config: RunConfig)
     report = write_report(out)
     for result in results:
         print(f"\n## {result.experiment.name}: {result.experiment.title}\n")
-        import json
-
         doc = json.loads((out / f"{result.experiment.name}.json").read_text())
         print(markdown_table(doc))
+    goals = goal_lines(load_documents(out))
+    print("\n## Goals\n\n" + "\n".join(goals))
     print(
         f"\n{len(results)} experiment(s), {len(seeds)} seed(s) in {time.perf_counter() - start:.0f} s; "
         f"report: {report}"
