@@ -73,21 +73,18 @@ def missing_goal(doc: Doc) -> list[str]:
             else ""
         )
         is_goal = protocol.startswith("mask") and not protocol.endswith("dropout 0")
-        prefix = (
-            f"- Any one device missing at test time drops overall accuracy ≤ {MAX_MISSING_DROP:g} "
-            f"points (device dropout in training): "
-            + _verdict(
+        facts = f"{protocol}: worst single device {worst['missing']} {worst['drop']:.1f} points{pair_text}."
+        if is_goal:
+            verdict = _verdict(
                 worst["drop"] <= MAX_MISSING_DROP,
                 f"by {worst['drop'] - MAX_MISSING_DROP:.1f} points",
             )
-            + " — "
-            if is_goal
-            else f"- For comparison, {protocol}: "
-        )
-        lines.append(
-            f"{prefix}{protocol}: worst single device {worst['missing']} "
-            f"{worst['drop']:.1f} points{pair_text}."
-        )
+            lines.append(
+                f"- Any one device missing at test time drops overall accuracy ≤ "
+                f"{MAX_MISSING_DROP:g} points (device dropout in training): {verdict} — {facts}"
+            )
+        else:
+            lines.append(f"- For comparison, {facts}")
     return lines
 
 
