@@ -59,7 +59,7 @@ def scaling(ctx: ExperimentContext) -> list[Row]:
         rows.append(
             {
                 "devices": i + 1,
-                "added_device": added,
+                "added_device": str(added),  # an index, not a quantity: never averaged
                 "individual_acc": individual[added],
                 **row_fields(at_threshold(run, PAPER_T)),
                 "subset": " ".join(map(str, subset)),

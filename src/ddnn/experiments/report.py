@@ -65,14 +65,16 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return "–"
-        return f"{value:.1f}" if abs(value) >= 0.05 or value == 0 else f"{value:.3f}"
+        if value == 0 or abs(value) >= 1:
+            return f"{value:.1f}"
+        return f"{value:.2f}" if abs(value) >= 0.005 else f"{value:.3f}"
     return str(value)
 
 
 def _cell(row: Doc, col: str) -> str:
     mean = row.get(col)
     std = row.get(f"{col}_std")
-    if isinstance(mean, float) and isinstance(std, float) and row.get("n", 1) > 1 and std > 0:
+    if isinstance(mean, float) and isinstance(std, float) and row.get("n", 1) > 1 and std > 1e-9:
         return f"{_fmt(mean)} ± {_fmt(std)}"
     return _fmt(mean)
 
