@@ -307,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profile)
+
+    from ddnn.runtime.commands import add_runtime_parsers
+
+    add_runtime_parsers(sub)
     return parser
 
 

@@ -72,6 +72,7 @@ __all__ = [
     "FrameKind",
     "decode_frame",
     "encode_features",
+    "encode_packed_features",
     "encode_frame",
     "encode_scores",
     "pack_bits",
@@ -402,6 +403,29 @@ def encode_features(
     dims = _check_shape(FrameKind.FEATURES, f.shape)
     payload_bytes(FrameKind.FEATURES, dims)  # rejects maps beyond the uint32 length field
     return _encode(FrameKind.FEATURES, pack_bits(f), dims, sender_id, sample_id, model_version)
+
+
+def encode_packed_features(
+    packed: BytesLike, shape: tuple[int, ...], *, sender_id: int, sample_id: int, model_version: int
+) -> bytes:
+    """Encodes an already bit-packed feature map (e.g. from a C device) as a FEATURES frame.
+
+    Args:
+        packed: Exactly ``ceil(prod(shape) / 8)`` bytes in the FEATURES payload layout.
+        shape: The feature map's shape, 1 to 3 dims.
+
+    Raises:
+        ValueError: If the byte count does not match ``shape`` or padding bits are set.
+    """
+    dims = _check_shape(FrameKind.FEATURES, tuple(shape))
+    data = bytes(packed)
+    expected = payload_bytes(FrameKind.FEATURES, dims)
+    if len(data) != expected:
+        raise ValueError(f"packed features of shape {dims} need {expected} bytes, got {len(data)}")
+    pad = 8 * expected - math.prod(dims)
+    if pad and data[-1] & ((1 << pad) - 1):
+        raise ValueError(f"the last byte's {pad} padding bits must be zero")
+    return _encode(FrameKind.FEATURES, data, dims, sender_id, sample_id, model_version)
 
 
 def encode_frame(frame: Frame) -> bytes:

@@ -1,0 +1,266 @@
+"""The run client: collects every sample's answer from the results topic and builds the report.
+
+A sample is *answered* (by some exit, possibly flagged as degraded) or *failed* with a reason;
+samples no node ever reported are failed by the client at the end, so none vanish.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as paho
+
+from ddnn.runtime.mqtt import BrokerSettings, close_client, connect_client
+from ddnn.runtime.protocol import DONE, OFFLINE, STOP, Answer, Topics, decode_answers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunReport:
+    """What a distributed run did, sample by sample and in total."""
+
+    samples: int
+    answers: dict[int, Answer]
+    failed: dict[int, str]
+    labels: np.ndarray | None
+    exit_names: tuple[str, ...]
+    duplicates: int = 0
+    wall_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def predictions(self) -> np.ndarray:
+        """(N,) predicted class per sample, -1 where failed."""
+        out = np.full(self.samples, -1, dtype=np.int64)
+        for s, a in self.answers.items():
+            out[s] = a.prediction
+        return out
+
+    def exits(self) -> list[str]:
+        """Exit taken per sample ('' where failed)."""
+        out = [""] * self.samples
+        for s, a in self.answers.items():
+            out[s] = a.exit
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        answered = list(self.answers.values())
+        n = len(answered)
+        correct = None
+        if self.labels is not None and n:
+            correct = sum(int(a.prediction == int(self.labels[a.sample])) for a in answered)
+        device_slots = sum(len(a.present) for a in answered)
+        payload = sum(sum(a.device_payload.values()) for a in answered)
+        frames = sum(sum(a.device_frames.values()) for a in answered)
+        mqtt = sum(sum(a.device_mqtt.values()) for a in answered)
+        edge = sum(sum(a.edge_payload.values()) for a in answered)
+        from ddnn.runtime.codec import HEADER_BYTES
+
+        latencies: dict[str, list[float]] = {name: [] for name in self.exit_names}
+        for a in answered:
+            latencies.setdefault(a.exit, []).append(1000.0 * (a.answered - a.captured))
+        flags = Counter(f.split(":")[0] for a in answered for f in a.flags)
+        first = min((a.captured for a in answered), default=0.0)
+        last = max((a.answered for a in answered), default=0.0)
+        doc: dict[str, Any] = {
+            "samples": self.samples,
+            "answered": n,
+            "failed": len(self.failed),
+            "failure_reasons": dict(Counter(self.failed.values())),
+            "duplicate_answers": self.duplicates,
+            "degraded_answers": sum(1 for a in answered if a.flags),
+            "flags": dict(flags),
+            "overall_accuracy": None if correct is None or not n else correct / n,
+            "accuracy_counting_failures_wrong": (
+                None if correct is None or not self.samples else correct / self.samples
+            ),
+            "exit_fractions": {
+                name: (sum(1 for a in answered if a.exit == name) / n if n else 0.0)
+                for name in self.exit_names
+            },
+            "local_exit_fraction": (
+                sum(1 for a in answered if a.exit == "local") / n if n else 0.0
+            ),
+            "bytes_per_device": payload / device_slots if device_slots else 0.0,
+            "header_bytes_per_device": frames * HEADER_BYTES / device_slots
+            if device_slots
+            else 0.0,
+            "mqtt_overhead_per_device": mqtt / device_slots if device_slots else 0.0,
+            "frames_per_device": frames / device_slots if device_slots else 0.0,
+            "edge_to_cloud_bytes_per_sample": edge / n if n else 0.0,
+            "latency_ms": {
+                name: _percentiles(values) for name, values in latencies.items() if values
+            },
+            "latency_ms_all": _percentiles([v for vs in latencies.values() for v in vs]),
+            "throughput_samples_per_s": n / (last - first) if n and last > first else 0.0,
+            "wall_seconds": self.wall_seconds,
+        }
+        doc.update(self.extra)
+        return doc
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    arr = np.asarray(values)
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p90": float(np.percentile(arr, 90)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": float(arr.max()),
+    }
+
+
+class ResultCollector:
+    """Subscribes to the results and node statuses of one namespace."""
+
+    def __init__(self, settings: BrokerSettings, topics: Topics, client_id: str = "client") -> None:
+        self.topics = topics
+        self.inbox: queue.SimpleQueue[paho.MQTTMessage] = queue.SimpleQueue()
+        self.answers: dict[int, Answer] = {}
+        self.duplicates = 0
+        self.status: dict[str, bytes] = {}
+        self.malformed = 0
+        self.client = connect_client(
+            f"ddnn-{topics.namespace}-{client_id}",
+            settings,
+            self.inbox.put,
+            [(topics.results, 1), (topics.status("+"), 1)],
+        )
+
+    def poll(self, timeout: float) -> int:
+        """Handle queued messages (waiting up to ``timeout`` for the first); returns new answers."""
+        new = 0
+        try:
+            msg: paho.MQTTMessage | None = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return 0
+        while msg is not None:
+            if msg.topic == self.topics.results:
+                try:
+                    answers = decode_answers(msg.payload)
+                except (ValueError, TypeError, KeyError) as exc:
+                    self.malformed += 1
+                    log.warning("malformed results message: %s", exc)
+                    answers = []
+                for a in answers:
+                    if a.sample in self.answers:
+                        self.duplicates += 1
+                    else:
+                        self.answers[a.sample] = a
+                        new += 1
+            else:
+                self.status[msg.topic.rsplit("/", 1)[1]] = bytes(msg.payload)
+            try:
+                msg = self.inbox.get_nowait()
+            except queue.Empty:
+                msg = None
+        return new
+
+    def wait_online(self, nodes: list[str], timeout: float, alive: Any = None) -> None:
+        """Wait until every node announced itself; ``alive()`` may raise if a process died."""
+        deadline = time.monotonic() + timeout
+        while True:
+            missing = [n for n in nodes if self.status.get(n) not in (b"online", DONE)]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise ValueError(f"node(s) {missing} did not come online within {timeout:g} s")
+            if alive is not None:
+                alive()
+            self.poll(0.1)
+
+    def send(self, command: bytes) -> None:
+        self.client.publish(self.topics.control, command, qos=1).wait_for_publish(5)
+
+    def collect(
+        self,
+        samples: int,
+        devices: list[str],
+        grace: float,
+        timeout: float,
+        progress: Any = None,
+    ) -> None:
+        """Collect answers until all ``samples`` are in, or the devices finished (or died) and
+        nothing new arrived for ``grace`` s, or ``timeout`` s passed."""
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        while len(self.answers) < samples and time.monotonic() < deadline:
+            new = self.poll(0.05)
+            if new:
+                quiet_since = time.monotonic()
+                if progress is not None:
+                    progress(new)
+            finished = all(self.status.get(d) in (DONE, OFFLINE) for d in devices)
+            if finished and time.monotonic() - quiet_since > grace:
+                break
+
+    def report(
+        self,
+        samples: int,
+        labels: np.ndarray | None,
+        exit_names: tuple[str, ...],
+        wall_seconds: float,
+    ) -> RunReport:
+        answers = {s: a for s, a in self.answers.items() if 0 <= s < samples}
+        failed = {s: a.error for s, a in answers.items() if a.error}
+        answers = {s: a for s, a in answers.items() if not a.error}
+        for s in range(samples):
+            if s not in answers and s not in failed:
+                failed[s] = (
+                    "no answer: no device frame of it reached the aggregator, or it was lost"
+                )
+        return RunReport(
+            samples, answers, failed, labels, exit_names, self.duplicates, wall_seconds
+        )
+
+    def close(self, stop_nodes: bool = True) -> None:
+        if stop_nodes:
+            try:
+                self.send(STOP)
+            except (RuntimeError, ValueError):  # pragma: no cover - broker already gone
+                pass
+        close_client(self.client)
+
+
+def format_report(doc: dict[str, Any]) -> str:
+    """The human-readable report of :meth:`RunReport.as_dict`."""
+    acc = doc["overall_accuracy"]
+    lines = [
+        f"samples {doc['samples']}: answered {doc['answered']}, failed {doc['failed']}"
+        + (f" ({doc['failure_reasons']})" if doc["failed"] else "")
+        + (
+            f", degraded {doc['degraded_answers']} {doc['flags']}"
+            if doc["degraded_answers"]
+            else ""
+        ),
+        "overall accuracy " + ("n/a" if acc is None else f"{100 * acc:.2f}%"),
+        "exits: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in doc["exit_fractions"].items()),
+        f"bytes per device per sample: payload {doc['bytes_per_device']:.1f} B "
+        f"(+ frame headers {doc['header_bytes_per_device']:.1f} B, "
+        f"MQTT {doc['mqtt_overhead_per_device']:.1f} B)",
+    ]
+    if doc["edge_to_cloud_bytes_per_sample"]:
+        lines.append(
+            f"edge -> cloud payload per sample: {doc['edge_to_cloud_bytes_per_sample']:.1f} B"
+        )
+    for name, p in doc["latency_ms"].items():
+        lines.append(
+            f"latency {name:5s} p50 {p['p50']:.2f} ms, p90 {p['p90']:.2f} ms, p99 {p['p99']:.2f} ms"
+        )
+    lines.append(
+        f"throughput {doc['throughput_samples_per_s']:.0f} samples/s; wall {doc['wall_seconds']:.1f} s"
+    )
+    if "formula_bytes_per_device" in doc:
+        lines.append(
+            f"SPEC §6 formula at the measured local-exit fraction: "
+            f"{doc['formula_bytes_per_device']:.1f} B per device"
+        )
+    return "\n".join(lines)
+

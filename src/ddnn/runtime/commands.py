@@ -1,0 +1,347 @@
+"""CLI subcommands of the runtime: ``ddnn serve``, ``ddnn run-client`` and ``ddnn deploy``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from ddnn.runtime.protocol import Topics
+
+log = logging.getLogger(__name__)
+
+ROLES = ("device", "aggregator", "edge", "cloud")
+
+
+def _thresholds(text: str | None) -> dict[str, float]:
+    """``"0.8"`` (local) or ``"local=0.8,edge=0.6"`` -> a thresholds dict."""
+    if not text:
+        return {}
+    out: dict[str, float] = {}
+    for i, item in enumerate(text.split(",")):
+        key, _, value = item.rpartition("=")
+        key = key or ("local" if i == 0 else "")
+        if key not in ("local", "edge"):
+            raise ValueError(f"--thresholds: {item!r}; give T, or local=T,edge=T with T in [0, 1]")
+        try:
+            t = float(value)
+        except ValueError:
+            raise ValueError(f"--thresholds: {value!r} is not a number") from None
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"--thresholds: {t} is outside [0, 1]")
+        out[key] = t
+    return out
+
+
+def _broker(args: argparse.Namespace) -> Any:
+    from ddnn.runtime.mqtt import parse_broker_url
+
+    return parse_broker_url(
+        args.broker,
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        username=args.username or os.environ.get("DDNN_BROKER_USERNAME"),
+        password=args.password or os.environ.get("DDNN_BROKER_PASSWORD"),
+    )
+
+
+def _add_broker_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--broker", required=required, help="mqtt://HOST:PORT or mqtts://HOST:PORT")
+    p.add_argument("--namespace", default="ddnn", help="topic namespace of the deployment")
+    p.add_argument("--ca-file", default=None, help="CA certificate of the broker (TLS)")
+    p.add_argument("--cert-file", default=None, help="client certificate (TLS)")
+    p.add_argument("--key-file", default=None, help="client certificate key (TLS)")
+    p.add_argument("--username", default=None, help="broker user (or $DDNN_BROKER_USERNAME)")
+    p.add_argument("--password", default=None, help="broker password (or $DDNN_BROKER_PASSWORD)")
+    p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="QoS of data frames")
+
+
+def _stop_on_sigterm(node: Any) -> None:
+    def handler(_sig: int, _frame: Any) -> None:
+        node.stopping = True
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run one node until a stop command, SIGTERM or Ctrl-C."""
+    settings = _broker(args)
+    topics = Topics(args.namespace)
+    from ddnn.runtime.deploy import read_run_config
+
+    mc = read_run_config(args.run).model
+    node: Any
+    if args.role == "device":
+        if args.id is None or not 0 <= args.id < mc.num_devices:
+            raise ValueError(
+                f"device id {args.id} is not in the model; its devices are 0..{mc.num_devices - 1}"
+            )
+        from ddnn.runtime.device_node import DeviceNode, load_device_inputs
+        from ddnn.runtime.engine import create_engine
+
+        if args.engine == "torch":
+            import torch
+
+            torch.set_num_threads(1)
+        engine = create_engine(args.engine, args.run, args.id)
+        inputs = load_device_inputs(args.run, args.id, args.input, args.split, args.limit)
+        node = DeviceNode(
+            args.id,
+            engine,
+            inputs,
+            settings,
+            topics,
+            rate=args.rate,
+            batch=args.batch,
+            window=args.window,
+            wait_for_start=args.wait_for_start,
+            qos=args.qos,
+        )
+    else:
+        import torch
+
+        torch.set_num_threads(1)
+        if args.role == "aggregator":
+            from ddnn.runtime.aggregator_node import AggregatorNode
+
+            node = AggregatorNode(
+                args.run,
+                settings,
+                topics,
+                _thresholds(args.thresholds),
+                deadline=args.deadline,
+                upper_timeout=args.upper_timeout,
+                qos=args.qos,
+            )
+        elif args.role == "edge":
+            groups = mc.edge.groups
+            if not groups:
+                raise ValueError("this run's hierarchy has no edges (configurations c, a, b)")
+            if args.id is None or not 0 <= args.id < len(groups):
+                raise ValueError(
+                    f"edge id {args.id} is not in the model; its edges are 0..{len(groups) - 1}"
+                )
+            from ddnn.runtime.upper_nodes import EdgeNode
+
+            node = EdgeNode(
+                args.run, args.id, settings, topics, deadline=args.deadline, qos=args.qos
+            )
+        else:
+            if not mc.cloud.enabled:
+                raise ValueError("this run's hierarchy has no cloud (it ends at the edge)")
+            from ddnn.runtime.upper_nodes import CloudNode
+
+            node = CloudNode(args.run, settings, topics, deadline=args.deadline, qos=args.qos)
+    from ddnn.runtime.mqtt import BrokerError
+
+    try:
+        node.connect(connect_timeout=args.connect_timeout)
+    except BrokerError as exc:
+        raise ValueError(str(exc)) from None
+    _stop_on_sigterm(node)
+    node.serve()
+    if node.counters:
+        print(json.dumps({"node": node.name, "counters": dict(node.counters)}), file=sys.stderr)
+    return 0
+
+
+def _print_report(doc: dict[str, Any], as_json: bool) -> None:
+    from ddnn.runtime.client import format_report
+
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_report(doc))
+
+
+def _add_formula(doc: dict[str, Any], run_dir: str) -> None:
+    """The SPEC §6 bytes at the measured local-exit fraction, next to the measured ones."""
+    import math
+
+    from ddnn.eval.communication import formula_bytes_per_device
+    from ddnn.models.sections import device_feature_shape
+    from ddnn.runtime.deploy import read_run_config
+
+    mc = read_run_config(run_dir).model
+    shapes = [device_feature_shape(s, mc.device) for s in mc.device_shapes]
+    bits = sum(math.prod(s) for s in shapes) / len(shapes)
+    doc["formula_bytes_per_device"] = formula_bytes_per_device(
+        mc.num_classes, doc["local_exit_fraction"], 1, math.ceil(bits)
+    )
+
+
+def cmd_run_client(args: argparse.Namespace) -> int:
+    """Collect the answers of a running deployment and print the report."""
+    from ddnn.runtime.client import ResultCollector
+    from ddnn.runtime.deploy import exit_names, read_run_config, write_device_inputs
+    from ddnn.runtime.device_node import START
+    from ddnn.runtime.mqtt import BrokerError
+
+    config = read_run_config(args.run)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, labels = write_device_inputs(config, Path(tmp), args.split, args.limit)
+    try:
+        collector = ResultCollector(_broker(args), Topics(args.namespace))
+    except BrokerError as exc:
+        raise ValueError(str(exc)) from None
+    devices = [f"device_{k}" for k in range(config.model.num_devices)]
+    t0 = time.perf_counter()
+    if args.start:
+        collector.send(START)
+    collector.collect(len(labels), devices, args.grace, args.timeout)
+    report = collector.report(
+        len(labels), labels, exit_names(config.model), time.perf_counter() - t0
+    )
+    collector.close(stop_nodes=args.stop)
+    doc = report.as_dict()
+    _add_formula(doc, args.run)
+    _print_report(doc, args.json)
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from ddnn.runtime.deploy import (
+        finish_local,
+        load_deployment,
+        read_run_config,
+        run_local,
+        serve_command,
+        start_local,
+    )
+
+    config = read_run_config(args.run)
+    options: dict[str, Any] = {
+        "rate": args.rate,
+        "batch": args.batch,
+        "engine": args.engine,
+        "deadline": args.deadline,
+        "upper_timeout": args.upper_timeout,
+        "thresholds": args.thresholds,
+    }
+    if args.thresholds:
+        _thresholds(args.thresholds)  # validate before starting anything
+    if args.file and not args.local:
+        dep_file = load_deployment(args.file, config.model)
+        if not args.host:
+            raise ValueError(
+                "--file without --local needs --host NAME: the host whose nodes to start"
+            )
+        mine = [n for n, spec in dep_file.nodes.items() if spec.host == args.host]
+        if not mine:
+            hosts = sorted({s.host for s in dep_file.nodes.values()})
+            raise ValueError(
+                f"no node of the deployment runs on host {args.host!r}; hosts: {hosts}"
+            )
+        import subprocess
+
+        from ddnn.runtime.deploy import child_env
+
+        procs = [
+            subprocess.Popen(
+                serve_command(
+                    n,
+                    args.run,
+                    dep_file.broker,
+                    dep_file.namespace,
+                    {**options, **dep_file.options},
+                    dep_file.nodes[n].input,
+                ),
+                env=child_env(),
+            )
+            for n in mine
+        ]
+        print(f"started {', '.join(mine)} on {args.host}; Ctrl-C stops them", file=sys.stderr)
+        try:
+            return max(p.wait() for p in procs)
+        except KeyboardInterrupt:
+            for p in procs:
+                p.terminate()
+            return 130
+    if not args.local:
+        raise ValueError("give --local (everything on this machine) or --file FILE --host NAME")
+    if args.file:
+        load_deployment(args.file, config.model)  # validates it against the run's hierarchy
+    dep = start_local(args.run, options, secure=args.secure, split=args.split, limit=args.limit)
+    try:
+        wall = run_local(dep, grace=args.grace, timeout=args.timeout)
+    finally:
+        report = finish_local(dep, wall if "wall" in locals() else 0.0)
+    doc = report.as_dict()
+    _add_formula(doc, args.run)
+    _print_report(doc, args.json)
+    return 0
+
+
+def add_runtime_parsers(sub: Any) -> None:
+    """Adds ``serve``, ``run-client`` and ``deploy`` to the ``ddnn`` subcommands."""
+    p = sub.add_parser("serve", help="run one node of a trained hierarchy (MQTT)")
+    p.add_argument("role", choices=ROLES)
+    p.add_argument("--run", required=True, help="run directory with per-section checkpoints")
+    p.add_argument("--id", type=int, default=None, help="device or edge index")
+    _add_broker_arguments(p)
+    p.add_argument("--connect-timeout", type=float, default=10.0, help="s to retry the broker")
+    g = p.add_argument_group("device")
+    g.add_argument("--input", default=None, help=".npy (N, *shape) sensor data to replay")
+    g.add_argument("--split", default="test", help="split of the run's data set to replay")
+    g.add_argument("--limit", type=int, default=None, help="replay only the first N samples")
+    g.add_argument("--rate", type=float, default=0.0, help="samples/s (0: as fast as possible)")
+    g.add_argument("--batch", type=int, default=8, help="samples per device inference call")
+    g.add_argument("--window", type=int, default=256, help="samples ahead of the aggregator")
+    g.add_argument("--engine", choices=("torch", "c"), default="torch")
+    g.add_argument("--wait-for-start", action="store_true", help="wait for a start command")
+    g = p.add_argument_group("aggregator, edge, cloud")
+    g.add_argument("--thresholds", default=None, help="T (local) or local=T,edge=T")
+    g.add_argument("--deadline", type=float, default=0.2, help="s to wait for a sample's frames")
+    g.add_argument(
+        "--upper-timeout",
+        type=float,
+        default=3.0,
+        help="s the aggregator waits for the tier above before answering itself",
+    )
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("run-client", help="collect a deployment's answers and print the report")
+    p.add_argument("--run", required=True)
+    _add_broker_arguments(p)
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--start", action="store_true", help="send the devices the start command")
+    p.add_argument("--stop", action="store_true", help="stop every node at the end")
+    p.add_argument("--grace", type=float, default=3.0)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run_client)
+
+    p = sub.add_parser("deploy", help="start a hierarchy's nodes: all locally, or one host's")
+    p.add_argument("--run", required=True)
+    p.add_argument("--local", action="store_true", help="broker + every node on this machine")
+    p.add_argument("--file", default=None, help="deployment file (YAML)")
+    p.add_argument("--host", default=None, help="with --file: start this host's nodes")
+    p.add_argument("--secure", action="store_true", help="TLS, per-node passwords and ACLs")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None, help="replay only the first N samples")
+    p.add_argument(
+        "--threshold",
+        "--thresholds",
+        dest="thresholds",
+        default=None,
+        help="T (local) or local=T,edge=T",
+    )
+    p.add_argument("--rate", type=float, default=0.0)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--engine", choices=("torch", "c"), default="torch")
+    p.add_argument("--deadline", type=float, default=None)
+    p.add_argument("--upper-timeout", type=float, default=None)
+    p.add_argument("--grace", type=float, default=3.0)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_deploy)

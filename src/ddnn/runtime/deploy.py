@@ -1,0 +1,357 @@
+"""Deployments: which nodes a trained hierarchy has, where they run, and the local launcher.
+
+A deployment file (YAML) names the broker and, for every node, the host it runs on::
+
+    broker: mqtt://10.0.0.5:1883     # or mqtts://… with ca_file
+    namespace: plant-1               # topic namespace (default: "ddnn")
+    nodes:
+      cloud: {host: server}
+      aggregator: {host: gateway}
+      device_0: {host: cam0, input: /data/cam0.npy}
+      …
+
+``ddnn deploy --run RUN --file FILE --host cam0`` starts the nodes of host ``cam0`` (each a
+``ddnn serve …`` process); ``ddnn deploy --run RUN --local`` starts a broker and every node here,
+replays the test split and reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ddnn.config import ModelConfig, RunConfig, from_dict
+from ddnn.runtime.broker import LocalBroker
+from ddnn.runtime.client import ResultCollector, RunReport
+from ddnn.runtime.protocol import CLOUD, EDGE, LOCAL, Topics
+
+log = logging.getLogger(__name__)
+
+
+def hierarchy_nodes(mc: ModelConfig) -> list[str]:
+    """Every node of a hierarchy, upper tiers first (the order they must start in)."""
+    nodes = ["cloud"] if mc.cloud.enabled else []
+    nodes += [f"edge_{e}" for e in range(len(mc.edge.groups))]
+    nodes.append("aggregator")
+    nodes += [f"device_{k}" for k in range(mc.num_devices)]
+    return nodes
+
+
+def exit_names(mc: ModelConfig) -> tuple[str, ...]:
+    names = [LOCAL] + ([EDGE] if mc.edge.groups else []) + ([CLOUD] if mc.cloud.enabled else [])
+    return tuple(names)
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The run's config, after checking every section the runtime serves has its checkpoint."""
+    from ddnn.train.checkpoint import _read
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ValueError(f"run directory {str(path)!r} does not exist")
+    config = from_dict(RunConfig, _read(path / "checkpoint.pt", "checkpoint")["config"])
+    mc = config.model
+    if not mc.device.filters:
+        raise ValueError(
+            "this run's devices are raw sensors (configuration a, no local exit); the runtime "
+            "serves hierarchies with device sections (b-f)"
+        )
+    needed = [n for n in hierarchy_nodes(mc) if n != "aggregator"] + ["local"]
+    needed += ["edge_exit"] if mc.edge.groups else []
+    missing = [n for n in needed if not (path / "sections" / f"{n}.pt").is_file()]
+    if missing:
+        raise ValueError(
+            f"run directory {str(path)!r} lacks per-section checkpoints {missing} "
+            "(sections/<name>.pt); retrain it with `ddnn train`"
+        )
+    return config
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    host: str = "localhost"
+    input: str | None = None
+
+
+@dataclass
+class Deployment:
+    """A parsed deployment file."""
+
+    broker: str
+    namespace: str
+    nodes: dict[str, NodeSpec]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def load_deployment(path: str | Path, mc: ModelConfig) -> Deployment:
+    """Parse and check a deployment file against the run's hierarchy."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read deployment file {str(path)!r}: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), dict):
+        raise ValueError(f"deployment file {str(path)!r} must be a mapping with a 'nodes' mapping")
+    unknown_keys = set(doc) - {"broker", "namespace", "nodes", "options"}
+    if unknown_keys:
+        raise ValueError(
+            f"deployment file: unknown key(s) {sorted(unknown_keys)}; accepted: broker, "
+            "namespace, nodes, options"
+        )
+    expected = hierarchy_nodes(mc)
+    names = list(doc["nodes"])
+    unknown = [n for n in names if n not in expected]
+    if unknown:
+        raise ValueError(
+            f"deployment file names node(s) {unknown} that this run's hierarchy does not have; "
+            f"its nodes are {', '.join(expected)}"
+        )
+    absent = [n for n in expected if n not in names]
+    if absent:
+        raise ValueError(
+            f"deployment file does not place node(s) {absent}; the run's hierarchy needs "
+            f"{', '.join(expected)}"
+        )
+    nodes = {}
+    for name, spec in doc["nodes"].items():
+        spec = spec or {}
+        if not isinstance(spec, dict) or set(spec) - {"host", "input"}:
+            raise ValueError(f"deployment file: node {name!r} accepts only 'host' and 'input'")
+        nodes[name] = NodeSpec(name, str(spec.get("host", "localhost")), spec.get("input"))
+    return Deployment(
+        str(doc.get("broker", "mqtt://127.0.0.1:1883")),
+        str(doc.get("namespace", "ddnn")),
+        nodes,
+        dict(doc.get("options") or {}),
+    )
+
+
+def serve_command(
+    node: str,
+    run_dir: str | Path,
+    broker_url: str,
+    namespace: str,
+    options: dict[str, Any],
+    input_path: str | None = None,
+) -> list[str]:
+    """The ``ddnn serve …`` command line of one node."""
+    kind, _, index = node.partition("_")
+    cmd = [sys.executable, "-m", "ddnn.cli", "serve", kind, "--run", str(run_dir)]
+    cmd += ["--broker", broker_url, "--namespace", namespace]
+    if index:
+        cmd += ["--id", index]
+    flags = {
+        "device": ["rate", "batch", "window", "engine", "split", "limit"],
+        "aggregator": ["deadline", "upper_timeout", "thresholds"],
+        "edge": ["deadline"],
+        "cloud": ["deadline"],
+    }[kind]
+    for key in flags:
+        if options.get(key) is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(options[key])]
+    for key in ("ca_file", "qos"):
+        if options.get(key) is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(options[key])]
+    if kind == "device":
+        if input_path:
+            cmd += ["--input", input_path]
+        if options.get("wait_for_start"):
+            cmd.append("--wait-for-start")
+    return cmd
+
+
+class Processes:
+    """Child processes started by a launcher; all are stopped on exit, whatever happens."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        out = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
+        self.procs[name] = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+        )
+        out.close()
+
+    def check_alive(self, names: list[str] | None = None) -> None:
+        for name in names or list(self.procs):
+            p = self.procs.get(name)
+            if p is not None and p.poll() is not None:
+                text = (self.log_dir / f"{name}.log").read_text(errors="replace")
+                last = [line for line in text.splitlines() if line.strip()][-1:] or ["no output"]
+                raise ValueError(f"node {name} exited with status {p.returncode}: {last[0]}")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one node (a crash, for failure tests)."""
+        self.procs[name].send_signal(signal.SIGKILL)
+        self.procs[name].wait()
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        for p in self.procs.values():
+            if p.poll() is None:
+                try:
+                    p.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(3)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """One thread per node process: with 8+ processes on 2 cores, more threads only contend."""
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class LocalDeployment:
+    """Everything ``deploy_local`` started, for callers (tests) that act on it mid-run."""
+
+    broker: LocalBroker
+    processes: Processes
+    topics: Topics
+    collector: ResultCollector
+    nodes: list[str]
+    samples: int
+    labels: np.ndarray | None
+    config: RunConfig
+    folder: Path
+    own_folder: bool
+
+
+def write_device_inputs(
+    config: RunConfig, folder: Path, split: str, limit: int | None
+) -> tuple[list[str], np.ndarray]:
+    """Each device's view of a split as ``device_K.npy``; returns the paths and the labels."""
+    from ddnn.data.registry import load_dataset
+
+    splits = load_dataset(config.data)
+    data = {"test": splits.test, "train": splits.train, "validation": splits.validation}.get(split)
+    if data is None:
+        raise ValueError(f"split {split!r} is not available; accepted: test, train, validation")
+    if limit is not None:
+        import torch
+
+        data = data.subset(torch.arange(min(limit, len(data))))
+    paths = []
+    for k in range(data.num_devices):
+        path = folder / f"device_{k}.npy"
+        np.save(path, data.device_input(k).numpy().astype(np.float32))
+        paths.append(str(path))
+    return paths, data.labels.numpy()
+
+
+def start_local(
+    run_dir: str | Path,
+    options: dict[str, Any],
+    secure: bool = False,
+    split: str = "test",
+    limit: int | None = None,
+    workdir: Path | None = None,
+    startup_timeout: float = 60.0,
+) -> LocalDeployment:
+    """Start a broker and every node of the run's hierarchy on this machine; devices wait."""
+    config = read_run_config(run_dir)
+    mc = config.model
+    nodes = hierarchy_nodes(mc)
+    namespace = f"run-{uuid.uuid4().hex[:8]}"
+    folder = workdir or Path(tempfile.mkdtemp(prefix="ddnn-deploy-"))
+    broker = LocalBroker(
+        namespace,
+        nodes,
+        [tuple(g) for g in mc.edge.groups],
+        secure=secure,
+        folder=folder / "broker",
+    )
+    broker.start()
+    processes = Processes(folder)
+    collector: ResultCollector | None = None
+    try:
+        paths, labels = write_device_inputs(config, folder, split, limit)
+        topics = Topics(namespace)
+        collector = ResultCollector(broker.settings("client"), topics)
+        opts = {**options, "wait_for_start": True}
+        if secure:
+            assert broker.security is not None
+            opts["ca_file"] = str(broker.security.ca_file)
+        for name in nodes:
+            env_extra = {}
+            url = broker.url
+            if secure:
+                assert broker.security is not None
+                env_extra = {
+                    "DDNN_BROKER_USERNAME": name,
+                    "DDNN_BROKER_PASSWORD": broker.security.passwords[name],
+                }
+            k = int(name.split("_")[1]) if name.startswith("device_") else None
+            cmd = serve_command(
+                name, run_dir, url, namespace, opts, paths[k] if k is not None else None
+            )
+            processes.start(name, cmd, child_env(env_extra))
+        collector.wait_online(nodes, startup_timeout, processes.check_alive)
+        return LocalDeployment(
+            broker,
+            processes,
+            topics,
+            collector,
+            nodes,
+            len(labels),
+            labels,
+            config,
+            folder,
+            workdir is None,
+        )
+    except BaseException:
+        if collector is not None:
+            collector.close()
+        processes.stop_all(timeout=0.0)
+        broker.close()
+        raise
+
+
+def finish_local(dep: LocalDeployment, wall_seconds: float) -> RunReport:
+    """Build the report, stop every node and the broker."""
+    report = dep.collector.report(
+        dep.samples, dep.labels, exit_names(dep.config.model), wall_seconds
+    )
+    dep.collector.close(stop_nodes=True)
+    dep.processes.stop_all()
+    dep.broker.close()
+    if dep.own_folder:
+        import shutil
+
+        shutil.rmtree(dep.folder, ignore_errors=True)
+    return report
+
+
+def run_local(
+    dep: LocalDeployment, grace: float = 3.0, timeout: float = 600.0, progress: Any = None
+) -> float:
+    """Start the devices' replay and collect the answers; returns the wall time in seconds."""
+    from ddnn.runtime.device_node import START
+
+    t0 = time.perf_counter()
+    dep.collector.send(START)
+    devices = [n for n in dep.nodes if n.startswith("device_")]
+    dep.collector.collect(dep.samples, devices, grace, timeout, progress)
+    return time.perf_counter() - t0

@@ -1,0 +1,218 @@
+"""The end-device node: replays its sensor's view, publishes class scores, sends features on request.
+
+Two-phase protocol (SPEC §6): every sample costs one SCORES frame; the FEATURES frame is sent only
+when the aggregator asks for it (the sample did not exit locally). Features wait in a cache bounded
+in entries and in age; a request for an evicted sample is counted and answered by the deadline
+of the tier above, which then fuses without this device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ddnn.runtime.codec import encode_packed_features, encode_scores
+from ddnn.runtime.engine import DeviceEngine
+from ddnn.runtime.mqtt import BrokerSettings
+from ddnn.runtime.node import Node
+from ddnn.runtime.protocol import Topics, decode_requests
+
+log = logging.getLogger(__name__)
+
+START = b"start"
+
+
+def capture_properties(captured: float) -> Properties:
+    """MQTT 5 user property ``t`` = capture time, so latency is measured end to end."""
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("t", f"{captured:.6f}")]
+    return props
+
+
+def captured_at(msg: paho.MQTTMessage, default: float) -> float:
+    """The capture time a device stamped on ``msg``, or ``default``."""
+    props = getattr(msg, "properties", None)
+    for key, value in getattr(props, "UserProperty", None) or []:
+        if key == "t":
+            try:
+                return float(value)
+            except ValueError:
+                return default
+    return default
+
+
+def load_device_inputs(
+    run_dir: str | Path, device: int, input_path: str | None, split: str, limit: int | None
+) -> np.ndarray:
+    """The device's view to replay: an ``.npy`` file (N, *shape), or a split of the run's data."""
+    if input_path is not None:
+        try:
+            x = np.load(input_path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read device input {input_path!r}: {exc}") from None
+    else:
+        from ddnn.config import RunConfig, from_dict
+        from ddnn.data.registry import load_dataset
+        from ddnn.train.checkpoint import _read
+
+        payload = _read(Path(run_dir) / "checkpoint.pt", "checkpoint")
+        config = from_dict(RunConfig, payload["config"])
+        splits = load_dataset(config.data)
+        data = {"test": splits.test, "train": splits.train, "validation": splits.validation}
+        if split not in data or data[split] is None:
+            raise ValueError(f"split {split!r} is not available; accepted: test, train, validation")
+        chosen = data[split]
+        assert chosen is not None
+        if not 0 <= device < chosen.num_devices:
+            raise ValueError(f"device {device} is not in the data set's {chosen.num_devices}")
+        x = chosen.device_input(device).numpy()
+    if limit is not None:
+        x = x[:limit]
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class DeviceNode(Node):
+    """Serves device section K: replays inputs, publishes scores, keeps features for requests."""
+
+    def __init__(
+        self,
+        device: int,
+        engine: DeviceEngine,
+        inputs: np.ndarray,
+        settings: BrokerSettings,
+        topics: Topics,
+        *,
+        rate: float = 0.0,
+        batch: int = 8,
+        window: int = 256,
+        feature_ttl: float = 30.0,
+        cache_size: int = 20_000,
+        wait_for_start: bool = False,
+        qos: int = 1,
+    ) -> None:
+        super().__init__(f"device_{device}", settings, topics, engine.model_version, qos)
+        if tuple(inputs.shape[1:]) != tuple(engine.input_shape):
+            raise ValueError(
+                f"device {device} input has per-sample shape {tuple(inputs.shape[1:])}, "
+                f"the trained section expects {tuple(engine.input_shape)}"
+            )
+        if rate < 0 or batch < 1 or window < 1 or feature_ttl <= 0 or cache_size < 1:
+            raise ValueError("rate must be >= 0; batch, window, feature TTL and cache size > 0")
+        self.device = device
+        self.engine = engine
+        self.inputs = inputs
+        self.rate = rate
+        self.batch = batch
+        self.window = window
+        self.feature_ttl = feature_ttl
+        self.cache_size = cache_size
+        self.started = not wait_for_start
+        self.next_sample = 0
+        self.decided = -1  # highest sample id the aggregator has decided (flow control)
+        self.t_start = 0.0
+        self.cache: OrderedDict[int, tuple[float, bytes]] = OrderedDict()
+        self.finished = False
+        engine.infer_batch(inputs[:1])  # warm up (first calls allocate) before going online
+
+    def subscriptions(self) -> list[str]:
+        return [self.topics.request, self.topics.progress]
+
+    # -- messages ------------------------------------------------------------------------------
+    def handle(self, msg: paho.MQTTMessage) -> None:
+        if msg.topic == self.topics.request:
+            for req in decode_requests(msg.payload):
+                if self.device in req.present:
+                    self._send_features(int(req.sample))
+        elif msg.topic == self.topics.progress:
+            self.decided = max(self.decided, int(json.loads(msg.payload)["decided"]))
+
+    def _send_features(self, sample: int) -> None:
+        entry = self.cache.pop(sample, None)
+        if entry is None:
+            self.counters["features_expired"] += 1
+            return
+        frame = encode_packed_features(
+            entry[1],
+            self.engine.feature_shape,
+            sender_id=self.device,
+            sample_id=sample,
+            model_version=self.model_version,
+        )
+        self.publish(self.topics.device_features(self.device), frame)
+        self.counters["features_sent"] += 1
+
+    def _evict(self, now: float) -> None:
+        while self.cache and (
+            len(self.cache) > self.cache_size
+            or next(iter(self.cache.values()))[0] < now - self.feature_ttl
+        ):
+            self.cache.popitem(last=False)
+            self.counters["features_evicted"] += 1
+
+    # -- replay --------------------------------------------------------------------------------
+    def _due(self, now: float) -> int:
+        """How many samples may be captured now (rate, window and what is left)."""
+        left = len(self.inputs) - self.next_sample
+        ahead = self.window - (self.next_sample - self.decided - 1)
+        n = min(self.batch, left, ahead)
+        if self.rate > 0:
+            n = min(n, int((now - self.t_start) * self.rate) + 1 - self.next_sample)
+        return max(0, n)
+
+    def _capture(self, n: int) -> None:
+        start = self.next_sample
+        captured = time.time()
+        scores, packed = self.engine.infer_batch(self.inputs[start : start + n])
+        now = time.monotonic()
+        props = capture_properties(captured)
+        topic = self.topics.device_scores(self.device)
+        for i in range(n):
+            sample = start + i
+            self.cache[sample] = (now, packed[i].tobytes())
+            frame = encode_scores(
+                scores[i],
+                sender_id=self.device,
+                sample_id=sample,
+                model_version=self.model_version,
+            )
+            self.publish(topic, frame, properties=props)
+        self.next_sample += n
+        self.counters["samples"] += n
+        self._evict(now)
+
+    def on_control(self, payload: bytes) -> None:
+        if payload == START and not self.started:
+            self.started = True
+            self.t_start = time.monotonic()
+
+    def serve(self, idle_poll: float = 0.05) -> None:
+        if self.client is None:
+            self.connect()
+        self.t_start = time.monotonic()
+        try:
+            while not self.stopping:
+                now = time.monotonic()
+                n = self._due(now) if self.started else 0
+                if n:
+                    self._capture(n)
+                    self.step(0.0)
+                    continue
+                if self.started and not self.finished and self.next_sample >= len(self.inputs):
+                    self.finished = True
+                    self.announce_done()
+                    log.info("%s replayed %d samples", self.name, len(self.inputs))
+                wait = idle_poll
+                if self.started and self.rate > 0 and not self.finished:
+                    wait = min(wait, self.t_start + self.next_sample / self.rate - now)
+                self.step(wait if not self.started or self.finished else min(wait, 0.002))
+                self._evict(time.monotonic())
+        finally:
+            self.close()

@@ -1,0 +1,88 @@
+"""Device engines: what computes a device section's scores and bit-packed features in a device node.
+
+``TorchDeviceEngine`` runs the trained PyTorch section; the C engine (``ddnn.export``) runs the
+generated C code. Both return exactly what goes on the wire.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class DeviceEngine(Protocol):
+    """Computes one device's class scores and packed feature maps for a batch of its inputs."""
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+    feature_shape: tuple[int, ...]
+    model_version: int
+
+    def infer_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, *input_shape) float32 -> scores (B, C) float32, packed features (B, nbytes) uint8."""
+        ...
+
+
+class TorchDeviceEngine:
+    """The trained device section, loaded alone from ``RUN_DIR/sections/device_K.pt``."""
+
+    def __init__(self, run_dir: str | Path, device: int) -> None:
+        import torch
+
+        from ddnn.models.sections import DeviceSection
+        from ddnn.train.checkpoint import load_section
+
+        module, config, version = load_section(run_dir, f"device_{device}")
+        assert isinstance(module, DeviceSection)
+        if module.head is None:
+            raise ValueError(
+                f"device {device} of {str(run_dir)!r} is a raw sensor (no device layers, "
+                "configuration a); the runtime serves hierarchies with a local exit"
+            )
+        self._torch = torch
+        self.section = module
+        self.num_classes = config.num_classes
+        self.input_shape = tuple(module.input_shape)
+        self.feature_shape = tuple(module.feature_shape)
+        self.model_version = version
+
+    def infer_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from ddnn.runtime.codec import pack_bits_batch
+
+        with self._torch.no_grad():
+            scores, feats = self.section(self._torch.from_numpy(np.ascontiguousarray(x)))
+        assert scores is not None
+        return scores.numpy().astype(np.float32), pack_bits_batch(feats.numpy())
+
+
+class CEngineAdapter:
+    """Adapts the per-sample C engine of ``ddnn.export`` to :class:`DeviceEngine`."""
+
+    def __init__(self, run_dir: str | Path, device: int) -> None:
+        from ddnn.export.engine import CDeviceEngine
+
+        self._engine = CDeviceEngine(run_dir, device)
+        self.num_classes = self._engine.num_classes
+        self.input_shape = tuple(self._engine.input_shape)
+        self.feature_shape = tuple(self._engine.feature_shape)
+        self.model_version = self._engine.model_version
+
+    def infer_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outs = [self._engine.infer(sample) for sample in x]
+        scores = np.stack([s for s, _ in outs]).astype(np.float32)
+        packed = np.stack([np.frombuffer(p, dtype=np.uint8) for _, p in outs])
+        return scores, packed
+
+
+ENGINES = ("torch", "c")
+
+
+def create_engine(kind: str, run_dir: str | Path, device: int) -> DeviceEngine:
+    """The engine named ``kind`` for device ``device`` of a run."""
+    if kind == "torch":
+        return TorchDeviceEngine(run_dir, device)
+    if kind == "c":
+        return CEngineAdapter(run_dir, device)
+    raise ValueError(f"unknown engine {kind!r}; accepted: {', '.join(ENGINES)}")

@@ -1,0 +1,189 @@
+"""The distributed runtime end to end: real mosquitto, every node a separate OS process.
+
+Each test checks answers against ``model.infer`` on the same data (an independent in-process
+path), or against invariants: every sample answered or failed, bytes = formula + headers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ddnn.data.registry import load_dataset
+from ddnn.models.sections import device_feature_shape
+from ddnn.runtime.codec import HEADER_BYTES, encode_scores
+from ddnn.runtime.deploy import finish_local, run_local, start_local
+from ddnn.runtime.mqtt import close_client, connect_client
+from ddnn.train.checkpoint import load_run, run_model_version
+
+needs_mosquitto = pytest.mark.skipif(
+    shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
+    reason="mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)",
+)
+pytestmark = [needs_mosquitto, pytest.mark.slow]
+
+SLOW_OPTIONS = {"deadline": 2.0, "upper_timeout": 10.0}
+
+
+def reference(run_dir, thresholds):
+    """``model.infer`` on the run's test split: (predictions, exit names, model, labels)."""
+    model, config, _ = load_run(run_dir)
+    test = load_dataset(config.data).test
+    result = model.infer(test.x, thresholds)
+    exits = [result.exit_names[i] for i in result.exit_index.tolist()]
+    return result.predictions.numpy(), exits, model, test.labels.numpy()
+
+
+def deploy(run_dir, options, **kw):
+    dep = start_local(run_dir, options, **kw)
+    try:
+        wall = run_local(dep, grace=2.0, timeout=120.0)
+    finally:
+        report = finish_local(dep, 0.0)
+    return report, wall
+
+
+def check_bytes(report, model):
+    """Per device per sample: 4|C| score bytes, + the packed map when the sample went up."""
+    c = model.config.num_classes
+    feature_bytes = [
+        math.ceil(math.prod(device_feature_shape(s, model.config.device)) / 8)
+        for s in model.config.device_shapes
+    ]
+    for answer in report.answers.values():
+        for key, payload in answer.device_payload.items():
+            up = answer.exit != "local"
+            assert payload == 4 * c + (feature_bytes[int(key)] if up else 0), answer
+            assert answer.device_frames[key] == (2 if up else 1)
+            assert answer.device_mqtt[key] > 0
+
+
+def test_distributed_answers_equal_model_infer_config_c(run_c):
+    thresholds = {"local": 0.5}
+    preds, exits, model, labels = reference(run_c, thresholds)
+    report, _ = deploy(run_c, {**SLOW_OPTIONS, "thresholds": "local=0.5"})
+    assert report.failed == {}
+    assert len(report.answers) == len(labels)
+    assert report.exits() == exits
+    np.testing.assert_array_equal(report.predictions(), preds)
+    assert all(not a.flags for a in report.answers.values())
+    assert {"local", "cloud"} <= set(exits), "choose a threshold that exercises both exits"
+    check_bytes(report, model)
+    doc = report.as_dict()
+    assert doc["header_bytes_per_device"] == pytest.approx(HEADER_BYTES * doc["frames_per_device"])
+    local = exits.count("local") / len(exits)
+    assert doc["local_exit_fraction"] == pytest.approx(local)
+    assert doc["overall_accuracy"] == pytest.approx(float((preds == labels).mean()))
+
+
+def test_distributed_answers_equal_model_infer_config_f_with_edges(run_f):
+    thresholds = {"local": 0.4, "edge": 0.6}
+    preds, exits, model, _ = reference(run_f, thresholds)
+    report, _ = deploy(run_f, {**SLOW_OPTIONS, "thresholds": "local=0.4,edge=0.6"})
+    assert report.failed == {}
+    assert report.exits() == exits
+    np.testing.assert_array_equal(report.predictions(), preds)
+    assert {"local", "edge", "cloud"} <= set(exits)
+    check_bytes(report, model)
+    edge_bits = math.prod(model.edges[0].feature_shape)
+    for a in report.answers.values():
+        if a.exit == "cloud":
+            assert all(v == math.ceil(edge_bits / 8) for v in a.edge_payload.values())
+            assert a.edge_payload
+        else:
+            assert not a.edge_payload
+
+
+def test_killed_devices_lose_no_sample(run_c):
+    dep = start_local(run_c, {"rate": 60.0, "deadline": 0.3, "thresholds": "0.5"})
+    try:
+        from ddnn.runtime.device_node import START
+
+        dep.collector.send(START)
+        time.sleep(0.5)
+        dep.processes.kill("device_0")
+        time.sleep(0.3)
+        dep.processes.kill("device_3")
+        dep.collector.collect(
+            dep.samples, [n for n in dep.nodes if n.startswith("device_")], 2.0, 60
+        )
+    finally:
+        report = finish_local(dep, 0.0)
+    assert len(report.answers) + len(report.failed) == dep.samples
+    assert len(report.answers) == dep.samples, report.failed
+    late = [a for a in report.answers.values() if a.sample > 0.9 * dep.samples]
+    assert late and all(0 not in a.present and 3 not in a.present for a in late)
+    early = [a for a in report.answers.values() if a.sample < 10]
+    assert sum(len(a.present) == 6 for a in early) >= 8, "before the kill, all devices took part"
+    assert report.as_dict()["overall_accuracy"] > 0.5
+
+
+def test_broker_restart_mid_run(run_c):
+    dep = start_local(run_c, {"rate": 40.0, "deadline": 0.5, "thresholds": "0.5"})
+    try:
+        from ddnn.runtime.device_node import START
+
+        dep.collector.send(START)
+        time.sleep(0.8)
+        dep.broker.restart()
+        dep.collector.collect(
+            dep.samples, [n for n in dep.nodes if n.startswith("device_")], 4.0, 90
+        )
+    finally:
+        report = finish_local(dep, 0.0)
+    assert len(report.answers) + len(report.failed) == dep.samples
+    # Nodes reconnected and the replay went on: the last samples were answered after the restart.
+    assert max(report.answers) == dep.samples - 1
+    assert len(report.answers) >= 0.8 * dep.samples
+
+
+def test_cloud_down_answers_locally_and_flags(run_c):
+    dep = start_local(run_c, {"deadline": 1.0, "thresholds": "0.3"})
+    try:
+        dep.processes.kill("cloud")
+        time.sleep(0.3)  # the broker publishes the cloud's Last Will
+        run_local(dep, grace=2.0, timeout=60)
+    finally:
+        report = finish_local(dep, 0.0)
+    assert report.failed == {}
+    assert all(a.exit == "local" for a in report.answers.values())
+    flagged = [a for a in report.answers.values() if "cloud_unreachable" in a.flags]
+    assert flagged, "with T = 0.3 some samples must have wanted the cloud"
+
+
+def test_garbage_frames_are_counted_not_fatal(run_c, tmp_path):
+    preds, exits, _, _ = reference(run_c, {"local": 0.5})
+    dep = start_local(run_c, {**SLOW_OPTIONS, "thresholds": "0.5"}, workdir=tmp_path)
+    try:
+        client = connect_client("intruder", dep.broker.settings(), lambda m: None, [])
+        topics = dep.topics
+        version = run_model_version(run_c)
+        client.publish(topics.device_scores(0), b"\x00garbage", qos=1).wait_for_publish(5)
+        wrong_model = encode_scores(
+            np.zeros(3), sender_id=0, sample_id=5, model_version=version ^ 1
+        )
+        client.publish(topics.device_scores(0), wrong_model, qos=1).wait_for_publish(5)
+        stranger = encode_scores(np.zeros(3), sender_id=40, sample_id=5, model_version=version)
+        client.publish(topics.device_scores(0), stranger, qos=1).wait_for_publish(5)
+        client.publish(topics.request, b"{not json", qos=1).wait_for_publish(5)
+        client.publish(topics.device_features(1), b"DN\x01", qos=1).wait_for_publish(5)
+        close_client(client)
+        run_local(dep, grace=2.0, timeout=60)
+    finally:
+        report = finish_local(dep, 0.0)
+    assert report.exits() == exits
+    np.testing.assert_array_equal(report.predictions(), preds)
+    aggregator = (tmp_path / "aggregator.log").read_text()
+    counters = json.loads(aggregator.strip().splitlines()[-1])["counters"]
+    assert counters["rejected_undecodable"] == 1
+    assert counters["rejected_wrong_model"] == 1
+    assert counters["rejected_unknown_sender"] == 1
+    cloud = json.loads((tmp_path / "cloud.log").read_text().strip().splitlines()[-1])["counters"]
+    assert cloud["rejected_undecodable"] == 1
+    assert cloud["rejected_malformed"] == 1
