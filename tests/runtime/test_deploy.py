@@ -187,3 +187,64 @@ def test_garbage_frames_are_counted_not_fatal(run_c, tmp_path):
     cloud = json.loads((tmp_path / "cloud.log").read_text().strip().splitlines()[-1])["counters"]
     assert cloud["rejected_undecodable"] == 1
     assert cloud["rejected_malformed"] == 1
+
+
+def test_a_device_that_comes_back_rejoins(run_c):
+    dep = start_local(run_c, {"rate": 12.0, "deadline": 0.3, "thresholds": "0.5"})
+    try:
+        from ddnn.runtime.device_node import START
+
+        dep.collector.send(START)  # 96 samples at 12/s: 8 s
+        time.sleep(0.4)
+        dep.processes.kill("device_2")
+        time.sleep(0.5)
+        dep.processes.rejoin("device_2")
+        dep.collector.collect(
+            dep.samples, [n for n in dep.nodes if n.startswith("device_")], 2.0, 60
+        )
+    finally:
+        report = finish_local(dep, 0.0)
+    assert len(report.answers) == dep.samples, report.failed
+    with_2 = [a.sample for a in report.answers.values() if 2 in a.present]
+    without_2 = [a.sample for a in report.answers.values() if 2 not in a.present]
+    assert without_2, "samples during the outage were fused without device 2"
+    # After it rejoined, device 2 took part again, and it did not replay from the start.
+    assert max(with_2) > max(without_2)
+    assert min(without_2) > 0
+
+
+def test_cli_deploy_local_json_report(run_c, capsys):
+    from ddnn.cli import main
+
+    assert (
+        main(
+            [
+                "deploy",
+                "--run",
+                str(run_c),
+                "--local",
+                "--limit",
+                "30",
+                "--json",
+                "--threshold",
+                "0.5",
+                "--deadline",
+                "2",
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    for key in (
+        "samples",
+        "answered",
+        "failed",
+        "overall_accuracy",
+        "local_exit_fraction",
+        "bytes_per_device",
+        "latency_ms",
+        "mqtt_overhead_per_device",
+    ):
+        assert key in doc
+    assert doc["samples"] == 30 and doc["answered"] == 30 and doc["failed"] == 0
+    assert doc["latency_ms_all"]["p50"] > 0

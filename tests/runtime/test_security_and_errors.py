@@ -199,7 +199,7 @@ def test_cli_device_id_not_in_model(capsys, run_c):
     msg = _error(
         capsys, ["serve", "device", "--run", str(run_c), "--id", "9", "--broker", "mqtt://h"]
     )
-    assert "device id 9 is not in the model" in msg
+    assert "device id(s) [9] not in the model" in msg
 
 
 def test_cli_deployment_file_errors(capsys, tmp_path, run_c):

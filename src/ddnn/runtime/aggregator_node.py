@@ -113,6 +113,8 @@ class AggregatorNode(Node):
         self.decided: set[int] = set()
         self.max_decided = -1
         self._last_progress = 0.0
+        self._progress_sent = (-1, -1)
+        self.max_seen = -1  # newest sample any device has sent
         with torch.no_grad():  # warm up before going online
             d, c = self.num_devices, self.num_classes
             local(torch.zeros(1, d, c), torch.ones(1, d, dtype=torch.bool))
@@ -159,6 +161,7 @@ class AggregatorNode(Node):
             self.counters["late_frames"] += 1
             return
         now = time.monotonic()
+        self.max_seen = max(self.max_seen, frame.sample_id)
         a = self.arrivals.get(frame.sample_id)
         captured = captured_at(msg, time.time())
         if a is None:
@@ -209,10 +212,15 @@ class AggregatorNode(Node):
         late = [s for s, w in self.up_waits.items() if now >= w.deadline]
         if late:
             self._fallback(late, "cloud_timeout")
-        if now - self._last_progress > 0.005 and self.max_decided >= 0:
+        position = (self.max_decided, self.max_seen)
+        if now - self._last_progress > 0.005 and position != self._progress_sent:
             self.publish(
-                self.topics.progress, json.dumps({"decided": self.max_decided}).encode(), qos=0
+                self.topics.progress,
+                json.dumps({"decided": self.max_decided, "latest": self.max_seen}).encode(),
+                qos=0,
+                retain=True,  # a device that rejoins learns where the deployment is
             )
+            self._progress_sent = position
             self._last_progress = now
 
     def _answer(self, answers: list[Answer]) -> None:

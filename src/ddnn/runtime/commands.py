@@ -62,11 +62,42 @@ def _add_broker_arguments(p: argparse.ArgumentParser, required: bool = True) -> 
     p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="QoS of data frames")
 
 
+_SERVED: list[Any] = []
+
+
 def _stop_on_sigterm(node: Any) -> None:
+    """SIGTERM stops every node of this process cleanly (Last Will not needed)."""
+    _SERVED.append(node)
+
     def handler(_sig: int, _frame: Any) -> None:
-        node.stopping = True
+        for n in _SERVED:
+            n.stopping = True
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def _device_ids(text: str | None, num_devices: int) -> list[int]:
+    """``"3"``, ``"0,2"`` or ``"0-5"`` -> device indices, each checked against the model."""
+    accepted = f"its devices are 0..{num_devices - 1}"
+    if not text:
+        raise ValueError(f"serve device needs --id K; {accepted}")
+    ids: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            ids += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise ValueError(f"--id {text!r} is not K, K,L,… or K-L") from None
+    bad = [k for k in ids if not 0 <= k < num_devices]
+    if bad or len(set(ids)) != len(ids):
+        raise ValueError(f"device id(s) {bad or ids} not in the model (or repeated); {accepted}")
+    return ids
+
+
+def _edge_id(text: str | None, num_edges: int) -> int:
+    if text is None or not text.isdigit() or not 0 <= int(text) < num_edges:
+        raise ValueError(f"edge id {text} is not in the model; its edges are 0..{num_edges - 1}")
+    return int(text)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -78,31 +109,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
     mc = read_run_config(args.run).model
     node: Any
     if args.role == "device":
-        if args.id is None or not 0 <= args.id < mc.num_devices:
-            raise ValueError(
-                f"device id {args.id} is not in the model; its devices are 0..{mc.num_devices - 1}"
-            )
-        from ddnn.runtime.device_node import DeviceNode, load_device_inputs
+        ids = _device_ids(args.id, mc.num_devices)
+        from ddnn.runtime.device_node import DeviceNode, load_device_inputs, serve_devices
         from ddnn.runtime.engine import create_engine
 
         if args.engine == "torch":
             import torch
 
             torch.set_num_threads(1)
-        engine = create_engine(args.engine, args.run, args.id)
-        inputs = load_device_inputs(args.run, args.id, args.input, args.split, args.limit)
-        node = DeviceNode(
-            args.id,
-            engine,
-            inputs,
-            settings,
-            topics,
-            rate=args.rate,
-            batch=args.batch,
-            window=args.window,
-            wait_for_start=args.wait_for_start,
-            qos=args.qos,
-        )
+        inputs = args.input.split(",") if args.input else [None] * len(ids)
+        if len(inputs) != len(ids):
+            raise ValueError(f"--input names {len(inputs)} files for {len(ids)} device ids")
+        nodes = [
+            DeviceNode(
+                k,
+                create_engine(args.engine, args.run, k),
+                load_device_inputs(args.run, k, path, args.split, args.limit),
+                settings,
+                topics,
+                rate=args.rate,
+                batch=args.batch,
+                window=args.window,
+                wait_for_start=args.wait_for_start,
+                qos=args.qos,
+            )
+            for k, path in zip(ids, inputs, strict=True)
+        ]
+        from ddnn.runtime.mqtt import BrokerError
+
+        try:
+            for node in nodes:
+                node.connect(connect_timeout=args.connect_timeout)
+        except BrokerError as exc:
+            raise ValueError(str(exc)) from None
+        for node in nodes:
+            _stop_on_sigterm(node)
+        serve_devices(nodes)
+        for node in nodes:
+            print(json.dumps({"node": node.name, "counters": dict(node.counters)}), file=sys.stderr)
+        return 0
     else:
         import torch
 
@@ -123,14 +168,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             groups = mc.edge.groups
             if not groups:
                 raise ValueError("this run's hierarchy has no edges (configurations c, a, b)")
-            if args.id is None or not 0 <= args.id < len(groups):
-                raise ValueError(
-                    f"edge id {args.id} is not in the model; its edges are 0..{len(groups) - 1}"
-                )
+            edge_id = _edge_id(args.id, len(groups))
             from ddnn.runtime.upper_nodes import EdgeNode
 
             node = EdgeNode(
-                args.run, args.id, settings, topics, deadline=args.deadline, qos=args.qos
+                args.run, edge_id, settings, topics, deadline=args.deadline, qos=args.qos
             )
         else:
             if not mc.cloud.enabled:
@@ -286,7 +328,9 @@ def add_runtime_parsers(sub: Any) -> None:
     p = sub.add_parser("serve", help="run one node of a trained hierarchy (MQTT)")
     p.add_argument("role", choices=ROLES)
     p.add_argument("--run", required=True, help="run directory with per-section checkpoints")
-    p.add_argument("--id", type=int, default=None, help="device or edge index")
+    p.add_argument(
+        "--id", default=None, help="device or edge index; devices also take a list 0,1,2 or range 0-5"
+    )
     _add_broker_arguments(p)
     p.add_argument("--connect-timeout", type=float, default=10.0, help="s to retry the broker")
     g = p.add_argument_group("device")

@@ -178,9 +178,11 @@ class Processes:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     def start(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
-        out = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
+        self.commands[name] = (cmd, env)
+        out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[name] = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
         )
@@ -198,6 +200,11 @@ class Processes:
         """SIGKILL one node (a crash, for failure tests)."""
         self.procs[name].send_signal(signal.SIGKILL)
         self.procs[name].wait()
+
+    def rejoin(self, name: str) -> None:
+        """Start a node again (after a crash): it joins the running deployment at once."""
+        cmd, env = self.commands[name]
+        self.start(name, [a for a in cmd if a != "--wait-for-start"], env)
 
     def stop_all(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

@@ -114,9 +114,10 @@ class DeviceNode(Node):
         self.window = window
         self.feature_ttl = feature_ttl
         self.cache_size = cache_size
-        self.started = not wait_for_start
+        self.started = not wait_for_start  # without waiting, serve() begins the replay
         self.next_sample = 0
         self.decided = -1  # highest sample id the aggregator has decided (flow control)
+        self.latest = -1  # newest sample any device has sent (where a rejoining device starts)
         self.t_start = 0.0
         self.cache: OrderedDict[int, tuple[float, bytes]] = OrderedDict()
         self.finished = False
@@ -132,7 +133,9 @@ class DeviceNode(Node):
                 if self.device in req.present:
                     self._send_features(int(req.sample))
         elif msg.topic == self.topics.progress:
-            self.decided = max(self.decided, int(json.loads(msg.payload)["decided"]))
+            progress = json.loads(msg.payload)
+            self.decided = max(self.decided, int(progress["decided"]))
+            self.latest = max(self.latest, int(progress.get("latest", -1)))
 
     def _send_features(self, sample: int) -> None:
         entry = self.cache.pop(sample, None)
@@ -190,29 +193,74 @@ class DeviceNode(Node):
 
     def on_control(self, payload: bytes) -> None:
         if payload == START and not self.started:
-            self.started = True
-            self.t_start = time.monotonic()
+            self._begin()
+
+    def _begin(self) -> None:
+        """Start replaying; a device that (re)joins a running deployment starts at its newest
+        sample, so that its frames arrive together with the other devices' frames."""
+        self.started = True
+        self.t_start = time.monotonic()
+        self.next_sample = max(self.next_sample, self.decided + 1, self.latest + 1)
+        if self.rate > 0:  # keep the schedule's origin at sample 0 of the deployment
+            self.t_start -= self.next_sample / self.rate
+
+    def await_progress(self, timeout: float = 1.0) -> None:
+        """A device started without waiting may be rejoining: learn the deployment's position
+        from the retained progress message (absent in a fresh deployment: then start at 0)."""
+        deadline = time.monotonic() + timeout
+        while self.latest < 0 and time.monotonic() < deadline:
+            self.step(0.05)
+
+    def poll(self, max_wait: float) -> bool:
+        """One turn of the replay loop: capture what is due (-> True), else wait up to ``max_wait``."""
+        now = time.monotonic()
+        n = self._due(now) if self.started else 0
+        if n:
+            self._capture(n)
+            self.step(0.0)
+            return True
+        if self.started and not self.finished and self.next_sample >= len(self.inputs):
+            self.finished = True
+            self.announce_done()
+            log.info("%s replayed %d samples", self.name, len(self.inputs))
+        wait = max_wait
+        if self.started and not self.finished:
+            wait = min(wait, 0.002)
+            if self.rate > 0:
+                wait = min(wait, self.t_start + self.next_sample / self.rate - now)
+        self.step(wait)
+        self._evict(time.monotonic())
+        return False
 
     def serve(self, idle_poll: float = 0.05) -> None:
         if self.client is None:
             self.connect()
-        self.t_start = time.monotonic()
+        if self.started:
+            self.await_progress()
+            self._begin()
         try:
             while not self.stopping:
-                now = time.monotonic()
-                n = self._due(now) if self.started else 0
-                if n:
-                    self._capture(n)
-                    self.step(0.0)
-                    continue
-                if self.started and not self.finished and self.next_sample >= len(self.inputs):
-                    self.finished = True
-                    self.announce_done()
-                    log.info("%s replayed %d samples", self.name, len(self.inputs))
-                wait = idle_poll
-                if self.started and self.rate > 0 and not self.finished:
-                    wait = min(wait, self.t_start + self.next_sample / self.rate - now)
-                self.step(wait if not self.started or self.finished else min(wait, 0.002))
-                self._evict(time.monotonic())
+                self.poll(idle_poll)
         finally:
             self.close()
+
+
+def serve_devices(nodes: list[DeviceNode], idle_poll: float = 0.05) -> None:
+    """Serve several devices from one process (scale tests): each keeps its own MQTT client."""
+    for node in nodes:
+        if node.client is None:
+            node.connect()
+        if node.started:
+            node.await_progress()
+            node._begin()
+    try:
+        while not all(node.stopping for node in nodes):
+            busy = False
+            for node in nodes:
+                if not node.stopping:
+                    busy |= node.poll(0.0 if len(nodes) > 1 else idle_poll)
+            if len(nodes) > 1 and not busy:
+                time.sleep(0.001)
+    finally:
+        for node in nodes:
+            node.close()
