@@ -11,26 +11,9 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from ddnn.config import RunConfig, resolve_config
-from ddnn.eval.calibrate import CALIBRATION_FILE, CalibrationTarget
-from ddnn.eval.evaluate import DEFAULT_THRESHOLDS, best_row, threshold_sweep
-from ddnn.eval.profile import profile_model
-from ddnn.report import (
-    calibrated_headline,
-    calibration_summary,
-    frontier_table,
-    headline,
-    profile_table,
-    threshold_table,
-)
-from ddnn.train.checkpoint import load_run
-from ddnn.workflow import (
-    CALIBRATION_SPLITS,
-    calibrate_run,
-    evaluate_calibrated_run,
-    evaluate_run,
-    train_run,
-)
+# Heavy modules (torch) are imported inside the commands, so that `ddnn serve device --engine c`
+# runs without torch, as a microcontroller-class device would.
+from ddnn.config import CALIBRATION_SPLITS, DEFAULT_THRESHOLDS, RunConfig, resolve_config
 
 log = logging.getLogger("ddnn")
 
@@ -96,6 +79,8 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ddnn.workflow import train_run
+
     config = _train_config(args)
     _, config, history, _ = train_run(config, args.out, _progress_bar(config.train.epochs, "train"))
     print(
@@ -105,6 +90,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_rows(rows, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    from ddnn.eval.evaluate import best_row
+    from ddnn.report import headline, threshold_table
+
     if as_json:
         print(json.dumps({"rows": [r.as_dict() for r in rows]}, indent=2))
     else:
@@ -114,6 +102,9 @@ def _print_rows(rows, as_json: bool) -> None:  # type: ignore[no-untyped-def]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ddnn.report import calibrated_headline, threshold_table
+    from ddnn.workflow import evaluate_calibrated_run, evaluate_run
+
     missing = parse_int_list(args.missing, "--missing")
     if args.calibrated:
         if args.thresholds is not None:
@@ -134,6 +125,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from ddnn.eval.calibrate import CALIBRATION_FILE, CalibrationTarget
+    from ddnn.report import calibration_summary, frontier_table
+    from ddnn.workflow import calibrate_run
+
     target = CalibrationTarget(max_accuracy_drop=args.max_drop, max_bytes=args.max_bytes)
     calibration = calibrate_run(args.run_dir, target, args.split)
     if not calibration.matches_grid:
@@ -149,6 +144,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from ddnn.eval.evaluate import threshold_sweep
+    from ddnn.workflow import train_run
+
     start = time.perf_counter()
     config = resolve_config(overrides=args.overrides)
     out = args.out or tempfile.mkdtemp(prefix="ddnn-demo-")
@@ -171,6 +169,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from ddnn.eval.profile import profile_model
+    from ddnn.report import profile_table
+    from ddnn.train.checkpoint import load_run
+
     model, _, _ = load_run(args.run_dir)
     rows = profile_model(model)
     if args.json:
@@ -233,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
-    from ddnn.experiments.commands import add_suite_arguments
+    from ddnn.experiments.arguments import add_suite_arguments
 
     p = sub.add_parser(
         "experiment", help="run one registered experiment over seeds into a report folder"
@@ -311,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ddnn.runtime.commands import add_runtime_parsers
 
     add_runtime_parsers(sub)
+
+    from ddnn.export.cli import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 

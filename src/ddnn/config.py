@@ -14,6 +14,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+# The paper's threshold sweep (Table 2), and the splits thresholds may be calibrated on.
+DEFAULT_THRESHOLDS = (0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+CALIBRATION_SPLITS = ("validation", "train")
 
 @dataclass(frozen=True)
 class DeviceConfig:

@@ -95,7 +95,7 @@ def evaluate_run(
     return rows, config
 
 
-CALIBRATION_SPLITS = ("validation", "train")
+from ddnn.config import CALIBRATION_SPLITS  # noqa: E402  (re-exported)
 
 
 def calibrate_run(

@@ -248,3 +248,21 @@ def test_cli_deploy_local_json_report(run_c, capsys):
         assert key in doc
     assert doc["samples"] == 30 and doc["answered"] == 30 and doc["failed"] == 0
     assert doc["latency_ms_all"]["p50"] > 0
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="the C engine needs gcc")
+def test_c_engine_devices_give_the_same_answers_without_torch(run_c, tmp_path):
+    preds, exits, _, _ = reference(run_c, {"local": 0.5})
+    dep = start_local(
+        run_c, {**SLOW_OPTIONS, "thresholds": "0.5", "engine": "c"}, workdir=tmp_path
+    )
+    try:
+        run_local(dep, grace=2.0, timeout=120.0)
+    finally:
+        report = finish_local(dep, 0.0)
+    assert report.failed == {}
+    assert report.exits() == exits
+    np.testing.assert_array_equal(report.predictions(), preds)
+    for k in range(6):
+        last = (tmp_path / f"device_{k}.log").read_text().strip().splitlines()[-1]
+        assert json.loads(last)["torch"] is False, "a C-engine device must not load torch"

@@ -8,12 +8,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ddnn.config import DEFAULT_THRESHOLDS  # noqa: E402  (re-exported)
 from ddnn.data.dataset import MultiDeviceDataset
 from ddnn.eval.communication import formula_bytes_per_device, mean_raw_bytes_per_device
 from ddnn.models.ddnn import CLOUD, DDNN, EDGE, LOCAL
 from ddnn.nn.exits import check_threshold
-
-DEFAULT_THRESHOLDS = (0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 @dataclass

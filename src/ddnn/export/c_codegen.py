@@ -1,14 +1,16 @@
 """Writes a folded device section as dependency-free C99: one header and one source per device.
 
-Layout choices, all for a microcontroller with a few KB of RAM:
+Layout choices, for a microcontroller with a few KB of RAM:
 
-- constant data (``static const``, i.e. flash) holds the weights as sign bits and one integer
-  threshold + one direction bit per channel; the exit head keeps two float32 per class;
-- activations between layers are stored one bit per channel, channels packed into one word per
-  pixel (``uint8_t``/``uint16_t``/``uint32_t``), each row padded by a zero word at both ends, so a
+- constant data (``static const``, i.e. flash) holds the weights as sign bits, one integer
+  threshold and one direction bit per channel, and two float32 per class for the exit head;
+- activations between layers are one bit per channel, the channels of a pixel packed into one
+  word (``uint8_t``/``uint16_t``/``uint32_t``), each row padded by a zero word at both ends, so a
   binary conv tap is ``C - 2 * popcount(w ^ x)`` (XNOR + popcount) over whole rows;
-- each layer streams one conv row at a time and max-pools it on the fly (three small row buffers),
-  so no full-resolution conv output is ever stored;
+- every layer streams its conv output one row at a time and max-pools it on the fly, keeping one
+  hit bit per channel and column (``c_layers``), so no full-resolution map is ever stored; the
+  first layer trades about 2.3 KB of RAM (three input rows of shared sign patterns) for three
+  times fewer additions;
 - the last layer writes its bits straight into the caller's buffer in the codec's wire layout
   (C-order (C, H, W), MSB first), and the exit head reads that same buffer.
 

@@ -91,14 +91,18 @@ class LayerPlan:
 
     @property
     def scratch_bytes(self) -> int:
-        """Automatic arrays of ``l<i>_run`` and the functions it calls (the largest frame)."""
+        """Bytes of the arrays ``l<i>_run`` and the functions it calls hold at once (scalars and
+        pointers not counted)."""
         f, _, wo = self.layer.out_shape
         c, _, w = self.layer.in_shape
         pooling = 3 * wo * self.words * SIZES[self.word]  # hits, pooled, carry
-        row = w * SIZES[self.acc]
-        if self.layer.real_input:  # 3 input rows of 4 patterns, kernel-row signs, 1 padded row
-            return pooling + row + 3 * c * 4 * w * 2 + f * 3 * c + (w + 2) + 3 * 8
-        return pooling + row
+        if self.layer.real_input:
+            patterns = 3 * c * 4 * w * 2  # 3 input rows x channels x 4 patterns, int16
+            codes = f * 3 * c
+            sums = (w + 2) * SIZES[self.acc]  # with the two sentinels
+            pixels = 2 * (wo + 1)  # a[], b[] of l<i>_patterns
+            return patterns + codes + sums + pooling + pixels
+        return w * SIZES[self.acc] + pooling
 
 
 def sentinel(acc: str) -> str:
@@ -121,7 +125,7 @@ def real_conv(p: LayerPlan) -> str:
     n, odd = 3 * c, w // 2
     pointers = "".join(
         f"    const int16_t *restrict t{k} = rows[{k % 3}] + ({k // 3} * 4 + (codes[{k}] & 3)) * {w};\n"
-        f"    const int g{k} = (codes[{k}] >> 1 & 2) - 1;\n"
+        f"    const int g{k} = ((codes[{k}] >> 1) & 2) - 1; /* sign bit 2 -> +1 or -1 */\n"
         for k in range(n)
     )
 
@@ -396,7 +400,14 @@ def head(num_classes: int, num_features: int, fused: bool) -> str:
         score = f"(float)((double){d} * head_scale[k] + head_shift[k])"
     else:
         score = f"(float){d} * head_scale[k] + head_shift[k]"
+    rounding = (
+        "one rounding, as PyTorch's fused multiply-add does"
+        if fused
+        else "two roundings, as PyTorch does"
+    )
     return f"""\
+/* Class scores: d = exact +-1 dot product of features and class weights (XNOR + popcount), then
+ * the BatchNorm d * scale + shift in float, with {rounding}. */
 static void head(const uint8_t *restrict features, float *restrict scores)
 {{
     int k, b;

@@ -59,7 +59,7 @@ class FoldedConvP:
             sums in the pooling window). Either way max-pool + threshold is an OR of per-position
             hits ``sum >= threshold``, which is how the C code pools, one bit per channel.
         rising: (F,) bool direction of each channel's step.
-        value_range: (lo, hi) every reachable pooled value lies in (also bounds the thresholds).
+        value_range: (lo, hi), inclusive bounds of every reachable pooled sum and threshold.
         ties: pooled values where PyTorch's decision is at the mercy of float rounding.
     """
 
@@ -136,9 +136,9 @@ def _check_binary_image_section(section: DeviceSection) -> None:
 
 
 @torch.no_grad()
-def _decisions(bn: nn.Module, values: torch.Tensor, channels_last: bool) -> np.ndarray:
-    """PyTorch's sign(BN(v)) >= 0 for every channel and value: (F, N) bool."""
-    f, n = bn.num_features, values.shape[0]  # type: ignore[union-attr]
+def _decisions(bn: nn.BatchNorm2d, values: torch.Tensor, channels_last: bool) -> np.ndarray:
+    """PyTorch's sign(BN(v)) == +1 for every channel and value: (F, N) bool."""
+    f, n = int(bn.num_features), int(values.shape[0])
     z = values.to(torch.float32).reshape(1, 1, 1, n).expand(1, f, 1, n).contiguous()
     if channels_last:  # the layout DeviceSection.forward runs BatchNorm in
         z = z.contiguous(memory_format=torch.channels_last)
@@ -210,18 +210,21 @@ def fold_convp(block: ConvP, index: int, in_shape: tuple[int, int, int]) -> Fold
     )
 
 
+@torch.no_grad()
 def bn_affine(bn: nn.BatchNorm1d) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, shift) float32 as PyTorch's CPU kernel folds an eval-mode BatchNorm."""
+    """(scale, shift) float32 of an eval-mode BatchNorm, exactly as PyTorch's CPU kernel has them.
+
+    The scale ``gamma / sqrt(var + eps)`` has a single rounding per operation, so it is recomputed
+    here; the shift ``beta - mean * scale`` may be computed with or without a fused multiply-add
+    depending on the build, so it is read back from the module itself: ``BN(0) = shift`` exactly.
+    """
     assert bn.running_mean is not None and bn.running_var is not None
-    one = np.float32(1.0)
-    mean = bn.running_mean.detach().numpy().astype(np.float32)
     var = bn.running_var.detach().numpy().astype(np.float32)
-    c = mean.shape[0]
+    c = var.shape[0]
     gamma = bn.weight.detach().numpy() if bn.weight is not None else np.ones(c, np.float32)
-    beta = bn.bias.detach().numpy() if bn.bias is not None else np.zeros(c, np.float32)
-    invstd = one / np.sqrt(var + np.float32(bn.eps))
+    invstd = np.float32(1.0) / np.sqrt(var + np.float32(bn.eps))
     scale = (invstd * gamma.astype(np.float32)).astype(np.float32)
-    shift = (beta.astype(np.float32) - mean * scale).astype(np.float32)
+    shift = bn(torch.zeros(1, c)).numpy()[0].astype(np.float32)
     return scale, shift
 
 
@@ -244,7 +247,8 @@ def fold_device(section: DeviceSection) -> FoldedDevice:
         ValueError: For raw, float (non-binary) or non-image device sections.
     """
     _check_binary_image_section(section)
-    assert section.head is not None
+    exit_head = section.head
+    assert exit_head is not None
     section = section.eval()
     shape = tuple(int(s) for s in section.input_shape)
     assert len(shape) == 3
@@ -255,17 +259,17 @@ def fold_device(section: DeviceSection) -> FoldedDevice:
         layer = fold_convp(block, i, in_shape)
         layers.append(layer)
         in_shape = layer.out_shape
-    head_linear = section.head.linear
+    head_linear = exit_head.linear
     num_classes = int(head_linear.weight.shape[0])
     assert head_linear.weight.shape[1] == math.prod(in_shape)
-    scale, shift = bn_affine(section.head.bn)
+    scale, shift = bn_affine(exit_head.bn)
     if not (np.isfinite(scale).all() and np.isfinite(shift).all()):
         raise ValueError("the exit head's BatchNorm has non-finite parameters")
     head = FoldedHead(
         weight_signs=(head_linear.weight.detach() >= 0).numpy(),
         scale=scale,
         shift=shift,
-        fused=_head_is_fused(section.head.bn, scale, shift, int(head_linear.weight.shape[1])),
+        fused=_head_is_fused(exit_head.bn, scale, shift, int(head_linear.weight.shape[1])),
     )
     return FoldedDevice(
         input_shape=(shape[0], shape[1], shape[2]),

@@ -214,6 +214,7 @@ class LocalBroker:
             "log_type error",
             "log_type warning",
             "max_queued_messages 100000",
+            "set_tcp_nodelay true",  # mosquitto, too, leaves Nagle on by default (~40 ms at QoS 1)
             # Run as ourselves: as root mosquitto would switch to user 'mosquitto', which cannot
             # read this private temporary folder. (No effect when not started as root.)
             f"user {pwd.getpwuid(os.geteuid()).pw_name}",

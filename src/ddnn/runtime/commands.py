@@ -146,7 +146,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _stop_on_sigterm(node)
         serve_devices(nodes)
         for node in nodes:
-            print(json.dumps({"node": node.name, "counters": dict(node.counters)}), file=sys.stderr)
+            doc = {"node": node.name, "counters": dict(node.counters), "torch": "torch" in sys.modules}
+            print(json.dumps(doc), file=sys.stderr)
         return 0
     else:
         import torch
@@ -222,7 +223,7 @@ def cmd_run_client(args: argparse.Namespace) -> int:
     """Collect the answers of a running deployment and print the report."""
     from ddnn.runtime.client import ResultCollector
     from ddnn.runtime.deploy import exit_names, read_run_config, write_device_inputs
-    from ddnn.runtime.device_node import START
+    from ddnn.runtime.device_node import start_command
     from ddnn.runtime.mqtt import BrokerError
 
     config = read_run_config(args.run)
@@ -238,7 +239,7 @@ def cmd_run_client(args: argparse.Namespace) -> int:
     devices = [f"device_{k}" for k in range(config.model.num_devices)]
     t0 = time.perf_counter()
     if args.start:
-        collector.send(START)
+        collector.send(start_command(time.time() + 0.05))
     collector.collect(len(labels), devices, args.grace, args.timeout)
     report = collector.report(
         len(labels), labels, exit_names(config.model), time.perf_counter() - t0

@@ -55,13 +55,22 @@ def exit_names(mc: ModelConfig) -> tuple[str, ...]:
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
-    """The run's config, after checking every section the runtime serves has its checkpoint."""
-    from ddnn.train.checkpoint import _read
+    """The run's config, after checking every section the runtime serves has its checkpoint.
 
+    Reads ``config.yaml`` (no torch needed: a device node on the C engine does not import it).
+    """
     path = Path(run_dir)
     if not path.is_dir():
         raise ValueError(f"run directory {str(path)!r} does not exist")
-    config = from_dict(RunConfig, _read(path / "checkpoint.pt", "checkpoint")["config"])
+    if not (path / "checkpoint.pt").is_file() or not (path / "config.yaml").is_file():
+        raise ValueError(
+            f"{str(path)!r} is not a run directory (no checkpoint.pt and config.yaml); "
+            "make one with `ddnn train`"
+        )
+    try:
+        config = from_dict(RunConfig, yaml.safe_load((path / "config.yaml").read_text()))
+    except (yaml.YAMLError, TypeError, KeyError) as exc:
+        raise ValueError(f"{str(path / 'config.yaml')!r} is not a valid run config: {exc}") from None
     mc = config.model
     if not mc.device.filters:
         raise ValueError(
@@ -294,6 +303,11 @@ def start_local(
     processes = Processes(folder)
     collector: ResultCollector | None = None
     try:
+        if options.get("engine") == "c":  # build once here, so device processes need no torch
+            from ddnn.runtime.engine import create_engine
+
+            for k in range(mc.num_devices):
+                create_engine("c", run_dir, k)
         paths, labels = write_device_inputs(config, folder, split, limit)
         topics = Topics(namespace)
         collector = ResultCollector(broker.settings("client"), topics)
@@ -301,7 +315,21 @@ def start_local(
         if secure:
             assert broker.security is not None
             opts["ca_file"] = str(broker.security.ca_file)
+        per_process = int(options.get("devices_per_process") or 1)
+        if per_process > 1 and secure:
+            raise ValueError("devices_per_process > 1 shares one login; not with --secure")
+        devices = [n for n in nodes if n.startswith("device_")]
+        for first in range(0, len(devices) if per_process > 1 else 0, per_process):
+            ids = list(range(first, min(first + per_process, len(devices))))
+            name = f"devices_{ids[0]}-{ids[-1]}"
+            cmd = serve_command(
+                "device_" + f"{ids[0]}-{ids[-1]}", run_dir, broker.url, namespace, opts,
+                ",".join(paths[k] for k in ids),
+            )
+            processes.start(name, cmd, child_env())
         for name in nodes:
+            if per_process > 1 and name.startswith("device_"):
+                continue
             env_extra = {}
             url = broker.url
             if secure:
@@ -355,10 +383,10 @@ def run_local(
     dep: LocalDeployment, grace: float = 3.0, timeout: float = 600.0, progress: Any = None
 ) -> float:
     """Start the devices' replay and collect the answers; returns the wall time in seconds."""
-    from ddnn.runtime.device_node import START
+    from ddnn.runtime.device_node import start_command
 
     t0 = time.perf_counter()
-    dep.collector.send(START)
+    dep.collector.send(start_command(time.time() + 0.05))
     devices = [n for n in dep.nodes if n.startswith("device_")]
     dep.collector.collect(dep.samples, devices, grace, timeout, progress)
     return time.perf_counter() - t0

@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 START = b"start"
 
 
+def start_command(at: float | None = None) -> bytes:
+    """The control message that starts every device's replay, optionally at a common wall-clock
+    time: devices then capture sample i at ``at + i / rate``, in step with each other."""
+    return START if at is None else START + f" {at:.6f}".encode()
+
+
 def capture_properties(captured: float) -> Properties:
     """MQTT 5 user property ``t`` = capture time, so latency is measured end to end."""
     props = Properties(PacketTypes.PUBLISH)
@@ -166,6 +172,8 @@ class DeviceNode(Node):
         left = len(self.inputs) - self.next_sample
         ahead = self.window - (self.next_sample - self.decided - 1)
         n = min(self.batch, left, ahead)
+        if now < self.t_start:
+            return 0
         if self.rate > 0:
             n = min(n, int((now - self.t_start) * self.rate) + 1 - self.next_sample)
         return max(0, n)
@@ -192,16 +200,23 @@ class DeviceNode(Node):
         self._evict(now)
 
     def on_control(self, payload: bytes) -> None:
-        if payload == START and not self.started:
-            self._begin()
+        word, _, at = payload.partition(b" ")
+        if word == START and not self.started:
+            try:
+                origin = float(at) if at else None
+            except ValueError:
+                origin = None
+            self._begin(origin)
 
-    def _begin(self) -> None:
-        """Start replaying; a device that (re)joins a running deployment starts at its newest
-        sample, so that its frames arrive together with the other devices' frames."""
+    def _begin(self, origin: float | None = None) -> None:
+        """Start replaying at wall-clock ``origin`` (default: now). A device that (re)joins a
+        running deployment starts at its newest sample, in step with the other devices."""
         self.started = True
         self.t_start = time.monotonic()
+        if origin is not None:
+            self.t_start += origin - time.time()
         self.next_sample = max(self.next_sample, self.decided + 1, self.latest + 1)
-        if self.rate > 0:  # keep the schedule's origin at sample 0 of the deployment
+        if self.rate > 0 and origin is None:  # the schedule's origin is the deployment's sample 0
             self.t_start -= self.next_sample / self.rate
 
     def await_progress(self, timeout: float = 1.0) -> None:
@@ -224,10 +239,9 @@ class DeviceNode(Node):
             self.announce_done()
             log.info("%s replayed %d samples", self.name, len(self.inputs))
         wait = max_wait
-        if self.started and not self.finished:
-            wait = min(wait, 0.002)
-            if self.rate > 0:
-                wait = min(wait, self.t_start + self.next_sample / self.rate - now)
+        if self.started and not self.finished:  # (a progress message also ends the wait)
+            due = self.t_start + (self.next_sample / self.rate if self.rate > 0 else 0.0)
+            wait = min(wait, due - now) if due > now else min(wait, 0.005)
         self.step(wait)
         self._evict(time.monotonic())
         return False

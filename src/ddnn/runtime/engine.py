@@ -1,7 +1,7 @@
 """Device engines: what computes a device section's scores and bit-packed features in a device node.
 
-``TorchDeviceEngine`` runs the trained PyTorch section; the C engine (``ddnn.export``) runs the
-generated C code. Both return exactly what goes on the wire.
+``TorchDeviceEngine`` runs the trained PyTorch section; ``ddnn.export.engine.CDeviceEngine`` runs
+the generated C code (bit-exact with it). Both return exactly what goes on the wire.
 """
 
 from __future__ import annotations
@@ -57,25 +57,6 @@ class TorchDeviceEngine:
         return scores.numpy().astype(np.float32), pack_bits_batch(feats.numpy())
 
 
-class CEngineAdapter:
-    """Adapts the per-sample C engine of ``ddnn.export`` to :class:`DeviceEngine`."""
-
-    def __init__(self, run_dir: str | Path, device: int) -> None:
-        from ddnn.export.engine import CDeviceEngine
-
-        self._engine = CDeviceEngine(run_dir, device)
-        self.num_classes = self._engine.num_classes
-        self.input_shape = tuple(self._engine.input_shape)
-        self.feature_shape = tuple(self._engine.feature_shape)
-        self.model_version = self._engine.model_version
-
-    def infer_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outs = [self._engine.infer(sample) for sample in x]
-        scores = np.stack([s for s, _ in outs]).astype(np.float32)
-        packed = np.stack([np.frombuffer(p, dtype=np.uint8) for _, p in outs])
-        return scores, packed
-
-
 ENGINES = ("torch", "c")
 
 
@@ -84,5 +65,11 @@ def create_engine(kind: str, run_dir: str | Path, device: int) -> DeviceEngine:
     if kind == "torch":
         return TorchDeviceEngine(run_dir, device)
     if kind == "c":
-        return CEngineAdapter(run_dir, device)
+        from ddnn.export.build import BuildError
+        from ddnn.export.engine import CDeviceEngine
+
+        try:
+            return CDeviceEngine(run_dir, device)
+        except BuildError as exc:
+            raise ValueError(f"cannot build the C engine of device {device}: {exc}") from None
     raise ValueError(f"unknown engine {kind!r}; accepted: {', '.join(ENGINES)}")

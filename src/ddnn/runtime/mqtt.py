@@ -11,6 +11,7 @@ Every node talks MQTT 5 to one broker. Two details matter for latency and robust
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -113,6 +114,8 @@ class BrokerError(RuntimeError):
 
 
 def _set_nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
+    if os.environ.get("DDNN_MQTT_NODELAY", "1") == "0":  # only to measure what Nagle costs
+        return
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):  # pragma: no cover - e.g. a websocket transport

@@ -1,0 +1,186 @@
+"""The MQTT runtime on loopback: throughput, latency per exit, and scale-out to 60 devices.
+
+Every node is a separate OS process talking to a local mosquitto; numbers come from the answers
+the run client collects (latency = answer time - the capture time the first device stamped).
+
+1. The paper's model (configuration c: 6 devices, device ConvP(4), MP-CC cloud, T = 0.8) on
+   synthetic-mvmc: throughput with devices pipelining as fast as the flow-control window allows;
+   latency at a moderate rate (one sample per device call), with and without TCP_NODELAY.
+2. Scale-out, configuration f: 6, 12, 30 and 60 devices in groups of 6, one edge per group
+   (devices are copies of the 6 synthetic cameras; 6 devices share one process, each with its own
+   MQTT client), as fast as possible: throughput, latency and the broker's CPU.
+
+Run: python benchmarks/runtime_speed.py [--quick] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
+
+from ddnn.cli import main as ddnn  # noqa: E402
+from ddnn.config import resolve_config  # noqa: E402
+from ddnn.data.registry import load_dataset  # noqa: E402
+from ddnn.runtime.deploy import finish_local, run_local, start_local  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results_runtime_speed.txt"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def deploy(run_dir: Path, options: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    dep = start_local(run_dir, options, limit=limit)
+    assert dep.broker.process is not None
+    broker_pid = dep.broker.process.pid
+    cpu0 = cpu_seconds(broker_pid)
+    try:
+        wall = run_local(dep, grace=3.0, timeout=600)
+        broker_cpu = cpu_seconds(broker_pid) - cpu0
+    finally:
+        report = finish_local(dep, 0.0)
+    doc = report.as_dict()
+    doc["broker_cpu_percent"] = 100.0 * broker_cpu / wall if wall else 0.0
+    doc["wall"] = wall
+    return doc
+
+
+def latency(doc: dict[str, Any], exit_name: str) -> str:
+    p = doc["latency_ms"].get(exit_name)
+    return f"{p['p50']:.1f} / {p['p90']:.1f}" if p else "—"
+
+
+def train_paper_model(folder: Path, num_test: int, epochs: int) -> Path:
+    out = folder / "paper"
+    assert ddnn(["train", "--out", str(out), "--epochs", str(epochs), f"data.num_test={num_test}"]) == 0
+    return out
+
+
+def train_scaled_model(folder: Path, devices: int, num_test: int) -> Path:
+    """Configuration f with ``devices`` cameras (copies of the 6 synthetic views), groups of 6."""
+    base = load_dataset(resolve_config(overrides=[f"data.num_test={num_test}"]).data)
+    reps = devices // 6
+    path = folder / f"scaled-{devices}.npz"
+    x = np.concatenate([base.train.x.numpy(), base.test.x.numpy()])
+    y = np.concatenate([base.train.labels.numpy(), base.test.labels.numpy()])
+    split = np.array([0] * len(base.train) + [1] * len(base.test))
+    np.savez(path, X=np.tile(x, (1, reps, 1, 1, 1)), y=y, split=split)
+    groups = [list(range(g * 6, g * 6 + 6)) for g in range(reps)]
+    out = folder / f"run-{devices}"
+    args = ["train", "--data", "npz", "--data-path", str(path), "--out", str(out), "--epochs", "2"]
+    args += [f"model.edge.groups={groups}".replace(" ", ""), "model.edge.filters=[4]"]
+    assert ddnn(args) == 0
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer samples, scale-out to 12 only")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    lines: list[str] = []
+
+    def log(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    n = 600 if args.quick else 2000
+    log(f"machine: {machine()}")
+    log(f"command: python benchmarks/runtime_speed.py{' --quick' if args.quick else ''}")
+    with tempfile.TemporaryDirectory(prefix="ddnn-runtime-bench-") as tmp:
+        folder = Path(tmp)
+        run = train_paper_model(folder, n, 20 if args.quick else 60)
+        log(f"\n1. paper model (configuration c), {n} test samples, T = 0.8, loopback mosquitto")
+        log("| mode | samples/s | answered | local exit % | local p50 / p90 ms | cloud p50 / p90 ms "
+            "| payload B/dev | +frame hdr | +MQTT | broker CPU % |")
+        log("|---|---|---|---|---|---|---|---|---|---|")
+        modes = [
+            ("as fast as possible (batch 8, window 256)", {"batch": 8}, None, {}),
+            ("rate 100/s, batch 1", {"rate": 100.0, "batch": 1}, 600, {}),
+            ("rate 100/s, batch 1, no TCP_NODELAY", {"rate": 100.0, "batch": 1}, 600,
+             {"DDNN_MQTT_NODELAY": "0"}),
+        ]
+        for name, options, limit, env in modes:
+            old = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                doc = deploy(run, {**options, "thresholds": "0.8"}, limit)
+            finally:
+                for k, v in old.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+            log(
+                f"| {name} | {doc['throughput_samples_per_s']:.0f} | {doc['answered']}/{doc['samples']} "
+                f"| {100 * doc['local_exit_fraction']:.1f} | {latency(doc, 'local')} | "
+                f"{latency(doc, 'cloud')} | {doc['bytes_per_device']:.1f} | "
+                f"{doc['header_bytes_per_device']:.1f} | {doc['mqtt_overhead_per_device']:.1f} | "
+                f"{doc['broker_cpu_percent']:.0f} |"
+            )
+        counts = [6, 12] if args.quick else [6, 12, 30, 60]
+        scale_n = 300 if args.quick else 1000
+        log(f"\n2. scale-out, configuration f (groups of 6, one edge each), {scale_n} samples, "
+            "as fast as possible, T = 0.8 local / 0.8 edge")
+        log("| devices | edges | processes | samples/s | answered | exits local / edge / cloud % "
+            "| local p50 ms | edge p50 ms | cloud p50 ms | broker CPU % |")
+        log("|---|---|---|---|---|---|---|---|---|---|")
+        rows = []
+        for d in counts:
+            run_d = train_scaled_model(folder, d, scale_n)
+            doc = deploy(run_d, {"devices_per_process": 6, "thresholds": "local=0.8,edge=0.8",
+                                 "deadline": 1.0}, None)
+            ex = doc["exit_fractions"]
+            procs = d // 6 + d // 6 + 2
+            log(
+                f"| {d} | {d // 6} | {procs} | {doc['throughput_samples_per_s']:.0f} | "
+                f"{doc['answered']}/{doc['samples']} | {100 * ex['local']:.0f} / "
+                f"{100 * ex['edge']:.0f} / {100 * ex['cloud']:.0f} | "
+                f"{doc['latency_ms'].get('local', {}).get('p50', float('nan')):.0f} | "
+                f"{doc['latency_ms'].get('edge', {}).get('p50', float('nan')):.0f} | "
+                f"{doc['latency_ms'].get('cloud', {}).get('p50', float('nan')):.0f} | "
+                f"{doc['broker_cpu_percent']:.0f} |"
+            )
+            rows.append((d, doc))
+        plot = (Path(args.out).with_suffix(".png") if args.out
+                else RESULTS.with_suffix(".png") if not args.quick else None)
+        if plot is not None:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+            ds = [d for d, _ in rows]
+            ax[0].plot(ds, [doc["throughput_samples_per_s"] for _, doc in rows], "o-")
+            ax[0].set(xlabel="devices", ylabel="samples/s", title="throughput")
+            ax[1].plot(ds, [doc["broker_cpu_percent"] for _, doc in rows], "o-", label="broker CPU %")
+            ax[1].plot(ds, [doc["latency_ms_all"]["p50"] for _, doc in rows], "s-", label="p50 latency ms")
+            ax[1].set(xlabel="devices", title="broker CPU and latency")
+            ax[1].legend()
+            fig.tight_layout()
+            fig.savefig(plot, dpi=100)
+            log(f"\nplot: {plot.name}")
+    out = Path(args.out) if args.out else (None if args.quick else RESULTS)
+    if out is not None:
+        out.write_text("\n".join(lines) + "\n")
+        print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"total {time.perf_counter() - t0:.0f} s")
