@@ -65,7 +65,10 @@ def latency(doc: dict[str, Any], exit_name: str) -> str:
 
 def train_paper_model(folder: Path, num_test: int, epochs: int) -> Path:
     out = folder / "paper"
-    assert ddnn(["train", "--out", str(out), "--epochs", str(epochs), f"data.num_test={num_test}"]) == 0
+    assert (
+        ddnn(["train", "--out", str(out), "--epochs", str(epochs), f"data.num_test={num_test}"])
+        == 0
+    )
     return out
 
 
@@ -104,14 +107,20 @@ def main(argv: list[str] | None = None) -> None:
         folder = Path(tmp)
         run = train_paper_model(folder, n, 20 if args.quick else 60)
         log(f"\n1. paper model (configuration c), {n} test samples, T = 0.8, loopback mosquitto")
-        log("| mode | samples/s | answered | local exit % | local p50 / p90 ms | cloud p50 / p90 ms "
-            "| payload B/dev | +frame hdr | +MQTT | broker CPU % |")
+        log(
+            "| mode | samples/s | answered | local exit % | local p50 / p90 ms | cloud p50 / p90 ms "
+            "| payload B/dev | +frame hdr | +MQTT | broker CPU % |"
+        )
         log("|---|---|---|---|---|---|---|---|---|---|")
         modes = [
             ("as fast as possible (batch 8, window 256)", {"batch": 8}, None, {}),
             ("rate 100/s, batch 1", {"rate": 100.0, "batch": 1}, 600, {}),
-            ("rate 100/s, batch 1, no TCP_NODELAY", {"rate": 100.0, "batch": 1}, 600,
-             {"DDNN_MQTT_NODELAY": "0"}),
+            (
+                "rate 100/s, batch 1, no TCP_NODELAY",
+                {"rate": 100.0, "batch": 1},
+                600,
+                {"DDNN_MQTT_NODELAY": "0"},
+            ),
         ]
         for name, options, limit, env in modes:
             old = {k: os.environ.get(k) for k in env}
@@ -133,16 +142,23 @@ def main(argv: list[str] | None = None) -> None:
             )
         counts = [6, 12] if args.quick else [6, 12, 30, 60]
         scale_n = 300 if args.quick else 1000
-        log(f"\n2. scale-out, configuration f (groups of 6, one edge each), {scale_n} samples, "
-            "as fast as possible, T = 0.8 local / 0.8 edge")
-        log("| devices | edges | processes | samples/s | answered | exits local / edge / cloud % "
-            "| local p50 ms | edge p50 ms | cloud p50 ms | broker CPU % |")
+        log(
+            f"\n2. scale-out, configuration f (groups of 6, one edge each), {scale_n} samples, "
+            "as fast as possible, T = 0.8 local / 0.8 edge"
+        )
+        log(
+            "| devices | edges | processes | samples/s | answered | exits local / edge / cloud % "
+            "| local p50 ms | edge p50 ms | cloud p50 ms | broker CPU % |"
+        )
         log("|---|---|---|---|---|---|---|---|---|---|")
         rows = []
         for d in counts:
             run_d = train_scaled_model(folder, d, scale_n)
-            doc = deploy(run_d, {"devices_per_process": 6, "thresholds": "local=0.8,edge=0.8",
-                                 "deadline": 1.0}, None)
+            doc = deploy(
+                run_d,
+                {"devices_per_process": 6, "thresholds": "local=0.8,edge=0.8", "deadline": 1.0},
+                None,
+            )
             ex = doc["exit_fractions"]
             procs = d // 6 + d // 6 + 2
             log(
@@ -155,8 +171,13 @@ def main(argv: list[str] | None = None) -> None:
                 f"{doc['broker_cpu_percent']:.0f} |"
             )
             rows.append((d, doc))
-        plot = (Path(args.out).with_suffix(".png") if args.out
-                else RESULTS.with_suffix(".png") if not args.quick else None)
+        plot = (
+            Path(args.out).with_suffix(".png")
+            if args.out
+            else RESULTS.with_suffix(".png")
+            if not args.quick
+            else None
+        )
         if plot is not None:
             import matplotlib
 
@@ -167,8 +188,12 @@ def main(argv: list[str] | None = None) -> None:
             ds = [d for d, _ in rows]
             ax[0].plot(ds, [doc["throughput_samples_per_s"] for _, doc in rows], "o-")
             ax[0].set(xlabel="devices", ylabel="samples/s", title="throughput")
-            ax[1].plot(ds, [doc["broker_cpu_percent"] for _, doc in rows], "o-", label="broker CPU %")
-            ax[1].plot(ds, [doc["latency_ms_all"]["p50"] for _, doc in rows], "s-", label="p50 latency ms")
+            ax[1].plot(
+                ds, [doc["broker_cpu_percent"] for _, doc in rows], "o-", label="broker CPU %"
+            )
+            ax[1].plot(
+                ds, [doc["latency_ms_all"]["p50"] for _, doc in rows], "s-", label="p50 latency ms"
+            )
             ax[1].set(xlabel="devices", title="broker CPU and latency")
             ax[1].legend()
             fig.tight_layout()

@@ -18,6 +18,7 @@ import yaml
 DEFAULT_THRESHOLDS = (0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 CALIBRATION_SPLITS = ("validation", "train")
 
+
 @dataclass(frozen=True)
 class DeviceConfig:
     """End-device section: feature blocks (pool stride 2) and a class-score head.

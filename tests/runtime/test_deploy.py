@@ -253,9 +253,7 @@ def test_cli_deploy_local_json_report(run_c, capsys):
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="the C engine needs gcc")
 def test_c_engine_devices_give_the_same_answers_without_torch(run_c, tmp_path):
     preds, exits, _, _ = reference(run_c, {"local": 0.5})
-    dep = start_local(
-        run_c, {**SLOW_OPTIONS, "thresholds": "0.5", "engine": "c"}, workdir=tmp_path
-    )
+    dep = start_local(run_c, {**SLOW_OPTIONS, "thresholds": "0.5", "engine": "c"}, workdir=tmp_path)
     try:
         run_local(dep, grace=2.0, timeout=120.0)
     finally:

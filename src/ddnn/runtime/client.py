@@ -263,4 +263,3 @@ def format_report(doc: dict[str, Any]) -> str:
             f"{doc['formula_bytes_per_device']:.1f} B per device"
         )
     return "\n".join(lines)
-

@@ -146,7 +146,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _stop_on_sigterm(node)
         serve_devices(nodes)
         for node in nodes:
-            doc = {"node": node.name, "counters": dict(node.counters), "torch": "torch" in sys.modules}
+            doc = {
+                "node": node.name,
+                "counters": dict(node.counters),
+                "torch": "torch" in sys.modules,
+            }
             print(json.dumps(doc), file=sys.stderr)
         return 0
     else:
@@ -330,7 +334,9 @@ def add_runtime_parsers(sub: Any) -> None:
     p.add_argument("role", choices=ROLES)
     p.add_argument("--run", required=True, help="run directory with per-section checkpoints")
     p.add_argument(
-        "--id", default=None, help="device or edge index; devices also take a list 0,1,2 or range 0-5"
+        "--id",
+        default=None,
+        help="device or edge index; devices also take a list 0,1,2 or range 0-5",
     )
     _add_broker_arguments(p)
     p.add_argument("--connect-timeout", type=float, default=10.0, help="s to retry the broker")

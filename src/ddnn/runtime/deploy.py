@@ -70,7 +70,9 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     try:
         config = from_dict(RunConfig, yaml.safe_load((path / "config.yaml").read_text()))
     except (yaml.YAMLError, TypeError, KeyError) as exc:
-        raise ValueError(f"{str(path / 'config.yaml')!r} is not a valid run config: {exc}") from None
+        raise ValueError(
+            f"{str(path / 'config.yaml')!r} is not a valid run config: {exc}"
+        ) from None
     mc = config.model
     if not mc.device.filters:
         raise ValueError(
@@ -323,7 +325,11 @@ def start_local(
             ids = list(range(first, min(first + per_process, len(devices))))
             name = f"devices_{ids[0]}-{ids[-1]}"
             cmd = serve_command(
-                "device_" + f"{ids[0]}-{ids[-1]}", run_dir, broker.url, namespace, opts,
+                "device_" + f"{ids[0]}-{ids[-1]}",
+                run_dir,
+                broker.url,
+                namespace,
+                opts,
                 ",".join(paths[k] for k in ids),
             )
             processes.start(name, cmd, child_env())
