@@ -9,9 +9,14 @@ from ddnn.config import resolve_config
 from ddnn.data.registry import load_dataset
 from ddnn.workflow import train_run
 
-torch.set_num_threads(1)
-
 TINY_DATA = ["data.num_train=120", "data.num_test=60", "train.epochs=1", "train.seed=3"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """PyTorch on one thread in these tests (batch-1 timings and small tensors); the suite-wide
+    fixture in tests/conftest.py restores the thread count afterwards."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
