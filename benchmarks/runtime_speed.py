@@ -47,15 +47,57 @@ def deploy(run_dir: Path, options: dict[str, Any], limit: int | None) -> dict[st
     assert dep.broker.process is not None
     broker_pid = dep.broker.process.pid
     cpu0 = cpu_seconds(broker_pid)
+    nodes0 = {n: cpu_seconds(p.pid) for n, p in dep.processes.procs.items()}
     try:
         wall = run_local(dep, grace=3.0, timeout=600)
         broker_cpu = cpu_seconds(broker_pid) - cpu0
+        used = {n: cpu_seconds(p.pid) - nodes0[n] for n, p in dep.processes.procs.items()}
     finally:
         report = finish_local(dep, 0.0)
     doc = report.as_dict()
     doc["broker_cpu_percent"] = 100.0 * broker_cpu / wall if wall else 0.0
+    top = sorted(used.items(), key=lambda kv: -kv[1])[:3]
+    doc["busiest"] = ", ".join(f"{n} {100 * c / wall:.0f}" for n, c in top) if wall else ""
     doc["wall"] = wall
     return doc
+
+
+def qos1_round_trip(broker_nodelay: bool, client_nodelay: bool, rounds: int = 200) -> float:
+    """Median ms of a QoS 1 publish -> echo -> reply between two clients through mosquitto."""
+    import queue
+
+    from ddnn.runtime.broker import LocalBroker
+    from ddnn.runtime.mqtt import close_client, connect_client
+
+    os.environ["DDNN_MQTT_NODELAY"] = "1" if client_nodelay else "0"
+    broker = LocalBroker("rtt")
+    if not broker_nodelay:
+        conf = broker.folder / "mosquitto.conf"
+        conf.write_text(conf.read_text().replace("set_tcp_nodelay true", "set_tcp_nodelay false"))
+    try:
+        broker.start()
+        echo: Any = None
+        echo = connect_client(
+            "echo",
+            broker.settings(),
+            lambda m: echo.publish("pong", m.payload, qos=1),
+            [("ping", 1)],
+        )
+        inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        me = connect_client("me", broker.settings(), inbox.put, [("pong", 1)])
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            me.publish("ping", b"x" * 45, qos=1)
+            inbox.get(timeout=5)
+            times.append(1000 * (time.perf_counter() - t0))
+            time.sleep(0.005)
+        close_client(echo)
+        close_client(me)
+    finally:
+        broker.close()
+        os.environ.pop("DDNN_MQTT_NODELAY", None)
+    return float(np.median(times))
 
 
 def latency(doc: dict[str, Any], exit_name: str) -> str:
@@ -89,10 +131,43 @@ def train_scaled_model(folder: Path, devices: int, num_test: int) -> Path:
     return out
 
 
+def paper_model_tables(run: Path, n: int, log: Any) -> None:
+    """Parts 0 and 1: the QoS 1 round trip, and the paper's model with both device engines."""
+    log("\n0. QoS 1 round trip between two clients through mosquitto on loopback (median ms)")
+    log("| TCP_NODELAY on clients | on broker (set_tcp_nodelay) | round trip ms |")
+    log("|---|---|---|")
+    for client_nd, broker_nd in ((True, True), (False, True), (True, False), (False, False)):
+        rtt = qos1_round_trip(broker_nd, client_nd)
+        log(f"| {'yes' if client_nd else 'no'} | {'yes' if broker_nd else 'no'} | {rtt:.2f} |")
+    log(f"\n1. paper model (configuration c), {n} test samples, T = 0.8, loopback mosquitto, QoS 1")
+    log(
+        "| device engine | mode | samples/s | answered | degraded | local exit % "
+        "| local p50 / p90 ms | cloud p50 / p90 ms | payload B/dev | +frame hdr | +MQTT | broker CPU % |"
+    )
+    log("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    modes = [
+        ("as fast as possible (batch 8, window 32)", {"batch": 8, "deadline": 1.0}, None),
+        ("rate 20/s, batch 1", {"rate": 20.0, "batch": 1}, 300),
+        ("rate 100/s, batch 1", {"rate": 100.0, "batch": 1}, 600),
+    ]
+    for engine in ("c", "torch"):
+        for name, options, limit in modes:
+            doc = deploy(run, {**options, "thresholds": "0.8", "engine": engine}, limit)
+            log(
+                f"| {engine} | {name} | {doc['throughput_samples_per_s']:.0f} | "
+                f"{doc['answered']}/{doc['samples']} | {doc['degraded_answers']} "
+                f"| {100 * doc['local_exit_fraction']:.1f} | {latency(doc, 'local')} | "
+                f"{latency(doc, 'cloud')} | {doc['bytes_per_device']:.1f} | "
+                f"{doc['header_bytes_per_device']:.1f} | {doc['mqtt_overhead_per_device']:.1f} | "
+                f"{doc['broker_cpu_percent']:.0f} |"
+            )
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer samples, scale-out to 12 only")
     p.add_argument("--out", default=None)
+    p.add_argument("--scale-only", action="store_true", help="only part 2 (scale-out)")
     args = p.parse_args(argv)
     lines: list[str] = []
 
@@ -105,41 +180,11 @@ def main(argv: list[str] | None = None) -> None:
     log(f"command: python benchmarks/runtime_speed.py{' --quick' if args.quick else ''}")
     with tempfile.TemporaryDirectory(prefix="ddnn-runtime-bench-") as tmp:
         folder = Path(tmp)
-        run = train_paper_model(folder, n, 20 if args.quick else 60)
-        log(f"\n1. paper model (configuration c), {n} test samples, T = 0.8, loopback mosquitto")
-        log(
-            "| mode | samples/s | answered | local exit % | local p50 / p90 ms | cloud p50 / p90 ms "
-            "| payload B/dev | +frame hdr | +MQTT | broker CPU % |"
-        )
-        log("|---|---|---|---|---|---|---|---|---|---|")
-        modes = [
-            ("as fast as possible (batch 8, window 256)", {"batch": 8}, None, {}),
-            ("rate 100/s, batch 1", {"rate": 100.0, "batch": 1}, 600, {}),
-            (
-                "rate 100/s, batch 1, no TCP_NODELAY",
-                {"rate": 100.0, "batch": 1},
-                600,
-                {"DDNN_MQTT_NODELAY": "0"},
-            ),
-        ]
-        for name, options, limit, env in modes:
-            old = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            try:
-                doc = deploy(run, {**options, "thresholds": "0.8"}, limit)
-            finally:
-                for k, v in old.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
-            log(
-                f"| {name} | {doc['throughput_samples_per_s']:.0f} | {doc['answered']}/{doc['samples']} "
-                f"| {100 * doc['local_exit_fraction']:.1f} | {latency(doc, 'local')} | "
-                f"{latency(doc, 'cloud')} | {doc['bytes_per_device']:.1f} | "
-                f"{doc['header_bytes_per_device']:.1f} | {doc['mqtt_overhead_per_device']:.1f} | "
-                f"{doc['broker_cpu_percent']:.0f} |"
-            )
+        run = None if args.scale_only else train_paper_model(folder, n, 20 if args.quick else 60)
+        if run is None:
+            log("(part 0 and 1 skipped: --scale-only)")
+        else:
+            paper_model_tables(run, n, log)
         counts = [6, 12] if args.quick else [6, 12, 30, 60]
         scale_n = 300 if args.quick else 1000
         log(
@@ -147,10 +192,10 @@ def main(argv: list[str] | None = None) -> None:
             "as fast as possible, T = 0.8 local / 0.8 edge"
         )
         log(
-            "| devices | edges | processes | samples/s | answered | exits local / edge / cloud % "
-            "| local p50 ms | edge p50 ms | cloud p50 ms | broker CPU % |"
+            "| devices | edges | processes | samples/s | answered | degraded | exits local / edge / cloud % "
+            "| local p50 ms | edge p50 ms | cloud p50 ms | broker CPU % | busiest nodes (CPU %) |"
         )
-        log("|---|---|---|---|---|---|---|---|---|---|")
+        log("|---|---|---|---|---|---|---|---|---|---|---|---|")
         rows = []
         for d in counts:
             run_d = train_scaled_model(folder, d, scale_n)
@@ -163,12 +208,12 @@ def main(argv: list[str] | None = None) -> None:
             procs = d // 6 + d // 6 + 2
             log(
                 f"| {d} | {d // 6} | {procs} | {doc['throughput_samples_per_s']:.0f} | "
-                f"{doc['answered']}/{doc['samples']} | {100 * ex['local']:.0f} / "
+                f"{doc['answered']}/{doc['samples']} | {doc['degraded_answers']} | {100 * ex['local']:.0f} / "
                 f"{100 * ex['edge']:.0f} / {100 * ex['cloud']:.0f} | "
                 f"{doc['latency_ms'].get('local', {}).get('p50', float('nan')):.0f} | "
                 f"{doc['latency_ms'].get('edge', {}).get('p50', float('nan')):.0f} | "
                 f"{doc['latency_ms'].get('cloud', {}).get('p50', float('nan')):.0f} | "
-                f"{doc['broker_cpu_percent']:.0f} |"
+                f"{doc['broker_cpu_percent']:.0f} | {doc['busiest']} |"
             )
             rows.append((d, doc))
         plot = (

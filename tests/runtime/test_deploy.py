@@ -82,10 +82,31 @@ def test_distributed_answers_equal_model_infer_config_c(run_c):
     assert doc["overall_accuracy"] == pytest.approx(float((preds == labels).mean()))
 
 
+def splitting_thresholds(run_dir):
+    """Local and edge thresholds that send about a third of the samples to each exit, halfway
+    between two samples' entropies (so no sample sits on a threshold)."""
+    import torch
+
+    from ddnn.nn.functional import entropy_from_logits
+
+    model, config, _ = load_run(run_dir)
+    with torch.no_grad():
+        out = model(load_dataset(config.data).test.x)
+    local = np.sort(entropy_from_logits(out.local_logits).numpy())
+    t_local = float(local[len(local) // 3 : len(local) // 3 + 2].mean())
+    up = entropy_from_logits(out.edge_logits).numpy()[
+        entropy_from_logits(out.local_logits).numpy() >= t_local
+    ]
+    edge = np.sort(up)
+    t_edge = float(edge[len(edge) // 2 : len(edge) // 2 + 2].mean())
+    return {"local": t_local, "edge": t_edge}
+
+
 def test_distributed_answers_equal_model_infer_config_f_with_edges(run_f):
-    thresholds = {"local": 0.4, "edge": 0.6}
+    thresholds = splitting_thresholds(run_f)
     preds, exits, model, _ = reference(run_f, thresholds)
-    report, _ = deploy(run_f, {**SLOW_OPTIONS, "thresholds": "local=0.4,edge=0.6"})
+    text = f"local={thresholds['local']!r},edge={thresholds['edge']!r}"
+    report, _ = deploy(run_f, {**SLOW_OPTIONS, "thresholds": text})
     assert report.failed == {}
     assert report.exits() == exits
     np.testing.assert_array_equal(report.predictions(), preds)

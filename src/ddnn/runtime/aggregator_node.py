@@ -81,7 +81,7 @@ class AggregatorNode(Node):
         settings: BrokerSettings,
         topics: Topics,
         thresholds: dict[str, float] | None = None,
-        deadline: float = 0.2,
+        deadline: float = 0.5,
         upper_timeout: float = 3.0,
         qos: int = 1,
     ) -> None:

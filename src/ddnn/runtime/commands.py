@@ -346,12 +346,14 @@ def add_runtime_parsers(sub: Any) -> None:
     g.add_argument("--limit", type=int, default=None, help="replay only the first N samples")
     g.add_argument("--rate", type=float, default=0.0, help="samples/s (0: as fast as possible)")
     g.add_argument("--batch", type=int, default=8, help="samples per device inference call")
-    g.add_argument("--window", type=int, default=256, help="samples ahead of the aggregator")
+    g.add_argument("--window", type=int, default=32, help="samples ahead of the aggregator")
     g.add_argument("--engine", choices=("torch", "c"), default="torch")
     g.add_argument("--wait-for-start", action="store_true", help="wait for a start command")
     g = p.add_argument_group("aggregator, edge, cloud")
     g.add_argument("--thresholds", default=None, help="T (local) or local=T,edge=T")
-    g.add_argument("--deadline", type=float, default=0.2, help="s to wait for a sample's frames")
+    g.add_argument(
+        "--deadline", type=float, default=0.5, help="s to wait for a sample's frames (0.5)"
+    )
     g.add_argument(
         "--upper-timeout",
         type=float,

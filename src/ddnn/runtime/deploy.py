@@ -344,10 +344,8 @@ def start_local(
                     "DDNN_BROKER_USERNAME": name,
                     "DDNN_BROKER_PASSWORD": broker.security.passwords[name],
                 }
-            k = int(name.split("_")[1]) if name.startswith("device_") else None
-            cmd = serve_command(
-                name, run_dir, url, namespace, opts, paths[k] if k is not None else None
-            )
+            device_input = paths[int(name[7:])] if name.startswith("device_") else None
+            cmd = serve_command(name, run_dir, url, namespace, opts, device_input)
             processes.start(name, cmd, child_env(env_extra))
         collector.wait_online(nodes, startup_timeout, processes.check_alive)
         return LocalDeployment(

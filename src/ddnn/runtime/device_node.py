@@ -98,7 +98,7 @@ class DeviceNode(Node):
         *,
         rate: float = 0.0,
         batch: int = 8,
-        window: int = 256,
+        window: int = 32,
         feature_ttl: float = 30.0,
         cache_size: int = 20_000,
         wait_for_start: bool = False,
@@ -169,6 +169,11 @@ class DeviceNode(Node):
     # -- replay --------------------------------------------------------------------------------
     def _due(self, now: float) -> int:
         """How many samples may be captured now (rate, window and what is left)."""
+        if self.started and self.next_sample <= self.decided < len(self.inputs):
+            # The deployment decided these samples without us (we fell behind past the
+            # deadline): frames for them would be discarded, so catch up, as a live sensor would.
+            self.counters["skipped_behind"] += self.decided + 1 - self.next_sample
+            self.next_sample = self.decided + 1
         left = len(self.inputs) - self.next_sample
         ahead = self.window - (self.next_sample - self.decided - 1)
         n = min(self.batch, left, ahead)
