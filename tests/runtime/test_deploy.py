@@ -285,3 +285,71 @@ def test_c_engine_devices_give_the_same_answers_without_torch(run_c, tmp_path):
     for k in range(6):
         last = (tmp_path / f"device_{k}.log").read_text().strip().splitlines()[-1]
         assert json.loads(last)["torch"] is False, "a C-engine device must not load torch"
+
+
+def test_deployment_file_and_run_client(run_c, tmp_path, capsys):
+    """The multi-machine path on one machine: `deploy --file --host` starts that host's nodes
+    (here: all), `run-client` starts the replay, collects, reports and stops them."""
+    import subprocess
+    import sys
+
+    from ddnn.cli import main
+    from ddnn.runtime.broker import LocalBroker
+
+    with LocalBroker("filetest") as broker:
+        nodes = ["cloud", "aggregator", *[f"device_{k}" for k in range(6)]]
+        spec = "\n".join(f"  {n}: {{host: here}}" for n in nodes)
+        deployment = tmp_path / "deploy.yaml"
+        deployment.write_text(
+            f"broker: {broker.url}\nnamespace: filetest\n"
+            f"options: {{wait_for_start: true, limit: 40, deadline: 2.0}}\nnodes:\n{spec}\n"
+        )
+        host = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ddnn.cli",
+                "deploy",
+                "--run",
+                str(run_c),
+                "--file",
+                str(deployment),
+                "--host",
+                "here",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            from ddnn.runtime.client import ResultCollector
+            from ddnn.runtime.protocol import Topics
+
+            watcher = ResultCollector(broker.settings(), Topics("filetest"), "watcher")
+            watcher.wait_online(nodes, 60.0)
+            watcher.close(stop_nodes=False)
+            code = main(
+                [
+                    "run-client",
+                    "--run",
+                    str(run_c),
+                    "--broker",
+                    broker.url,
+                    "--namespace",
+                    "filetest",
+                    "--limit",
+                    "40",
+                    "--start",
+                    "--stop",
+                    "--json",
+                ]
+            )
+            assert code == 0
+            doc = json.loads(capsys.readouterr().out)
+            assert host.wait(30) == 0, host.stderr.read() if host.stderr else ""
+        finally:
+            if host.poll() is None:
+                host.kill()
+                host.wait()
+            if host.stderr:
+                host.stderr.close()
+    assert doc["samples"] == 40 and doc["answered"] == 40 and doc["failed"] == 0
