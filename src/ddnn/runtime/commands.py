@@ -318,10 +318,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if args.file:
         load_deployment(args.file, config.model)  # validates it against the run's hierarchy
     dep = start_local(args.run, options, secure=args.secure, split=args.split, limit=args.limit)
+    wall = 0.0
     try:
         wall = run_local(dep, grace=args.grace, timeout=args.timeout)
-    finally:
-        report = finish_local(dep, wall if "wall" in locals() else 0.0)
+    finally:  # whatever happens, stop every node and the broker
+        report = finish_local(dep, wall)
     doc = report.as_dict()
     _add_formula(doc, args.run)
     _print_report(doc, args.json)

@@ -365,6 +365,10 @@ def start_local(
             collector.close()
         processes.stop_all(timeout=0.0)
         broker.close()
+        if workdir is None:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
         raise
 
 
