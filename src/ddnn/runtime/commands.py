@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+from ddnn.config import ModelConfig
 from ddnn.runtime.protocol import Topics
 
 log = logging.getLogger(__name__)
@@ -207,15 +208,13 @@ def _print_report(doc: dict[str, Any], as_json: bool) -> None:
         print(format_report(doc))
 
 
-def _add_formula(doc: dict[str, Any], run_dir: str) -> None:
+def _add_formula(doc: dict[str, Any], mc: ModelConfig) -> None:
     """The SPEC §6 bytes at the measured local-exit fraction, next to the measured ones."""
     import math
 
     from ddnn.eval.communication import formula_bytes_per_device
     from ddnn.models.sections import device_feature_shape
-    from ddnn.runtime.deploy import read_run_config
 
-    mc = read_run_config(run_dir).model
     shapes = [device_feature_shape(s, mc.device) for s in mc.device_shapes]
     bits = sum(math.prod(s) for s in shapes) / len(shapes)
     doc["formula_bytes_per_device"] = formula_bytes_per_device(
@@ -226,16 +225,12 @@ def _add_formula(doc: dict[str, Any], run_dir: str) -> None:
 def cmd_run_client(args: argparse.Namespace) -> int:
     """Collect the answers of a running deployment and print the report."""
     from ddnn.runtime.client import ResultCollector
-    from ddnn.runtime.deploy import exit_names, read_run_config, write_device_inputs
+    from ddnn.runtime.deploy import exit_names, read_run_config, select_split
     from ddnn.runtime.device_node import start_command
     from ddnn.runtime.mqtt import BrokerError
 
     config = read_run_config(args.run)
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        _, labels = write_device_inputs(config, Path(tmp), args.split, args.limit)
+    labels = select_split(config, args.split, args.limit).labels.numpy()
     try:
         collector = ResultCollector(_broker(args), Topics(args.namespace))
     except BrokerError as exc:
@@ -250,7 +245,7 @@ def cmd_run_client(args: argparse.Namespace) -> int:
     )
     collector.close(stop_nodes=args.stop)
     doc = report.as_dict()
-    _add_formula(doc, args.run)
+    _add_formula(doc, config.model)
     _print_report(doc, args.json)
     return 0
 
@@ -324,7 +319,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     finally:  # whatever happens, stop every node and the broker
         report = finish_local(dep, wall)
     doc = report.as_dict()
-    _add_formula(doc, args.run)
+    _add_formula(doc, config.model)
     _print_report(doc, args.json)
     return 0
 

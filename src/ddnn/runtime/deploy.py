@@ -27,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -36,6 +36,9 @@ from ddnn.config import ModelConfig, RunConfig, from_dict
 from ddnn.runtime.broker import LocalBroker
 from ddnn.runtime.client import ResultCollector, RunReport
 from ddnn.runtime.protocol import CLOUD, EDGE, LOCAL, Topics
+
+if TYPE_CHECKING:
+    from ddnn.data.dataset import MultiDeviceDataset
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +260,8 @@ class LocalDeployment:
     own_folder: bool
 
 
-def write_device_inputs(
-    config: RunConfig, folder: Path, split: str, limit: int | None
-) -> tuple[list[str], np.ndarray]:
-    """Each device's view of a split as ``device_K.npy``; returns the paths and the labels."""
+def select_split(config: RunConfig, split: str, limit: int | None) -> MultiDeviceDataset:
+    """The run's data set ``split`` (``test``, ``train`` or ``validation``), first ``limit`` samples."""
     from ddnn.data.registry import load_dataset
 
     splits = load_dataset(config.data)
@@ -271,6 +272,14 @@ def write_device_inputs(
         import torch
 
         data = data.subset(torch.arange(min(limit, len(data))))
+    return data
+
+
+def write_device_inputs(
+    config: RunConfig, folder: Path, split: str, limit: int | None
+) -> tuple[list[str], np.ndarray]:
+    """Each device's view of a split as ``device_K.npy``; returns the paths and the labels."""
+    data = select_split(config, split, limit)
     paths = []
     for k in range(data.num_devices):
         path = folder / f"device_{k}.npy"

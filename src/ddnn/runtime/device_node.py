@@ -65,18 +65,9 @@ def load_device_inputs(
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read device input {input_path!r}: {exc}") from None
     else:
-        from ddnn.config import RunConfig, from_dict
-        from ddnn.data.registry import load_dataset
-        from ddnn.train.checkpoint import _read
+        from ddnn.runtime.deploy import read_run_config, select_split
 
-        payload = _read(Path(run_dir) / "checkpoint.pt", "checkpoint")
-        config = from_dict(RunConfig, payload["config"])
-        splits = load_dataset(config.data)
-        data = {"test": splits.test, "train": splits.train, "validation": splits.validation}
-        if split not in data or data[split] is None:
-            raise ValueError(f"split {split!r} is not available; accepted: test, train, validation")
-        chosen = data[split]
-        assert chosen is not None
+        chosen = select_split(read_run_config(run_dir), split, None)
         if not 0 <= device < chosen.num_devices:
             raise ValueError(f"device {device} is not in the data set's {chosen.num_devices}")
         x = chosen.device_input(device).numpy()
