@@ -243,20 +243,12 @@ class DeviceNode(Node):
         return False
 
     def serve(self, idle_poll: float = 0.05) -> None:
-        if self.client is None:
-            self.connect()
-        if self.started:
-            self.await_progress()
-            self._begin()
-        try:
-            while not self.stopping:
-                self.poll(idle_poll)
-        finally:
-            self.close()
+        serve_devices([self], idle_poll)
 
 
 def serve_devices(nodes: list[DeviceNode], idle_poll: float = 0.05) -> None:
-    """Serve several devices from one process (scale tests): each keeps its own MQTT client."""
+    """Serve one or several devices from one process (each keeps its own MQTT client) until
+    every one has been told to stop."""
     for node in nodes:
         if node.client is None:
             node.connect()
