@@ -72,6 +72,19 @@ class UpWait:
     fallback_exit: str
 
 
+def stack_scores(
+    per_sample: list[dict[int, np.ndarray]], num_inputs: int, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score vectors by input index -> (B, N, C) scores with zeros where absent, (B, N) presence."""
+    scores = np.zeros((len(per_sample), num_inputs, num_classes), dtype=np.float32)
+    present = np.zeros((len(per_sample), num_inputs), dtype=bool)
+    for b, arrived in enumerate(per_sample):
+        for i, s in arrived.items():
+            scores[b, i] = s
+            present[b, i] = True
+    return torch.from_numpy(scores), torch.from_numpy(present)
+
+
 class AggregatorNode(Node):
     """Local exit (and edge exit, with edges) of a trained hierarchy."""
 
@@ -232,15 +245,10 @@ class AggregatorNode(Node):
         arrivals = [self.arrivals.pop(s) for s in samples]
         self.decided.update(samples)
         self.max_decided = max(self.max_decided, samples[-1])
-        d, c = self.num_devices, self.num_classes
-        scores = np.zeros((len(samples), d, c), dtype=np.float32)
-        present = np.zeros((len(samples), d), dtype=bool)
-        for b, a in enumerate(arrivals):
-            for k, s in a.scores.items():
-                scores[b, k] = s
-                present[b, k] = True
+        d = self.num_devices
+        scores, present = stack_scores([a.scores for a in arrivals], d, self.num_classes)
         with torch.no_grad():
-            logits = self.local(torch.from_numpy(scores), torch.from_numpy(present))
+            logits = self.local(scores, present)
         is_last = not self.groups and not self.has_cloud
         leaving = (
             torch.ones(len(samples), dtype=torch.bool)
@@ -332,13 +340,10 @@ class AggregatorNode(Node):
     def _decide_edge(self, samples: list[int]) -> None:
         assert self.edge_exit is not None
         waits = [self.edge_waits.pop(s) for s in samples]
-        e_count, c = len(self.groups), self.num_classes
-        scores = np.zeros((len(samples), e_count, c), dtype=np.float32)
-        present = np.zeros((len(samples), e_count), dtype=bool)
-        for b, w in enumerate(waits):
-            for e, s in w.scores.items():
-                scores[b, e] = s
-                present[b, e] = True
+        scores, present = stack_scores(
+            [w.scores for w in waits], len(self.groups), self.num_classes
+        )
+        for w in waits:
             for receipt in self.receipts.pop(w.request.sample, []):
                 for key, nbytes in receipt["payload"].items():
                     r = w.request
@@ -349,7 +354,7 @@ class AggregatorNode(Node):
             if not w.expected <= set(w.scores):
                 w.request.flags.append(f"edges_missing:{sorted(w.expected - set(w.scores))}")
         with torch.no_grad():
-            logits = self.edge_exit(torch.from_numpy(scores), torch.from_numpy(present))
+            logits = self.edge_exit(scores, present)
         leaving = (
             exit_mask(logits, self.edge_threshold)
             if self.has_cloud
