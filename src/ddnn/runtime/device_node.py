@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from paho.mqtt.properties import Properties
 
 from ddnn.runtime.codec import encode_packed_features, encode_scores
 from ddnn.runtime.engine import DeviceEngine
+from ddnn.runtime.feature_cache import FeatureCache
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node
 from ddnn.runtime.protocol import Topics, decode_requests
@@ -109,14 +109,12 @@ class DeviceNode(Node):
         self.rate = rate
         self.batch = batch
         self.window = window
-        self.feature_ttl = feature_ttl
-        self.cache_size = cache_size
         self.started = not wait_for_start  # without waiting, serve() begins the replay
         self.next_sample = 0
         self.decided = -1  # highest sample id the aggregator has decided (flow control)
         self.latest = -1  # newest sample any device has sent (where a rejoining device starts)
         self.t_start = 0.0
-        self.cache: OrderedDict[int, tuple[float, bytes]] = OrderedDict()
+        self.cache: FeatureCache[bytes] = FeatureCache(feature_ttl, self.counters, cache_size)
         self.finished = False
         engine.infer_batch(inputs[:1])  # warm up (first calls allocate) before going online
 
@@ -135,12 +133,11 @@ class DeviceNode(Node):
             self.latest = max(self.latest, int(progress.get("latest", -1)))
 
     def _send_features(self, sample: int) -> None:
-        entry = self.cache.pop(sample, None)
-        if entry is None:
-            self.counters["features_expired"] += 1
+        packed = self.cache.take(sample)
+        if packed is None:
             return
         frame = encode_packed_features(
-            entry[1],
+            packed,
             self.engine.feature_shape,
             sender_id=self.device,
             sample_id=sample,
@@ -148,14 +145,6 @@ class DeviceNode(Node):
         )
         self.publish(self.topics.device_features(self.device), frame)
         self.counters["features_sent"] += 1
-
-    def _evict(self, now: float) -> None:
-        while self.cache and (
-            len(self.cache) > self.cache_size
-            or next(iter(self.cache.values()))[0] < now - self.feature_ttl
-        ):
-            self.cache.popitem(last=False)
-            self.counters["features_evicted"] += 1
 
     # -- replay --------------------------------------------------------------------------------
     def _due(self, now: float) -> int:
@@ -183,7 +172,7 @@ class DeviceNode(Node):
         topic = self.topics.device_scores(self.device)
         for i in range(n):
             sample = start + i
-            self.cache[sample] = (now, packed[i].tobytes())
+            self.cache.put(sample, packed[i].tobytes(), now)
             frame = encode_scores(
                 scores[i],
                 sender_id=self.device,
@@ -193,7 +182,7 @@ class DeviceNode(Node):
             self.publish(topic, frame, properties=props)
         self.next_sample += n
         self.counters["samples"] += n
-        self._evict(now)
+        self.cache.evict(now)
 
     def on_control(self, payload: bytes) -> None:
         word, _, at = payload.partition(b" ")
@@ -239,7 +228,7 @@ class DeviceNode(Node):
             due = self.t_start + (self.next_sample / self.rate if self.rate > 0 else 0.0)
             wait = min(wait, due - now) if due > now else min(wait, 0.005)
         self.step(wait)
-        self._evict(time.monotonic())
+        self.cache.evict(time.monotonic())
         return False
 
     def serve(self, idle_poll: float = 0.05) -> None:

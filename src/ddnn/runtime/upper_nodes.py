@@ -23,6 +23,7 @@ from ddnn.config import ModelConfig
 from ddnn.models.ddnn import upper_input_shape
 from ddnn.models.sections import UpperSection, device_feature_shape
 from ddnn.runtime.codec import HEADER_BYTES, FrameKind, encode_features
+from ddnn.runtime.feature_cache import FeatureCache
 from ddnn.runtime.mqtt import BrokerSettings, message_overhead
 from ddnn.runtime.node import Node
 from ddnn.runtime.protocol import CLOUD, Answer, Topics, UpRequest, decode_requests, encode_answers
@@ -296,8 +297,7 @@ class EdgeNode(FeatureCollector):
         )
         self.edge = edge
         self.emits_features = config.cloud.enabled
-        self.cache_ttl = cache_ttl
-        self.cache: dict[int, tuple[float, np.ndarray]] = {}
+        self.cache: FeatureCache[np.ndarray] = FeatureCache(cache_ttl, self.counters)
 
     def subscriptions(self) -> list[str]:
         topics = [self.topics.request]
@@ -323,12 +323,11 @@ class EdgeNode(FeatureCollector):
             self.on_features(msg)
 
     def _forward(self, sample: int) -> None:
-        entry = self.cache.pop(sample, None)
-        if entry is None:
-            self.counters["features_expired"] += 1
+        features = self.cache.take(sample)
+        if features is None:
             return
         frame = encode_features(
-            entry[1], sender_id=self.edge, sample_id=sample, model_version=self.model_version
+            features, sender_id=self.edge, sample_id=sample, model_version=self.model_version
         )
         self.publish(self.topics.edge_features(self.edge), frame)
 
@@ -345,7 +344,7 @@ class EdgeNode(FeatureCollector):
         topic = self.topics.edge_scores(self.edge)
         for b, w in enumerate(batch):
             if self.emits_features:
-                self.cache[w.request.sample] = (now, feats[b].numpy())
+                self.cache.put(w.request.sample, feats[b].numpy(), now)
             frame = encode_scores(
                 scores[b],
                 sender_id=self.edge,
@@ -353,6 +352,4 @@ class EdgeNode(FeatureCollector):
                 model_version=self.model_version,
             )
             self.publish(topic, frame)
-        for s in [s for s, (t, _) in self.cache.items() if t < now - self.cache_ttl]:
-            del self.cache[s]
-            self.counters["features_evicted"] += 1
+        self.cache.evict(now)
