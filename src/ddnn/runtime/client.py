@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as paho
 
+from ddnn.runtime.codec import HEADER_BYTES
 from ddnn.runtime.mqtt import BrokerSettings, close_client, connect_client
 from ddnn.runtime.protocol import DONE, OFFLINE, STOP, Answer, Topics, decode_answers
 
@@ -60,8 +61,6 @@ class RunReport:
         frames = sum(sum(a.device_frames.values()) for a in answered)
         mqtt = sum(sum(a.device_mqtt.values()) for a in answered)
         edge = sum(sum(a.edge_payload.values()) for a in answered)
-        from ddnn.runtime.codec import HEADER_BYTES
-
         latencies: dict[str, list[float]] = {name: [] for name in self.exit_names}
         for a in answered:
             latencies.setdefault(a.exit, []).append(1000.0 * (a.answered - a.captured))
@@ -208,14 +207,13 @@ class ResultCollector:
         exit_names: tuple[str, ...],
         wall_seconds: float,
     ) -> RunReport:
+        # Nodes only publish answers; a sample with none is failed here, with the reason.
         answers = {s: a for s, a in self.answers.items() if 0 <= s < samples}
-        failed = {s: a.error for s, a in answers.items() if a.error}
-        answers = {s: a for s, a in answers.items() if not a.error}
-        for s in range(samples):
-            if s not in answers and s not in failed:
-                failed[s] = (
-                    "no answer: no device frame of it reached the aggregator, or it was lost"
-                )
+        failed = {
+            s: "no answer: no device frame of it reached the aggregator, or it was lost"
+            for s in range(samples)
+            if s not in answers
+        }
         return RunReport(
             samples, answers, failed, labels, exit_names, self.duplicates, wall_seconds
         )

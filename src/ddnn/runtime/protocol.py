@@ -110,8 +110,8 @@ class Answer:
 
     Attributes:
         sample: Sample id (its index in the replayed split).
-        prediction: Class index, or -1 when the sample failed.
-        exit: ``local``, ``edge`` or ``cloud``; ``""`` when failed.
+        prediction: Class index.
+        exit: ``local``, ``edge`` or ``cloud``.
         present: Devices whose frames were fused.
         device_payload: Codec payload bytes each device sent for this sample (scores + features).
         device_frames: Frames each device sent for this sample.
@@ -120,7 +120,6 @@ class Answer:
         captured: Wall-clock time the first device captured the sample (seconds since epoch).
         answered: Wall-clock time the answer was published.
         flags: Why an answer is degraded, e.g. ``cloud_unreachable``, ``features_missing``.
-        error: Why the sample failed (empty when answered).
     """
 
     sample: int
@@ -134,7 +133,6 @@ class Answer:
     captured: float = 0.0
     answered: float = 0.0
     flags: list[str] = field(default_factory=list)
-    error: str = ""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Answer:
