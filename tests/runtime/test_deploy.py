@@ -122,18 +122,15 @@ def test_distributed_answers_equal_model_infer_config_f_with_edges(run_f):
 
 
 def test_killed_devices_lose_no_sample(run_c):
-    dep = start_local(run_c, {"rate": 60.0, "deadline": 0.3, "thresholds": "0.5"})
-    try:
-        from ddnn.runtime.device_node import START
-
-        dep.collector.send(START)
+    def kill_two(dep):
         time.sleep(0.5)
         dep.processes.kill("device_0")
         time.sleep(0.3)
         dep.processes.kill("device_3")
-        dep.collector.collect(
-            dep.samples, [n for n in dep.nodes if n.startswith("device_")], 2.0, 60
-        )
+
+    dep = start_local(run_c, {"rate": 60.0, "deadline": 0.3, "thresholds": "0.5"})
+    try:
+        run_local(dep, grace=2.0, timeout=60, during=kill_two)
     finally:
         report = finish_local(dep, 0.0)
     assert len(report.answers) + len(report.failed) == dep.samples
@@ -146,16 +143,13 @@ def test_killed_devices_lose_no_sample(run_c):
 
 
 def test_broker_restart_mid_run(run_c):
-    dep = start_local(run_c, {"rate": 40.0, "deadline": 0.5, "thresholds": "0.5"})
-    try:
-        from ddnn.runtime.device_node import START
-
-        dep.collector.send(START)
+    def restart_broker(dep):
         time.sleep(0.8)
         dep.broker.restart()
-        dep.collector.collect(
-            dep.samples, [n for n in dep.nodes if n.startswith("device_")], 4.0, 90
-        )
+
+    dep = start_local(run_c, {"rate": 40.0, "deadline": 0.5, "thresholds": "0.5"})
+    try:
+        run_local(dep, grace=4.0, timeout=90, during=restart_broker)
     finally:
         report = finish_local(dep, 0.0)
     assert len(report.answers) + len(report.failed) == dep.samples
@@ -211,18 +205,15 @@ def test_garbage_frames_are_counted_not_fatal(run_c, tmp_path):
 
 
 def test_a_device_that_comes_back_rejoins(run_c):
-    dep = start_local(run_c, {"rate": 12.0, "deadline": 0.3, "thresholds": "0.5"})
-    try:
-        from ddnn.runtime.device_node import START
-
-        dep.collector.send(START)  # 96 samples at 12/s: 8 s
+    def kill_and_restart(dep):
         time.sleep(0.4)
         dep.processes.kill("device_2")
         time.sleep(0.5)
         dep.processes.rejoin("device_2")
-        dep.collector.collect(
-            dep.samples, [n for n in dep.nodes if n.startswith("device_")], 2.0, 60
-        )
+
+    dep = start_local(run_c, {"rate": 12.0, "deadline": 0.3, "thresholds": "0.5"})
+    try:
+        run_local(dep, grace=2.0, timeout=60, during=kill_and_restart)  # 96 samples at 12/s
     finally:
         report = finish_local(dep, 0.0)
     assert len(report.answers) == dep.samples, report.failed

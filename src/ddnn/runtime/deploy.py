@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -259,6 +260,11 @@ class LocalDeployment:
     folder: Path
     own_folder: bool
 
+    @property
+    def devices(self) -> list[str]:
+        """The device nodes' names (their status topics)."""
+        return [n for n in self.nodes if n.startswith("device_")]
+
 
 def select_split(config: RunConfig, split: str, limit: int | None) -> MultiDeviceDataset:
     """The run's data set ``split`` (``test``, ``train`` or ``validation``), first ``limit`` samples."""
@@ -397,13 +403,21 @@ def finish_local(dep: LocalDeployment, wall_seconds: float) -> RunReport:
 
 
 def run_local(
-    dep: LocalDeployment, grace: float = 3.0, timeout: float = 600.0, progress: Any = None
+    dep: LocalDeployment,
+    grace: float = 3.0,
+    timeout: float = 600.0,
+    progress: Any = None,
+    during: Callable[[LocalDeployment], None] | None = None,
 ) -> float:
-    """Start the devices' replay and collect the answers; returns the wall time in seconds."""
+    """Start the devices' replay and collect the answers; returns the wall time in seconds.
+
+    ``during`` runs right after the start, before collecting (e.g. to kill a node mid-run).
+    """
     from ddnn.runtime.device_node import start_command
 
     t0 = time.perf_counter()
     dep.collector.send(start_command(time.time() + 0.05))
-    devices = [n for n in dep.nodes if n.startswith("device_")]
-    dep.collector.collect(dep.samples, devices, grace, timeout, progress)
+    if during is not None:
+        during(dep)
+    dep.collector.collect(dep.samples, dep.devices, grace, timeout, progress)
     return time.perf_counter() - t0
