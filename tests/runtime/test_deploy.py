@@ -186,7 +186,7 @@ def test_garbage_frames_are_counted_not_fatal(run_c, tmp_path):
         client.publish(topics.device_scores(0), wrong_model, qos=1).wait_for_publish(5)
         stranger = encode_scores(np.zeros(3), sender_id=40, sample_id=5, model_version=version)
         client.publish(topics.device_scores(0), stranger, qos=1).wait_for_publish(5)
-        client.publish(topics.request, b"{not json", qos=1).wait_for_publish(5)
+        client.publish(topics.up, b"{not json", qos=1).wait_for_publish(5)
         client.publish(topics.device_features(1), b"DN\x01", qos=1).wait_for_publish(5)
         close_client(client)
         run_local(dep, grace=2.0, timeout=60)

@@ -5,13 +5,19 @@ Will), up to a deadline after the first frame; then it fuses what arrived with t
 and applies the exit rule. Samples that go up are requested from the devices (phase two); with
 edges, the edges' scores come back here for the edge exit. If the tier above is down or does not
 answer in time, the sample is answered with the best exit below it and flagged — never dropped.
+
+Sample ids are not taken on trust. A device may speak only for ids inside a window of
+``window`` samples above the highest decided one (devices never run further ahead), so one
+forged or runaway frame cannot drag the deployment forward; frames outside are counted as
+``rejected_out_of_window``. A restarted aggregator takes up the position from its own retained
+``progress`` message. Ids the position passes without any frame of theirs having arrived are
+reported failed (with the reason) once the device deadline has passed, so nothing vanishes; what
+is decided is remembered in bounded memory (:class:`~ddnn.runtime.window.FinishedIds`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,19 +29,24 @@ from ddnn.models.sections import LocalAggregatorSection
 from ddnn.nn.exits import exit_mask
 from ddnn.runtime.codec import HEADER_BYTES, FrameKind
 from ddnn.runtime.device_node import captured_at
+from ddnn.runtime.messages import (
+    Answer,
+    Progress,
+    Receipt,
+    UpRequest,
+    encode_answers,
+    encode_feature_asks,
+    encode_progress,
+    encode_requests,
+    failure,
+    parse_answers,
+    parse_progress,
+    parse_receipts,
+)
 from ddnn.runtime.mqtt import BrokerSettings, message_overhead
 from ddnn.runtime.node import Node
-from ddnn.runtime.protocol import (
-    EDGE,
-    LOCAL,
-    OFFLINE,
-    Answer,
-    Topics,
-    UpRequest,
-    decode_answers,
-    encode_answers,
-    encode_requests,
-)
+from ddnn.runtime.protocol import EDGE, LOCAL, Topics
+from ddnn.runtime.window import FinishedIds
 from ddnn.train.checkpoint import load_section
 
 log = logging.getLogger(__name__)
@@ -96,13 +107,16 @@ class AggregatorNode(Node):
         thresholds: dict[str, float] | None = None,
         deadline: float = 0.5,
         upper_timeout: float = 3.0,
+        window: int = 64,
         qos: int = 1,
     ) -> None:
         local, config, version = load_section(run_dir, "local")
         assert isinstance(local, LocalAggregatorSection)
         super().__init__("aggregator", settings, topics, version, qos)
-        if deadline <= 0 or upper_timeout <= 0:
+        if not (deadline > 0 and upper_timeout > 0):
             raise ValueError("the device deadline and the upper-tier timeout must be > 0 s")
+        if window < 1:
+            raise ValueError(f"the sample window must be >= 1, got {window}")
         self.local = local
         self.num_devices = config.num_devices
         self.num_classes = config.num_classes
@@ -118,22 +132,27 @@ class AggregatorNode(Node):
         self.edge_threshold = thresholds.get("edge", 0.8)
         self.deadline = deadline
         self.upper_timeout = upper_timeout
-        self.state: dict[str, bytes] = {}
+        self.window = window
+        self.state: dict[str, str] = {}
         self.arrivals: dict[int, Arrivals] = {}
         self.edge_waits: dict[int, EdgeWait] = {}
-        self.receipts: dict[int, list[dict]] = {}
+        self.receipts: dict[int, list[Receipt]] = {}
         self.up_waits: dict[int, UpWait] = {}
-        self.decided: set[int] = set()
+        self.finished = FinishedIds(keep=max(16 * window, 4096))
+        self.gaps: dict[int, float] = {}  # ids passed without a frame -> when (monotonic)
         self.max_decided = -1
         self._last_progress = 0.0
-        self._progress_sent = (-1, -1)
-        self.max_seen = -1  # newest sample any device has sent
+        self._progress_sent: tuple[int, int] | None = (-1, -1)
+        self.max_seen = -1  # newest in-window sample any device has sent
+        self.scores_shapes = {k: (self.num_classes,) for k in range(self.num_devices)}
+        self.edge_shapes = {e: (self.num_classes,) for e in range(len(self.groups))}
         with torch.no_grad():  # warm up before going online
             d, c = self.num_devices, self.num_classes
             local(torch.zeros(1, d, c), torch.ones(1, d, dtype=torch.bool))
 
     def subscriptions(self) -> list[str]:
-        topics = [self.topics.device_scores("+"), self.topics.status("+")]
+        # progress first: a restarted aggregator resumes from it before frames come in
+        topics = [self.topics.progress, self.topics.device_scores("+"), self.topics.status("+")]
         if self.groups:
             topics += [self.topics.edge_scores("+"), self.topics.edge_receipts("+")]
         if self.groups or self.has_cloud:
@@ -141,44 +160,65 @@ class AggregatorNode(Node):
         return topics
 
     def alive(self, node: str) -> bool:
-        return self.state.get(node) != OFFLINE
+        return self.state.get(node) != "offline"
 
     # -- messages ------------------------------------------------------------------------------
     def handle(self, msg: paho.MQTTMessage) -> None:
         topic = msg.topic
         if topic.startswith(self.topics.status("")):
-            node = topic.rsplit("/", 1)[1]
-            self.state[node] = bytes(msg.payload)
+            status = self.status_of(msg)
+            if status is not None:
+                self.state[status[0]] = status[1]
         elif topic == self.topics.results:
-            for answer in decode_answers(msg.payload):
+            for answer in parse_answers(msg.payload):
                 self.up_waits.pop(answer.sample, None)
+        elif topic == self.topics.progress:
+            self._resume(parse_progress(msg.payload))
         elif topic.endswith("/receipts"):
-            for sample, receipt in json.loads(msg.payload).items():
-                self.receipts.setdefault(int(sample), []).append(receipt)
+            for sample, receipt in parse_receipts(msg.payload).items():
+                if sample in self.edge_waits:  # bounded: only samples waiting for their edges
+                    self.receipts.setdefault(sample, []).append(receipt)
+                else:
+                    self.counters["late_receipts"] += 1
         elif "/edge/" in topic:
             self._on_edge_scores(msg)
         else:
             self._on_device_scores(msg)
 
+    def _resume(self, p: Progress) -> None:
+        """Our own retained progress, on (re)connect: a restarted aggregator resumes there."""
+        if self.max_decided < 0 and not self.arrivals and p.decided > self.max_decided:
+            self.max_decided = p.decided
+            self.max_seen = max(self.max_seen, p.decided)
+            self.finished.advance(p.decided)
+            self._progress_sent = (p.decided, p.latest)
+            log.info("aggregator resumes after sample %d", p.decided)
+
     def _on_device_scores(self, msg: paho.MQTTMessage) -> None:
-        frame = self.decode(msg, FrameKind.SCORES, range(self.num_devices))
+        frame = self.decode(
+            msg, FrameKind.SCORES, self.scores_shapes, Topics.index_in(msg.topic, "device")
+        )
         if frame is None:
             return
-        if Topics.index_in(msg.topic, "device") != frame.sender_id:
-            self.reject("topic_mismatch", f"{msg.topic}: frame from device {frame.sender_id}")
-            return
-        if frame.payload.shape != (self.num_classes,):
-            self.reject("wrong_shape", f"{msg.topic}: {frame.payload.shape[0]} class scores")
-            return
-        if frame.sample_id in self.decided:
+        sample = frame.sample_id
+        if sample in self.finished:
             self.counters["late_frames"] += 1
+            self._progress_sent = None  # the device may have missed progress: repeat it
             return
-        now = time.monotonic()
-        self.max_seen = max(self.max_seen, frame.sample_id)
-        a = self.arrivals.get(frame.sample_id)
-        captured = captured_at(msg, time.time())
+        if sample > self.max_decided + self.window:
+            self.reject(
+                "out_of_window",
+                f"{msg.topic}: sample {sample} is beyond the window "
+                f"({self.max_decided + 1}..{self.max_decided + self.window})",
+            )
+            return
+        now = self.clock()
+        self.max_seen = max(self.max_seen, sample)
+        self.gaps.pop(sample, None)
+        a = self.arrivals.get(sample)
+        captured = captured_at(msg, self.wall())
         if a is None:
-            a = self.arrivals[frame.sample_id] = Arrivals(now, captured)
+            a = self.arrivals[sample] = Arrivals(now, captured)
         a.captured = min(a.captured, captured)
         key = str(frame.sender_id)
         a.scores[frame.sender_id] = frame.payload
@@ -186,14 +226,13 @@ class AggregatorNode(Node):
         a.mqtt[key] = message_overhead(msg)
 
     def _on_edge_scores(self, msg: paho.MQTTMessage) -> None:
-        frame = self.decode(msg, FrameKind.SCORES, range(len(self.groups)))
+        frame = self.decode(
+            msg, FrameKind.SCORES, self.edge_shapes, Topics.index_in(msg.topic, "edge")
+        )
         if frame is None:
             return
-        if Topics.index_in(msg.topic, "edge") != frame.sender_id:
-            self.reject("topic_mismatch", f"{msg.topic}: frame from edge {frame.sender_id}")
-            return
         w = self.edge_waits.get(frame.sample_id)
-        if w is None or frame.payload.shape != (self.num_classes,):
+        if w is None:
             self.counters["late_frames"] += 1
             return
         w.scores[frame.sender_id] = frame.payload
@@ -203,6 +242,7 @@ class AggregatorNode(Node):
         times = [a.first + self.deadline for a in self.arrivals.values()]
         times += [w.deadline for w in self.edge_waits.values()]
         times += [w.deadline for w in self.up_waits.values()]
+        times += [t + self.deadline for t in self.gaps.values()]
         return min(times, default=None)
 
     def tick(self, now: float) -> None:
@@ -225,26 +265,50 @@ class AggregatorNode(Node):
         late = [s for s, w in self.up_waits.items() if now >= w.deadline]
         if late:
             self._fallback(late, "cloud_timeout")
+        self._fail_gaps(now)
         position = (self.max_decided, self.max_seen)
         if now - self._last_progress > 0.005 and position != self._progress_sent:
             self.publish(
                 self.topics.progress,
-                json.dumps({"decided": self.max_decided, "latest": self.max_seen}).encode(),
+                encode_progress(Progress(*position)),
                 qos=0,
                 retain=True,  # a device that rejoins learns where the deployment is
             )
             self._progress_sent = position
             self._last_progress = now
 
+    def _fail_gaps(self, now: float) -> None:
+        """Ids the position passed with no frame at all: failed once the deadline is over (or
+        at once if they fall below the finished horizon)."""
+        lost = [
+            s
+            for s, t in self.gaps.items()
+            if now >= t + self.deadline or s <= self.finished.horizon
+        ]
+        if not lost:
+            return
+        for s in lost:
+            del self.gaps[s]
+        wall = self.wall()
+        reason = "no frame of this sample reached the aggregator (lost in transit or not captured)"
+        self._answer([failure(s, reason, wall) for s in sorted(lost)])
+        self.finished.add(lost)
+        self.counters["failed_no_frames"] += len(lost)
+
     def _answer(self, answers: list[Answer]) -> None:
         if answers:
             self.publish(self.topics.results, encode_answers(answers), qos=1)
-            self.counters["answered"] += len(answers)
+            self.counters["answered"] += sum(1 for a in answers if not a.failed)
 
     def _decide_local(self, samples: list[int]) -> None:
         arrivals = [self.arrivals.pop(s) for s in samples]
-        self.decided.update(samples)
-        self.max_decided = max(self.max_decided, samples[-1])
+        self.finished.add(samples)
+        if samples[-1] > self.max_decided:
+            now = self.clock()
+            for s in range(self.max_decided + 1, samples[-1]):
+                if s not in self.arrivals and s not in self.finished:
+                    self.gaps[s] = now
+            self.max_decided = samples[-1]
         d = self.num_devices
         scores, present = stack_scores([a.scores for a in arrivals], d, self.num_classes)
         with torch.no_grad():
@@ -256,7 +320,7 @@ class AggregatorNode(Node):
             else exit_mask(logits, self.local_threshold)
         )
         predictions = logits.argmax(dim=1).tolist()
-        now = time.time()
+        now = self.wall()
         answers, requests = [], []
         for b, (sample, a) in enumerate(zip(samples, arrivals, strict=True)):
             ids = sorted(a.scores)
@@ -298,23 +362,32 @@ class AggregatorNode(Node):
 
     def _send_up(self, requests: list[UpRequest]) -> None:
         """Phase two: ask the present devices for their features, towards the edges or cloud."""
-        now = time.monotonic()
+        now, wall = self.clock(), self.wall()
+        asks: list[tuple[int, list[int]]] = []
         if self.groups:
             keep, stranded = [], []
             for req in requests:
-                edges = {
-                    e
-                    for e, g in enumerate(self.groups)
-                    if set(g) & set(req.present) and self.alive(f"edge_{e}")
-                }
+                present = set(req.present)
+                reached = [e for e, g in enumerate(self.groups) if set(g) & present]
+                edges = {e for e in reached if self.alive(f"edge_{e}")}
+                dead = sorted(set(reached) - edges)
+                if dead:  # their devices' features cannot go up: say so on the answer
+                    lost = sorted(k for e in dead for k in self.groups[e] if k in present)
+                    req.flags.append(f"edges_unreachable:{dead}:devices_not_fused:{lost}")
                 if edges:
                     self.edge_waits[req.sample] = EdgeWait(req, edges, now + self.upper_timeout)
                     keep.append(req)
+                    asks.append(
+                        (
+                            req.sample,
+                            sorted(k for e in edges for k in self.groups[e] if k in present),
+                        )
+                    )
                 else:
                     stranded.append(req)
             self._answer(
                 [
-                    self._answer_from(r, r.local_prediction, LOCAL, time.time(), "edge_unreachable")
+                    self._answer_from(r, r.local_prediction, LOCAL, wall, "edge_unreachable")
                     for r in stranded
                 ]
             )
@@ -322,9 +395,7 @@ class AggregatorNode(Node):
         elif not self.alive("cloud"):
             self._answer(
                 [
-                    self._answer_from(
-                        r, r.local_prediction, LOCAL, time.time(), "cloud_unreachable"
-                    )
+                    self._answer_from(r, r.local_prediction, LOCAL, wall, "cloud_unreachable")
                     for r in requests
                 ]
             )
@@ -334,8 +405,11 @@ class AggregatorNode(Node):
                 self.up_waits[req.sample] = UpWait(
                     req, now + self.upper_timeout, req.local_prediction, LOCAL
                 )
+                asks.append((req.sample, req.present))
         if requests:
-            self.publish(self.topics.request, encode_requests(requests), qos=1)
+            # The tier above learns the context first, then the devices are asked for features.
+            self.publish(self.topics.up, encode_requests(requests), qos=1)
+            self.publish(self.topics.request, encode_feature_asks(asks), qos=1)
 
     def _decide_edge(self, samples: list[int]) -> None:
         assert self.edge_exit is not None
@@ -345,12 +419,12 @@ class AggregatorNode(Node):
         )
         for w in waits:
             for receipt in self.receipts.pop(w.request.sample, []):
-                for key, nbytes in receipt["payload"].items():
+                for key, nbytes in receipt.payload.items():
                     r = w.request
                     r.device_payload[key] = r.device_payload.get(key, 0) + nbytes
                     r.device_frames[key] = r.device_frames.get(key, 0) + 1
-                    r.device_mqtt[key] = r.device_mqtt.get(key, 0) + receipt["mqtt"][key]
-                w.request.flags.extend(f for f in receipt["flags"] if f not in w.request.flags)
+                    r.device_mqtt[key] = r.device_mqtt.get(key, 0) + receipt.mqtt.get(key, 0)
+                w.request.flags.extend(f for f in receipt.flags if f not in w.request.flags)
             if not w.expected <= set(w.scores):
                 w.request.flags.append(f"edges_missing:{sorted(w.expected - set(w.scores))}")
         with torch.no_grad():
@@ -361,7 +435,7 @@ class AggregatorNode(Node):
             else torch.ones(len(samples), dtype=torch.bool)
         )
         predictions = logits.argmax(dim=1).tolist()
-        now = time.time()
+        now = self.wall()
         answers, forward = [], []
         for b, w in enumerate(waits):
             req = w.request
@@ -380,7 +454,7 @@ class AggregatorNode(Node):
             else:
                 forward.append(req)
         self._answer(answers)
-        mono = time.monotonic()
+        mono = self.clock()
         for req in forward:
             self.up_waits[req.sample] = UpWait(
                 req, mono + self.upper_timeout, req.edge_prediction, EDGE
@@ -389,7 +463,7 @@ class AggregatorNode(Node):
             self.publish(self.topics.forward, encode_requests(forward), qos=1)
 
     def _fallback(self, samples: list[int], why: str) -> None:
-        now = time.time()
+        now = self.wall()
         answers = []
         for s in samples:
             w = self.up_waits.pop(s)

@@ -2,7 +2,10 @@
 
 ``LocalBroker`` is what ``ddnn deploy --local`` and the tests run. With ``secure=True`` it
 generates a CA and a server certificate (``openssl``), one user and password per node
-(``mosquitto_passwd``) and topic ACLs so that a device can publish only its own topics.
+(``mosquitto_passwd``) and topic ACLs so that each node publishes only its own topics and reads
+only what it needs (a device never sees the local predictions or the other devices' data). The
+broker then uses each login as its client id (``use_username_as_clientid``), so a login can never
+take over another node's session. Packets over ``MAX_PACKET_BYTES`` are refused by the broker.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ddnn.runtime.mqtt import BrokerSettings
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "install it with: sudo apt-get install mosquitto (Debian/Ubuntu)"
+MAX_PACKET_BYTES = 4 * 1024 * 1024 + 1024  # the largest JSON message nodes accept, plus headers
 
 
 def find_mosquitto() -> str:
@@ -64,14 +68,15 @@ def node_acl(namespace: str, node: str, groups: list[tuple[int, ...]]) -> list[s
             f"topic read {root}/edge/+/receipts",
             f"topic read {root}/status/#",
             f"topic readwrite {root}/results",
+            f"topic readwrite {root}/progress",  # it resumes from its own retained progress
             f"topic write {root}/request",
+            f"topic write {root}/up",
             f"topic write {root}/forward",
-            f"topic write {root}/progress",
         ]
     elif kind == "edge":
         lines += [f"topic read {root}/device/{k}/features" for k in groups[int(index)]]
         lines += [
-            f"topic read {root}/request",
+            f"topic read {root}/up",
             f"topic read {root}/forward",
             f"topic write {root}/edge/{index}/scores",
             f"topic write {root}/edge/{index}/features",
@@ -79,7 +84,7 @@ def node_acl(namespace: str, node: str, groups: list[tuple[int, ...]]) -> list[s
         ]
     elif node == "cloud":
         lines += [
-            f"topic read {root}/request",
+            f"topic read {root}/up",
             f"topic read {root}/forward",
             f"topic read {root}/device/+/features",
             f"topic read {root}/edge/+/features",
@@ -214,6 +219,7 @@ class LocalBroker:
             "log_type error",
             "log_type warning",
             "max_queued_messages 100000",
+            f"max_packet_size {MAX_PACKET_BYTES}",
             "set_tcp_nodelay true",  # mosquitto, too, leaves Nagle on by default (~40 ms at QoS 1)
             # Run as ourselves: as root mosquitto would switch to user 'mosquitto', which cannot
             # read this private temporary folder. (No effect when not started as root.)
@@ -222,6 +228,7 @@ class LocalBroker:
         if self.secure:
             lines += [
                 "allow_anonymous false",
+                "use_username_as_clientid true",  # a login cannot take another node's session
                 f"password_file {self.folder / 'passwords'}",
                 f"acl_file {self.folder / 'acl'}",
                 f"cafile {self.folder / 'ca.crt'}",

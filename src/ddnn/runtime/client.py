@@ -1,7 +1,10 @@
 """The run client: collects every sample's answer from the results topic and builds the report.
 
 A sample is *answered* (by some exit, possibly flagged as degraded) or *failed* with a reason;
-samples no node ever reported are failed by the client at the end, so none vanish.
+samples no node ever reported are failed by the client at the end, so none vanish. Only answers
+for the sample ids the client asked for count; a node whose loss means no more answers can come
+(the aggregator) is watched through its status (MQTT Last Will), so its loss is reported within
+seconds, naming it, not at the timeout.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import numpy as np
 import paho.mqtt.client as paho
 
 from ddnn.runtime.codec import HEADER_BYTES
+from ddnn.runtime.messages import Answer, MessageError, parse_answers, parse_status
 from ddnn.runtime.mqtt import BrokerSettings, close_client, connect_client
-from ddnn.runtime.protocol import DONE, OFFLINE, STOP, Answer, Topics, decode_answers
+from ddnn.runtime.protocol import STOP, Topics
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +121,33 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 class ResultCollector:
-    """Subscribes to the results and node statuses of one namespace."""
+    """Subscribes to the results and node statuses of one namespace.
 
-    def __init__(self, settings: BrokerSettings, topics: Topics, client_id: str = "client") -> None:
+    Args:
+        settings: Broker address and login.
+        topics: The deployment's topics.
+        client_id: Suffix of the MQTT client id.
+        samples: The sample ids asked for are ``0 .. samples - 1`` (``None``: any id counts).
+    """
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        topics: Topics,
+        client_id: str = "client",
+        samples: int | None = None,
+    ) -> None:
         self.topics = topics
+        self.samples = samples
         self.inbox: queue.SimpleQueue[paho.MQTTMessage] = queue.SimpleQueue()
         self.answers: dict[int, Answer] = {}
+        self.failures: dict[int, str] = {}  # failed samples as reported by the nodes
         self.duplicates = 0
-        self.status: dict[str, bytes] = {}
+        self.foreign = 0  # answers for ids nobody asked for (counted, ignored)
+        self.status: dict[str, str] = {}
+        self.offline_since: dict[str, float] = {}
         self.malformed = 0
+        self.clock = time.monotonic
         self.client = connect_client(
             f"ddnn-{topics.namespace}-{client_id}",
             settings,
@@ -133,40 +155,70 @@ class ResultCollector:
             [(topics.results, 1), (topics.status("+"), 1)],
         )
 
+    def asked(self, sample: int) -> bool:
+        return self.samples is None or 0 <= sample < self.samples
+
+    @property
+    def resolved(self) -> int:
+        """Samples answered or reported failed."""
+        return len(self.answers) + len(self.failures)
+
     def poll(self, timeout: float) -> int:
-        """Handle queued messages (waiting up to ``timeout`` for the first); returns new answers."""
+        """Handle queued messages (waiting up to ``timeout`` for the first); returns how many
+        samples were newly answered or reported failed."""
         new = 0
         try:
             msg: paho.MQTTMessage | None = self.inbox.get(timeout=timeout)
         except queue.Empty:
             return 0
         while msg is not None:
-            if msg.topic == self.topics.results:
-                try:
-                    answers = decode_answers(msg.payload)
-                except (ValueError, TypeError, KeyError) as exc:
-                    self.malformed += 1
-                    log.warning("malformed results message: %s", exc)
-                    answers = []
-                for a in answers:
-                    if a.sample in self.answers:
-                        self.duplicates += 1
-                    else:
-                        self.answers[a.sample] = a
-                        new += 1
-            else:
-                self.status[msg.topic.rsplit("/", 1)[1]] = bytes(msg.payload)
+            new += self.handle(msg)
             try:
                 msg = self.inbox.get_nowait()
             except queue.Empty:
                 msg = None
         return new
 
+    def handle(self, msg: paho.MQTTMessage) -> int:
+        if msg.topic != self.topics.results:
+            try:
+                state = parse_status(msg.payload)
+            except MessageError as exc:
+                self.malformed += 1
+                log.warning("malformed status message on %s: %s", msg.topic, exc)
+                return 0
+            node = msg.topic.rsplit("/", 1)[1]
+            self.status[node] = state
+            if state == "offline":
+                self.offline_since.setdefault(node, self.clock())
+            else:
+                self.offline_since.pop(node, None)
+            return 0
+        try:
+            answers = parse_answers(msg.payload)
+        except MessageError as exc:
+            self.malformed += 1
+            log.warning("malformed results message: %s", exc)
+            return 0
+        new = 0
+        for a in answers:
+            if not self.asked(a.sample):
+                self.foreign += 1
+            elif a.sample in self.answers or a.sample in self.failures:
+                self.duplicates += 1
+            elif a.failed:
+                self.failures[a.sample] = a.error
+                new += 1
+            else:
+                self.answers[a.sample] = a
+                new += 1
+        return new
+
     def wait_online(self, nodes: list[str], timeout: float, alive: Any = None) -> None:
         """Wait until every node announced itself; ``alive()`` may raise if a process died."""
         deadline = time.monotonic() + timeout
         while True:
-            missing = [n for n in nodes if self.status.get(n) not in (b"online", DONE)]
+            missing = [n for n in nodes if self.status.get(n) not in ("online", "done")]
             if not missing:
                 return
             if time.monotonic() > deadline:
@@ -185,20 +237,46 @@ class ResultCollector:
         grace: float,
         timeout: float,
         progress: Any = None,
-    ) -> None:
-        """Collect answers until all ``samples`` are in, or the devices finished (or died) and
-        nothing new arrived for ``grace`` s, or ``timeout`` s passed."""
-        deadline = time.monotonic() + timeout
-        quiet_since = time.monotonic()
-        while len(self.answers) < samples and time.monotonic() < deadline:
+        critical: tuple[str, ...] = ("aggregator",),
+    ) -> str:
+        """Collect answers until every sample is answered or failed, or no more can come: the
+        devices finished (or died) and nothing new arrived for ``grace`` s, or a ``critical``
+        node stayed offline for ``grace`` s, or ``timeout`` s passed.
+
+        Returns:
+            Why collection ended early (the reason the samples left get), or ``""``.
+        """
+        if self.samples is None:  # from now on only ids 0..samples-1 count
+            self.samples = samples
+            for book in (self.answers, self.failures):
+                for s in [s for s in book if not self.asked(s)]:
+                    del book[s]
+                    self.foreign += 1
+        deadline = self.clock() + timeout
+        quiet_since = self.clock()
+        while self.resolved < samples:
+            now = self.clock()
+            if now >= deadline:
+                return f"no answer within the --timeout of {timeout:g} s"
             new = self.poll(0.05)
+            now = self.clock()
             if new:
-                quiet_since = time.monotonic()
+                quiet_since = now
                 if progress is not None:
                     progress(new)
-            finished = all(self.status.get(d) in (DONE, OFFLINE) for d in devices)
-            if finished and time.monotonic() - quiet_since > grace:
-                break
+            for node in critical:
+                since = self.offline_since.get(node)
+                if since is not None and now - since > grace:
+                    return (
+                        f"{node} offline (its Last Will came {now - since:.1f} s ago) and not back"
+                    )
+            finished = all(self.status.get(d) in ("done", "offline") for d in devices)
+            if finished and now - quiet_since > grace:
+                gone = [d for d in devices if self.status.get(d) == "offline"]
+                if gone:
+                    return f"no answer: device(s) {gone} went offline and nothing else came"
+                return "no answer: the devices finished and nothing came for it"
+        return ""
 
     def report(
         self,
@@ -206,16 +284,22 @@ class ResultCollector:
         labels: np.ndarray | None,
         exit_names: tuple[str, ...],
         wall_seconds: float,
+        reason: str = "",
     ) -> RunReport:
-        # Nodes only publish answers; a sample with none is failed here, with the reason.
-        answers = {s: a for s, a in self.answers.items() if 0 <= s < samples}
-        failed = {
-            s: "no answer: no device frame of it reached the aggregator, or it was lost"
-            for s in range(samples)
-            if s not in answers
-        }
+        # A sample with no answer and no failure report is failed here, with the reason.
+        why = reason or "no answer: no device frame of it reached the aggregator, or it was lost"
+        failed = {s: self.failures[s] for s in self.failures if 0 <= s < samples}
+        failed.update({s: why for s in range(samples) if s not in self.answers and s not in failed})
+        extra = {"foreign_answers": self.foreign, "malformed_messages": self.malformed}
         return RunReport(
-            samples, answers, failed, labels, exit_names, self.duplicates, wall_seconds
+            samples,
+            dict(self.answers),
+            failed,
+            labels,
+            exit_names,
+            self.duplicates,
+            wall_seconds,
+            extra,
         )
 
     def close(self, stop_nodes: bool = True) -> None:

@@ -69,6 +69,7 @@ __all__ = [
     "MAGIC",
     "Frame",
     "FrameDecodeError",
+    "FrameHeader",
     "FrameKind",
     "decode_frame",
     "encode_features",
@@ -78,6 +79,7 @@ __all__ = [
     "pack_bits",
     "pack_bits_batch",
     "payload_bytes",
+    "read_header",
     "unpack_bits",
     "unpack_bits_batch",
 ]
@@ -442,29 +444,34 @@ def encode_frame(frame: Frame) -> bytes:
     raise ValueError(f"unknown frame kind {frame.kind!r}; expected one of {list(FrameKind)}")
 
 
-def decode_frame(data: BytesLike) -> Frame:
-    """Parses and verifies one frame.
+@dataclass(frozen=True)
+class FrameHeader:
+    """A frame's header fields, read and checked without touching the payload."""
 
-    Checks run in wire order: size, magic, version, declared length, CRC, then the kind and
-    shape (a CRC-valid frame with an unknown kind comes from an incompatible sender, not noise).
+    kind: FrameKind
+    sender_id: int
+    sample_id: int
+    model_version: int
+    shape: tuple[int, ...]
+    payload_len: int
+    crc: int
 
-    Args:
-        data: Exactly one frame (bytes, bytearray or memoryview).
 
-    Returns:
-        The decoded frame; scores as ``(C,)`` float32, features as float32 ±1 of their shape.
+def read_header(data: BytesLike) -> FrameHeader:
+    """Parses and checks a frame's header (size, magic, version, length, kind, shape).
+
+    Cheap whatever the payload: a receiver checks kind, sender, model and shape against what it
+    expects before it decodes (and allocates for) the payload.
 
     Raises:
-        FrameDecodeError: If the frame is too short, has a bad magic, an unsupported version, a
-            length mismatch, a CRC mismatch, an unknown kind or a bad shape.
+        FrameDecodeError: On a short frame, bad magic, unsupported version, unknown kind, bad
+            shape or a declared length that does not match the frame or the shape.
     """
-    buf = bytes(data)
-    if len(buf) < HEADER_BYTES:
-        raise FrameDecodeError(
-            f"frame too short: {len(buf)} bytes, a frame is at least {HEADER_BYTES}"
-        )
+    n = len(data)
+    if n < HEADER_BYTES:
+        raise FrameDecodeError(f"frame too short: {n} bytes, a frame is at least {HEADER_BYTES}")
     magic, version, kind_raw, sender, sample, model, ndim, d0, d1, d2, plen, crc = (
-        _HEADER.unpack_from(buf)
+        _HEADER.unpack_from(data)
     )
     if magic != MAGIC:
         raise FrameDecodeError(f"bad magic {magic!r}, expected {MAGIC!r}")
@@ -472,15 +479,11 @@ def decode_frame(data: BytesLike) -> Frame:
         raise FrameDecodeError(
             f"unsupported codec version {version}, this decoder reads version {FORMAT_VERSION}"
         )
-    if len(buf) != HEADER_BYTES + plen:
+    if n != HEADER_BYTES + plen:
         raise FrameDecodeError(
             f"length mismatch: header declares a {plen}-byte payload, "
-            f"frame carries {len(buf) - HEADER_BYTES} bytes after the {HEADER_BYTES}-byte header"
+            f"frame carries {n - HEADER_BYTES} bytes after the {HEADER_BYTES}-byte header"
         )
-    payload = buf[HEADER_BYTES:]
-    actual = zlib.crc32(payload, zlib.crc32(buf[:_CRC_OFFSET]))
-    if actual != crc:
-        raise FrameDecodeError(f"CRC mismatch: header says {crc:#010x}, data gives {actual:#010x}")
     try:
         kind = FrameKind(kind_raw)
     except ValueError:
@@ -503,12 +506,42 @@ def decode_frame(data: BytesLike) -> Frame:
             f"length mismatch: {kind.name} of shape {dims} needs {expected} payload bytes, "
             f"header declares {plen}"
         )
-    if kind == FrameKind.SCORES:
+    return FrameHeader(kind, sender, sample, model, dims, plen, crc)
+
+
+def decode_frame(data: BytesLike, header: FrameHeader | None = None) -> Frame:
+    """Parses and verifies one frame.
+
+    Checks run in wire order: size, magic, version, declared length, kind and shape (all in
+    :func:`read_header`), then the CRC and the payload: scores must be finite, feature padding
+    bits zero.
+
+    Args:
+        data: Exactly one frame (bytes, bytearray or memoryview).
+        header: ``read_header(data)`` if the caller already has it.
+
+    Returns:
+        The decoded frame; scores as ``(C,)`` float32, features as float32 ±1 of their shape.
+
+    Raises:
+        FrameDecodeError: If any check fails.
+    """
+    buf = bytes(data)
+    h = header if header is not None else read_header(buf)
+    payload = buf[HEADER_BYTES:]
+    actual = zlib.crc32(payload, zlib.crc32(buf[:_CRC_OFFSET]))
+    if actual != h.crc:
+        raise FrameDecodeError(
+            f"CRC mismatch: header says {h.crc:#010x}, data gives {actual:#010x}"
+        )
+    if h.kind == FrameKind.SCORES:
         values = np.frombuffer(payload, dtype="<f4").astype(np.float32)
+        if not np.isfinite(values).all():
+            raise FrameDecodeError("SCORES payload holds NaN or ±inf; scores must be finite")
     else:
         try:
-            values = unpack_bits(payload, dims)
+            values = unpack_bits(payload, h.shape)
         except ValueError as e:
             raise FrameDecodeError(f"bad FEATURES payload: {e}") from None
     values.flags.writeable = False  # frames are immutable values
-    return Frame(kind, sender, sample, model, values)
+    return Frame(h.kind, h.sender_id, h.sample_id, h.model_version, values)

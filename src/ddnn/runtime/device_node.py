@@ -4,11 +4,16 @@ Two-phase protocol (SPEC §6): every sample costs one SCORES frame; the FEATURES
 when the aggregator asks for it (the sample did not exit locally). Features wait in a cache bounded
 in entries and in age; a request for an evicted sample is counted and answered by the deadline
 of the tier above, which then fuses without this device.
+
+Flow control: a device runs at most ``window`` samples ahead of the highest sample the
+aggregator has decided (its retained ``progress`` message). If progress stalls for
+``resend_after`` seconds while frames are in flight (they were lost: say the aggregator
+restarted while the broker did), the device sends those SCORES frames again, with a doubling
+back-off, so a lost window never stalls the deployment.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,13 +26,15 @@ from paho.mqtt.properties import Properties
 from ddnn.runtime.codec import encode_packed_features, encode_scores
 from ddnn.runtime.engine import DeviceEngine
 from ddnn.runtime.feature_cache import FeatureCache
+from ddnn.runtime.messages import Control, parse_feature_asks, parse_progress
 from ddnn.runtime.mqtt import BrokerSettings
-from ddnn.runtime.node import Node
-from ddnn.runtime.protocol import Topics, decode_requests
+from ddnn.runtime.node import Node, NodeFenced
+from ddnn.runtime.protocol import Topics
 
 log = logging.getLogger(__name__)
 
 START = b"start"
+MAX_RESEND_BACKOFF = 8.0  # s between resends while the aggregator stays silent
 
 
 def start_command(at: float | None = None) -> bytes:
@@ -93,6 +100,7 @@ class DeviceNode(Node):
         feature_ttl: float = 30.0,
         cache_size: int = 20_000,
         wait_for_start: bool = False,
+        resend_after: float = 2.0,
         qos: int = 1,
     ) -> None:
         super().__init__(f"device_{device}", settings, topics, engine.model_version, qos)
@@ -101,8 +109,13 @@ class DeviceNode(Node):
                 f"device {device} input has per-sample shape {tuple(inputs.shape[1:])}, "
                 f"the trained section expects {tuple(engine.input_shape)}"
             )
-        if rate < 0 or batch < 1 or window < 1 or feature_ttl <= 0 or cache_size < 1:
-            raise ValueError("rate must be >= 0; batch, window, feature TTL and cache size > 0")
+        if (
+            not (rate >= 0 and batch >= 1 and window >= 1 and feature_ttl > 0 and cache_size >= 1)
+            or not resend_after > 0
+        ):
+            raise ValueError(
+                "rate must be >= 0; batch, window, feature TTL, cache size and resend time > 0"
+            )
         self.device = device
         self.engine = engine
         self.inputs = inputs
@@ -116,6 +129,10 @@ class DeviceNode(Node):
         self.t_start = 0.0
         self.cache: FeatureCache[bytes] = FeatureCache(feature_ttl, self.counters, cache_size)
         self.finished = False
+        self.in_flight: dict[int, bytes] = {}  # SCORES frames sent and not yet decided
+        self.resend_after = resend_after
+        self._backoff = resend_after
+        self._progress_at = 0.0  # monotonic time progress last moved (or we last resent)
         engine.infer_batch(inputs[:1])  # warm up (first calls allocate) before going online
 
     def subscriptions(self) -> list[str]:
@@ -124,13 +141,21 @@ class DeviceNode(Node):
     # -- messages ------------------------------------------------------------------------------
     def handle(self, msg: paho.MQTTMessage) -> None:
         if msg.topic == self.topics.request:
-            for req in decode_requests(msg.payload):
-                if self.device in req.present:
-                    self._send_features(int(req.sample))
+            for sample, devices in parse_feature_asks(msg.payload):
+                if self.device in devices:
+                    self._send_features(sample)
         elif msg.topic == self.topics.progress:
-            progress = json.loads(msg.payload)
-            self.decided = max(self.decided, int(progress["decided"]))
-            self.latest = max(self.latest, int(progress.get("latest", -1)))
+            self._on_progress(msg.payload)
+
+    def _on_progress(self, payload: bytes | bytearray) -> None:
+        p = parse_progress(payload)
+        if p.decided > self.decided:
+            self.decided = p.decided
+            self._progress_at = self.clock()
+            self._backoff = self.resend_after
+            for s in [s for s in self.in_flight if s <= p.decided]:
+                del self.in_flight[s]
+        self.latest = max(self.latest, p.latest)
 
     def _send_features(self, sample: int) -> None:
         packed = self.cache.take(sample)
@@ -165,11 +190,13 @@ class DeviceNode(Node):
 
     def _capture(self, n: int) -> None:
         start = self.next_sample
-        captured = time.time()
+        captured = self.wall()
         scores, packed = self.engine.infer_batch(self.inputs[start : start + n])
-        now = time.monotonic()
+        now = self.clock()
         props = capture_properties(captured)
         topic = self.topics.device_scores(self.device)
+        if not self.in_flight:
+            self._progress_at = now  # the resend clock runs from the oldest frame in flight
         for i in range(n):
             sample = start + i
             self.cache.put(sample, packed[i].tobytes(), now)
@@ -180,26 +207,40 @@ class DeviceNode(Node):
                 model_version=self.model_version,
             )
             self.publish(topic, frame, properties=props)
+            self.in_flight[sample] = frame
         self.next_sample += n
         self.counters["samples"] += n
         self.cache.evict(now)
 
-    def on_control(self, payload: bytes) -> None:
-        word, _, at = payload.partition(b" ")
-        if word == START and not self.started:
-            try:
-                origin = float(at) if at else None
-            except ValueError:
-                origin = None
-            self._begin(origin)
+    def _resend_if_stalled(self, now: float) -> None:
+        """Frames in flight and no progress for a while: they were lost; send them again."""
+        if not self.in_flight or now - self._progress_at < self._backoff:
+            return
+        topic = self.topics.device_scores(self.device)
+        props = capture_properties(self.wall())
+        for sample in sorted(self.in_flight):
+            self.publish(topic, self.in_flight[sample], properties=props)
+        self.counters["resent"] += len(self.in_flight)
+        log.warning(
+            "%s: no progress for %.1f s; sent %d frames in flight again",
+            self.name,
+            now - self._progress_at,
+            len(self.in_flight),
+        )
+        self._progress_at = now
+        self._backoff = min(2 * self._backoff, MAX_RESEND_BACKOFF)
+
+    def on_control(self, control: Control) -> None:
+        if control.command == "start" and not self.started:
+            self._begin(control.at)
 
     def _begin(self, origin: float | None = None) -> None:
         """Start replaying at wall-clock ``origin`` (default: now). A device that (re)joins a
         running deployment starts at its newest sample, in step with the other devices."""
         self.started = True
-        self.t_start = time.monotonic()
+        self.t_start = self.clock()
         if origin is not None:
-            self.t_start += origin - time.time()
+            self.t_start += origin - self.wall()
         self.next_sample = max(self.next_sample, self.decided + 1, self.latest + 1)
         if self.rate > 0 and origin is None:  # the schedule's origin is the deployment's sample 0
             self.t_start -= self.next_sample / self.rate
@@ -207,14 +248,16 @@ class DeviceNode(Node):
     def await_progress(self, timeout: float = 1.0) -> None:
         """A device started without waiting may be rejoining: learn the deployment's position
         from the retained progress message (absent in a fresh deployment: then start at 0)."""
-        deadline = time.monotonic() + timeout
-        while self.latest < 0 and time.monotonic() < deadline:
+        deadline = self.clock() + timeout
+        while self.latest < 0 and self.clock() < deadline:
             self.step(0.05)
 
     def poll(self, max_wait: float) -> bool:
         """One turn of the replay loop: capture what is due (-> True), else wait up to ``max_wait``."""
-        now = time.monotonic()
+        now = self.clock()
         n = self._due(now) if self.started else 0
+        if self.started:
+            self._resend_if_stalled(now)
         if n:
             self._capture(n)
             self.step(0.0)
@@ -228,8 +271,17 @@ class DeviceNode(Node):
             due = self.t_start + (self.next_sample / self.rate if self.rate > 0 else 0.0)
             wait = min(wait, due - now) if due > now else min(wait, 0.005)
         self.step(wait)
-        self.cache.evict(time.monotonic())
+        self.cache.evict(self.clock())
         return False
+
+    def safe_poll(self, max_wait: float) -> bool:
+        """:meth:`poll` that never raises: an unexpected error is counted and logged."""
+        try:
+            return self.poll(max_wait)
+        except Exception:
+            self._error("poll_error", "in poll")
+            time.sleep(min(max_wait, 0.01))  # a persistent error must not spin the CPU
+            return False
 
     def serve(self, idle_poll: float = 0.05) -> None:
         serve_devices([self], idle_poll)
@@ -237,7 +289,11 @@ class DeviceNode(Node):
 
 def serve_devices(nodes: list[DeviceNode], idle_poll: float = 0.05) -> None:
     """Serve one or several devices from one process (each keeps its own MQTT client) until
-    every one has been told to stop."""
+    every one has been told to stop.
+
+    Raises:
+        NodeFenced: Another process took over one of these devices (after the rest stopped).
+    """
     for node in nodes:
         if node.client is None:
             node.connect()
@@ -249,9 +305,12 @@ def serve_devices(nodes: list[DeviceNode], idle_poll: float = 0.05) -> None:
             busy = False
             for node in nodes:
                 if not node.stopping:
-                    busy |= node.poll(0.0 if len(nodes) > 1 else idle_poll)
+                    busy |= node.safe_poll(0.0 if len(nodes) > 1 else idle_poll)
             if len(nodes) > 1 and not busy:
                 time.sleep(0.001)
     finally:
         for node in nodes:
             node.close()
+    fenced = [node.fenced for node in nodes if node.fenced]
+    if fenced:
+        raise NodeFenced("; ".join(fenced))

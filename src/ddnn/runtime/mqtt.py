@@ -27,6 +27,7 @@ from paho.mqtt.properties import Properties
 log = logging.getLogger(__name__)
 
 SCHEMES = {"mqtt": 1883, "mqtts": 8883}
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with our id
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ def connect_client(
     will: tuple[str, bytes] | None = None,
     online: tuple[str, bytes] | None = None,
     connect_timeout: float = 10.0,
+    on_taken_over: Callable[[], None] | None = None,
 ) -> paho.Client:
     """A connected, looping MQTT 5 client that resubscribes and re-announces on every reconnect.
 
@@ -144,6 +146,9 @@ def connect_client(
         will: Retained Last Will ``(topic, payload)`` the broker publishes if we vanish.
         online: Retained ``(topic, payload)`` published after each (re)connect.
         connect_timeout: Seconds to keep retrying an unreachable broker before giving up.
+        on_taken_over: Called (on paho's thread) when another client connected with our id and
+            the broker closed our session (MQTT 5 reason 0x8E); the client then stops
+            reconnecting, so two processes never fight over one identity.
 
     Raises:
         BrokerError: Broker unreachable within ``connect_timeout``, or the connection refused.
@@ -179,8 +184,11 @@ def connect_client(
         log.info("%s connected to %s", client_id, settings.url)
         connected.set()
 
-    def on_disconnect(_c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def on_disconnect(c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         log.info("%s disconnected from %s (%s)", client_id, settings.url, reason)
+        if getattr(reason, "value", None) == SESSION_TAKEN_OVER and on_taken_over is not None:
+            c.disconnect()  # no automatic reconnect: that would take the session back
+            on_taken_over()
 
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect

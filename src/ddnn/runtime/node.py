@@ -1,31 +1,78 @@
-"""What every runtime node shares: an MQTT client, an inbox, a status topic, counters, a main loop.
+"""What every runtime node shares: an MQTT client, a bounded inbox, status, counters, a main loop.
 
 paho delivers messages on its network thread; a node only queues them there and handles them on
-its own thread, so a slow section never stalls keep-alives or acknowledgements.
+its own thread, so a slow section never stalls keep-alives or acknowledgements. No message can
+stop a node: frames and messages are validated before use (a bad one is counted under
+``rejected_<reason>`` and logged), and an unexpected error in a handler or a tick is counted as
+``handler_error`` / ``tick_error`` and logged with its traceback, never fatal.
+
+Identity: a node's MQTT client id is its name (under ``--secure``, the broker ties it to the
+node's login). A second process serving the same node takes the session over; the one taken
+over stops (it is *fenced*) and says so, so exactly one instance serves each node.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import paho.mqtt.client as paho
 
-from ddnn.runtime.codec import Frame, FrameDecodeError, FrameKind, decode_frame
+from ddnn.runtime.codec import Frame, FrameDecodeError, FrameKind, decode_frame, read_header
+from ddnn.runtime.messages import Control, MessageError, parse_control, parse_status
 from ddnn.runtime.mqtt import BrokerSettings, close_client, connect_client
-from ddnn.runtime.protocol import DONE, OFFLINE, ONLINE, STOP, Topics
+from ddnn.runtime.protocol import DONE, OFFLINE, ONLINE, Topics
 
 log = logging.getLogger(__name__)
+
+INBOX_BYTES = 64 * 1024 * 1024  # queued payload bytes before new messages are dropped (counted)
+
+
+class NodeFenced(ValueError):
+    """Another process took over this node's identity; this instance stopped."""
+
+
+class Inbox:
+    """Messages from paho's thread, bounded in bytes: a flood is dropped and counted, not hoarded."""
+
+    def __init__(self, counters: Counter[str], max_bytes: int = INBOX_BYTES) -> None:
+        self._q: queue.SimpleQueue[paho.MQTTMessage] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.max_bytes = max_bytes
+        self.counters = counters
+
+    def put(self, msg: paho.MQTTMessage) -> None:
+        n = len(msg.payload)
+        with self._lock:
+            if self.bytes + n > self.max_bytes:
+                self.counters["rejected_inbox_full"] += 1
+                return
+            self.bytes += n
+        self._q.put(msg)
+
+    def get(self, timeout: float | None) -> paho.MQTTMessage | None:
+        try:
+            msg = self._q.get(timeout=timeout) if timeout else self._q.get_nowait()
+        except queue.Empty:
+            return None
+        with self._lock:
+            self.bytes -= len(msg.payload)
+        return msg
 
 
 class Node:
     """Base of device, aggregator, edge and cloud nodes.
 
     Subclasses set ``name`` and ``subscriptions``, and implement ``handle`` (one message) and
-    optionally ``tick`` (time-driven work such as deadlines) and ``next_wakeup``.
+    optionally ``tick`` (time-driven work such as deadlines) and ``next_wakeup``. ``clock`` (the
+    monotonic time of deadlines) and ``wall`` (Unix time stamped on answers) can be replaced,
+    so deadline logic is tested with a fake clock.
     """
 
     def __init__(
@@ -43,10 +90,13 @@ class Node:
         self.topics = topics
         self.model_version = model_version
         self.qos = qos
-        self.inbox: queue.SimpleQueue[paho.MQTTMessage] = queue.SimpleQueue()
         self.counters: Counter[str] = Counter()
+        self.inbox = Inbox(self.counters)
         self.client: paho.Client | None = None
         self.stopping = False
+        self.fenced = ""
+        self.clock: Callable[[], float] = time.monotonic
+        self.wall: Callable[[], float] = time.time
 
     # -- wiring --------------------------------------------------------------------------------
     def subscriptions(self) -> list[str]:
@@ -64,7 +114,17 @@ class Node:
             will=(status, OFFLINE),
             online=(status, ONLINE),
             connect_timeout=connect_timeout,
+            on_taken_over=self._taken_over,
         )
+
+    def _taken_over(self) -> None:
+        """paho thread: another process connected as this node. Stop; it serves from now on."""
+        self.fenced = (
+            f"{self.name}: another process connected as this node and took over its session; "
+            "this instance stopped so that only one serves it (two nodes with the same id?)"
+        )
+        log.error("%s", self.fenced)
+        self.stopping = True
 
     def publish(self, topic: str, payload: bytes, qos: int | None = None, **kw: Any) -> None:
         assert self.client is not None, "connect() first"
@@ -73,7 +133,7 @@ class Node:
     def announce_done(self) -> None:
         self.publish(self.topics.status(self.name), DONE, qos=1, retain=True)
 
-    # -- frames --------------------------------------------------------------------------------
+    # -- validation ----------------------------------------------------------------------------
     def reject(self, reason: str, detail: str) -> None:
         """Count and log a message we cannot use; never raises."""
         self.counters[f"rejected_{reason}"] += 1
@@ -82,34 +142,67 @@ class Node:
             log.warning("%s rejected a message (%s, %d so far): %s", self.name, reason, n, detail)
 
     def decode(
-        self, msg: paho.MQTTMessage, kind: FrameKind, senders: set[int] | range
+        self,
+        msg: paho.MQTTMessage,
+        kind: FrameKind,
+        shapes: Mapping[int, tuple[int, ...]],
+        topic_sender: int | None,
     ) -> Frame | None:
-        """The frame in ``msg`` if it decodes, is of ``kind``, from a known sender, this model."""
+        """The frame in ``msg`` if it is a valid ``kind`` frame of this model, from the sender
+        its topic names, with that sender's payload shape; else ``None`` (counted).
+
+        Everything but the CRC and payload is checked from the header first, so an oversized or
+        foreign frame costs no allocation.
+        """
         try:
-            frame = decode_frame(msg.payload)
+            header = read_header(msg.payload)
         except FrameDecodeError as exc:
             self.reject("undecodable", f"{msg.topic}: {exc}")
             return None
-        if frame.kind != kind:
-            self.reject("wrong_kind", f"{msg.topic}: {frame.kind.name} frame, expected {kind.name}")
+        if header.kind != kind:
+            self.reject(
+                "wrong_kind", f"{msg.topic}: {header.kind.name} frame, expected {kind.name}"
+            )
             return None
-        if frame.sender_id not in senders:
-            self.reject("unknown_sender", f"{msg.topic}: sender {frame.sender_id} is not known")
+        if header.sender_id not in shapes:
+            self.reject("unknown_sender", f"{msg.topic}: sender {header.sender_id} is not known")
             return None
-        if frame.model_version != self.model_version:
+        if topic_sender != header.sender_id:
+            self.reject("topic_mismatch", f"{msg.topic}: frame from sender {header.sender_id}")
+            return None
+        if header.model_version != self.model_version:
             self.reject(
                 "wrong_model",
-                f"{msg.topic}: model version {frame.model_version:#010x}, "
+                f"{msg.topic}: model version {header.model_version:#010x}, "
                 f"serving {self.model_version:#010x}",
             )
             return None
-        return frame
+        if header.shape != shapes[header.sender_id]:
+            self.reject(
+                "wrong_shape",
+                f"{msg.topic}: payload shape {header.shape}, expected {shapes[header.sender_id]}",
+            )
+            return None
+        try:
+            return decode_frame(msg.payload, header)
+        except FrameDecodeError as exc:
+            self.reject("undecodable", f"{msg.topic}: {exc}")
+            return None
+
+    def status_of(self, msg: paho.MQTTMessage) -> tuple[str, str] | None:
+        """(node, status) of a status message, or ``None`` (counted) if malformed."""
+        node = msg.topic.rsplit("/", 1)[1]
+        try:
+            return node, parse_status(msg.payload)
+        except MessageError as exc:
+            self.reject(exc.reason, f"{msg.topic}: {exc}")
+            return None
 
     # -- loop ----------------------------------------------------------------------------------
     def handle(self, msg: paho.MQTTMessage) -> None:
-        """Handle one message (subclasses)."""
+        """Handle one message (subclasses). May raise ``MessageError`` for a bad message."""
 
-    def on_control(self, payload: bytes) -> None:
+    def on_control(self, control: Control) -> None:
         """A control command other than ``stop`` (subclasses)."""
 
     def tick(self, now: float) -> None:
@@ -119,46 +212,68 @@ class Node:
         """Monotonic time ``tick`` must run by, or ``None``."""
         return None
 
+    def dispatch(self, msg: paho.MQTTMessage) -> None:
+        """Handles one message; whatever it holds, it never raises."""
+        try:
+            if msg.topic == self.topics.control:
+                control = parse_control(msg.payload)
+                if control.command == "stop":
+                    self.stopping = True
+                else:
+                    self.on_control(control)
+            else:
+                self.handle(msg)
+        except MessageError as exc:
+            self.reject(exc.reason, f"{msg.topic}: {exc}")
+        except Exception:  # a bug must not take the node down with it; count and show it
+            self._error("handler_error", f"handling a message on {msg.topic}")
+
+    def _error(self, counter: str, what: str) -> None:
+        self.counters[counter] += 1
+        if self.counters[counter] <= 5 or self.counters[counter] % 1000 == 0:
+            log.exception(
+                "%s: unexpected error %s (%d so far)", self.name, what, self.counters[counter]
+            )
+
+    def safe_tick(self) -> None:
+        try:
+            self.tick(self.clock())
+        except Exception:
+            self._error("tick_error", "in tick")
+
     def step(self, max_wait: float) -> None:
         """Waits up to ``max_wait`` s for messages, handles all that are queued, then ticks."""
-        try:
-            msg = self.inbox.get(timeout=max(0.0, max_wait))
-        except queue.Empty:
-            msg = None
+        msg = self.inbox.get(timeout=max(0.0, max_wait))
         handled = 0
         while msg is not None and handled < 512:  # then tick, so deadlines run under load too
             handled += 1
-            if msg.topic == self.topics.control:
-                if msg.payload == STOP:
-                    self.stopping = True
-                else:
-                    self.on_control(bytes(msg.payload))
-            else:
-                try:
-                    self.handle(msg)
-                except (ValueError, KeyError, TypeError) as exc:  # a malformed control message
-                    self.reject("malformed", f"{msg.topic}: {exc}")
-            try:
-                msg = self.inbox.get_nowait()
-            except queue.Empty:
-                msg = None
-        self.tick(time.monotonic())
+            self.dispatch(msg)
+            msg = self.inbox.get(timeout=None)
+        self.safe_tick()
 
     def serve(self, idle_poll: float = 0.05) -> None:
-        """Run until a ``stop`` arrives on the control topic."""
+        """Run until a ``stop`` arrives on the control topic.
+
+        Raises:
+            NodeFenced: Another process took over this node's identity.
+        """
         if self.client is None:
             self.connect()
         try:
             while not self.stopping:
                 wake = self.next_wakeup()
-                wait = idle_poll if wake is None else min(idle_poll, wake - time.monotonic())
+                wait = idle_poll if wake is None else min(idle_poll, wake - self.clock())
                 self.step(wait)
         finally:
             self.close()
+        if self.fenced:
+            raise NodeFenced(self.fenced)
 
     def close(self) -> None:
         if self.client is not None:
-            close_client(self.client, (self.topics.status(self.name), OFFLINE))
+            close_client(
+                self.client, None if self.fenced else (self.topics.status(self.name), OFFLINE)
+            )
             self.client = None
         if self.counters:
             log.info("%s counters: %s", self.name, dict(self.counters))

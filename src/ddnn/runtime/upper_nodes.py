@@ -4,14 +4,16 @@ A sample's senders are named by the aggregator's request (devices present) or fo
 answered). The node waits for their FEATURES frames up to a deadline, then runs its section on
 what arrived, with the presence mask marking the rest absent — so a lost frame degrades one
 sample, flagged, and never stalls the pipeline.
+
+Memory is bounded whatever arrives: at most ``MAX_WAITING`` samples wait for their features,
+frames that come before their request are kept at most ``ORPHAN_TTL`` s and ``MAX_ORPHANS`` in
+number, and the samples already run are remembered in bounded memory.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,16 +24,27 @@ import torch
 from ddnn.config import ModelConfig
 from ddnn.models.ddnn import upper_input_shape
 from ddnn.models.sections import UpperSection, device_feature_shape
-from ddnn.runtime.codec import HEADER_BYTES, FrameKind, encode_features
+from ddnn.runtime.codec import HEADER_BYTES, FrameKind, encode_features, encode_scores
 from ddnn.runtime.feature_cache import FeatureCache
+from ddnn.runtime.messages import (
+    Answer,
+    Receipt,
+    UpRequest,
+    encode_answers,
+    encode_receipts,
+    parse_requests,
+)
 from ddnn.runtime.mqtt import BrokerSettings, message_overhead
 from ddnn.runtime.node import Node
-from ddnn.runtime.protocol import CLOUD, Answer, Topics, UpRequest, decode_requests, encode_answers
+from ddnn.runtime.protocol import CLOUD, Topics
+from ddnn.runtime.window import FinishedIds
 from ddnn.train.checkpoint import load_section
 
 log = logging.getLogger(__name__)
 
-ORPHAN_TTL = 30.0  # s a frame that came before its request is kept
+ORPHAN_TTL = 5.0  # s a frame that came before its request is kept
+MAX_ORPHANS = 4096  # such frames kept at most (the oldest go first)
+MAX_WAITING = 4096  # samples collecting features at once; more requests are refused (counted)
 
 
 @dataclass
@@ -75,7 +88,8 @@ class FeatureCollector(Node):
         self.deadline = deadline
         self.waiting: dict[int, Waiting] = {}
         self.orphans: dict[int, tuple[float, list[paho.MQTTMessage]]] = {}
-        self.done: set[int] = set()
+        self.orphan_count = 0
+        self.done = FinishedIds(keep=4 * MAX_WAITING)
         with torch.no_grad():  # warm up (first calls allocate) before going online
             n = len(senders)
             section(torch.zeros(1, n, *input_shape), torch.ones(1, n, dtype=torch.bool))
@@ -92,42 +106,50 @@ class FeatureCollector(Node):
 
     # -- joining ---------------------------------------------------------------------------------
     def on_requests(self, requests: list[UpRequest]) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for req in requests:
             expected = self.wanted(req) & set(self.senders)
             if not expected or req.sample in self.done or req.sample in self.waiting:
                 continue
+            if len(self.waiting) >= MAX_WAITING:  # the aggregator's timeout answers it instead
+                self.reject("overloaded", f"sample {req.sample}: {MAX_WAITING} samples waiting")
+                continue
             w = Waiting(req, expected, now + self.deadline)
             self.waiting[req.sample] = w
-            for msg in self.orphans.pop(req.sample, (0.0, []))[1]:
-                self.on_features(msg)
+            entry = self.orphans.pop(req.sample, None)
+            if entry is not None:
+                self.orphan_count -= len(entry[1])
+                for msg in entry[1]:
+                    self.on_features(msg)
 
     def on_features(self, msg: paho.MQTTMessage) -> None:
-        frame = self.decode(msg, FrameKind.FEATURES, set(self.senders))
+        frame = self.decode(msg, FrameKind.FEATURES, self.sender_shapes, self.sender_of(msg.topic))
         if frame is None:
-            return
-        if self.sender_of(msg.topic) != frame.sender_id:
-            self.reject("topic_mismatch", f"{msg.topic}: frame from sender {frame.sender_id}")
-            return
-        expected_shape = self.sender_shapes[frame.sender_id]
-        if tuple(frame.payload.shape) != expected_shape:
-            self.reject(
-                "wrong_shape",
-                f"{msg.topic}: features {tuple(frame.payload.shape)}, expected {expected_shape}",
-            )
             return
         w = self.waiting.get(frame.sample_id)
         if w is None:
             if frame.sample_id in self.done:
                 self.counters["late_frames"] += 1
                 return
-            entry = self.orphans.setdefault(frame.sample_id, (time.monotonic(), []))
-            entry[1].append(msg)
+            self._keep_orphan(frame.sample_id, msg)
             return
         key = str(frame.sender_id)
         w.features[frame.sender_id] = frame.payload
         w.payload[key] = w.payload.get(key, 0) + len(msg.payload) - HEADER_BYTES
         w.mqtt[key] = w.mqtt.get(key, 0) + message_overhead(msg)
+
+    def _keep_orphan(self, sample: int, msg: paho.MQTTMessage) -> None:
+        """A frame ahead of its request: kept briefly, within a count bound (oldest out)."""
+        while self.orphan_count >= MAX_ORPHANS:
+            oldest = next(iter(self.orphans))
+            self.orphan_count -= len(self.orphans.pop(oldest)[1])
+            self.counters["orphan_frames_dropped"] += 1
+        entry = self.orphans.setdefault(sample, (self.clock(), []))
+        if len(entry[1]) >= len(self.senders):  # one per sender is all a sample can have
+            self.counters["orphan_frames_dropped"] += 1
+            return
+        entry[1].append(msg)
+        self.orphan_count += 1
 
     def next_wakeup(self) -> float | None:
         return min((w.deadline for w in self.waiting.values()), default=None)
@@ -140,7 +162,7 @@ class FeatureCollector(Node):
             self._run(sorted(ready))
         stale = [s for s, (t, _) in self.orphans.items() if t < now - ORPHAN_TTL]
         for s in stale:
-            del self.orphans[s]
+            self.orphan_count -= len(self.orphans.pop(s)[1])
             self.counters["orphan_frames_dropped"] += 1
 
     def _input(self, sender: int, feats: np.ndarray) -> np.ndarray:
@@ -169,7 +191,7 @@ class FeatureCollector(Node):
                 self.counters["deadline_expired"] += 1
         with torch.no_grad():
             scores, feats = self.section(torch.from_numpy(x), torch.from_numpy(present))
-        self.done.update(samples)
+        self.done.add(samples)
         self.emit(batch, scores, feats)
 
 
@@ -217,7 +239,7 @@ class CloudNode(FeatureCollector):
     def subscriptions(self) -> list[str]:
         if self.groups:
             return [self.topics.forward, self.topics.edge_features("+")]
-        return [self.topics.request, self.topics.device_features("+")]
+        return [self.topics.up, self.topics.device_features("+")]
 
     def sender_of(self, topic: str) -> int | None:
         return Topics.index_in(topic, "edge" if self.groups else "device")
@@ -226,14 +248,14 @@ class CloudNode(FeatureCollector):
         return set(req.edges) if self.groups else set(req.present)
 
     def handle(self, msg: paho.MQTTMessage) -> None:
-        if msg.topic in (self.topics.request, self.topics.forward):
-            self.on_requests(decode_requests(msg.payload))
+        if msg.topic in (self.topics.up, self.topics.forward):
+            self.on_requests(parse_requests(msg.payload))
         else:
             self.on_features(msg)
 
     def emit(self, batch: list[Waiting], scores: torch.Tensor, feats: torch.Tensor) -> None:
         predictions = scores.argmax(dim=1).tolist()
-        now = time.time()
+        now = self.wall()
         answers = []
         for w, pred in zip(batch, predictions, strict=True):
             r = w.request
@@ -297,10 +319,10 @@ class EdgeNode(FeatureCollector):
         )
         self.edge = edge
         self.emits_features = config.cloud.enabled
-        self.cache: FeatureCache[np.ndarray] = FeatureCache(cache_ttl, self.counters)
+        self.cache: FeatureCache[np.ndarray] = FeatureCache(cache_ttl, self.counters, MAX_WAITING)
 
     def subscriptions(self) -> list[str]:
-        topics = [self.topics.request]
+        topics = [self.topics.up]
         topics += [self.topics.device_features(k) for k in self.senders]
         if self.emits_features:
             topics.append(self.topics.forward)
@@ -313,10 +335,10 @@ class EdgeNode(FeatureCollector):
         return set(req.present)
 
     def handle(self, msg: paho.MQTTMessage) -> None:
-        if msg.topic == self.topics.request:
-            self.on_requests(decode_requests(msg.payload))
+        if msg.topic == self.topics.up:
+            self.on_requests(parse_requests(msg.payload))
         elif msg.topic == self.topics.forward:
-            for req in decode_requests(msg.payload):
+            for req in parse_requests(msg.payload):
                 if self.edge in req.edges:
                     self._forward(req.sample)
         else:
@@ -332,14 +354,10 @@ class EdgeNode(FeatureCollector):
         self.publish(self.topics.edge_features(self.edge), frame)
 
     def emit(self, batch: list[Waiting], scores: torch.Tensor, feats: torch.Tensor) -> None:
-        now = time.monotonic()
-        receipts = {
-            str(w.request.sample): {"payload": w.payload, "mqtt": w.mqtt, "flags": w.request.flags}
-            for w in batch
-        }
+        now = self.clock()
+        receipts = {w.request.sample: Receipt(w.payload, w.mqtt, w.request.flags) for w in batch}
         # Receipts first: the aggregator books the device->edge bytes before it decides.
-        self.publish(self.topics.edge_receipts(self.edge), json.dumps(receipts).encode(), qos=1)
-        from ddnn.runtime.codec import encode_scores
+        self.publish(self.topics.edge_receipts(self.edge), encode_receipts(receipts), qos=1)
 
         topic = self.topics.edge_scores(self.edge)
         for b, w in enumerate(batch):

@@ -1,0 +1,436 @@
+"""The runtime's non-frame messages: their schemas, encoders and validating parsers.
+
+Every message a node receives passes through one parser here before any node looks at it. A
+parser returns typed values or raises :class:`MessageError` (a ``ValueError``) naming what was
+wrong; nodes count and log that and carry on. The checks are the schema, not best effort: sizes
+are bounded before parsing, JSON constants ``NaN``/``Infinity`` are refused, nesting that would
+overflow the parser's recursion is refused, every number is an integer or a finite float in its
+range, every list and mapping is bounded.
+
+Messages (all JSON, UTF-8, compact):
+
+============  =====================================================================================
+message       schema
+============  =====================================================================================
+control       ``stop`` | ``start`` | ``start <unix time>`` (plain ASCII, not JSON)
+status        ``online`` | ``offline`` | ``done`` (plain ASCII)
+progress      ``{"decided": D, "latest": L}``: highest sample id decided, newest in-window id seen
+feature ask   ``[[sample, [device, …]], …]`` on ``request``: which devices send which features;
+              all a device may read about the samples that go up
+up / forward  list of :class:`UpRequest` objects (aggregator -> edges / cloud)
+receipts      ``{"<sample>": {"payload": {...}, "mqtt": {...}, "flags": [...]}, …}`` (edge -> agg.)
+results       list of :class:`Answer` objects
+============  =====================================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "MAX_SAMPLE_ID",
+    "Answer",
+    "Control",
+    "MessageError",
+    "Progress",
+    "Receipt",
+    "UpRequest",
+    "encode_answers",
+    "encode_feature_asks",
+    "encode_progress",
+    "encode_receipts",
+    "encode_requests",
+    "parse_answers",
+    "parse_control",
+    "parse_feature_asks",
+    "parse_progress",
+    "parse_receipts",
+    "parse_requests",
+    "parse_status",
+]
+
+MAX_SAMPLE_ID = 2**53 - 1  # exact in every JSON reader (IEEE double), and in int64
+MAX_NODE_ID = 0xFFFF  # device and edge ids (the frame header's sender field)
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a results message of 512 answers is ~150 KB
+MAX_ITEMS = 4096  # entries in one message (samples, answers, receipts)
+MAX_FLAGS = 32
+MAX_TEXT = 256  # characters of one flag or error string
+
+STATUSES = ("online", "offline", "done")
+EXITS = ("local", "edge", "cloud", "none")
+
+
+class MessageError(ValueError):
+    """A message that does not match its schema; ``reason`` is the counter it is booked under."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------
+# primitive checks
+
+
+def _refuse_constant(name: str) -> Any:
+    raise MessageError(f"non-finite number {name} is not allowed")
+
+
+def load_json(payload: bytes | bytearray | memoryview, what: str) -> Any:
+    """Parses a JSON message: bounded size, no NaN/Infinity, no recursion overflow."""
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise MessageError(
+            f"{what} message of {len(payload)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit",
+            "oversized",
+        )
+    try:
+        return json.loads(bytes(payload), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise MessageError(f"{what} message is nested too deeply") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError(f"{what} message is not valid JSON: {exc}") from None
+
+
+def _int(value: Any, what: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MessageError(f"{what} must be an integer in [{lo}, {hi}], got {_show(value)}")
+    if not lo <= value <= hi:
+        raise MessageError(f"{what} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def _float(value: Any, what: str, lo: float = -math.inf, hi: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MessageError(f"{what} must be a finite number, got {_show(value)}")
+    v = float(value)
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise MessageError(f"{what} must be a finite number in [{lo}, {hi}], got {value}")
+    return v
+
+
+def _list(value: Any, what: str, max_len: int = MAX_ITEMS) -> list[Any]:
+    if not isinstance(value, list):
+        raise MessageError(f"{what} must be a list, got {_show(value)}")
+    if len(value) > max_len:
+        raise MessageError(f"{what} has {len(value)} entries, at most {max_len} are accepted")
+    return value
+
+
+def _dict(value: Any, what: str, max_len: int = MAX_ITEMS) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MessageError(f"{what} must be an object, got {_show(value)}")
+    if len(value) > max_len:
+        raise MessageError(f"{what} has {len(value)} entries, at most {max_len} are accepted")
+    return value
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise MessageError(f"{what} must be a string of at most {MAX_TEXT} characters")
+    return value
+
+
+def _sample(value: Any, what: str = "sample") -> int:
+    return _int(value, what, 0, MAX_SAMPLE_ID)
+
+
+def _ids(value: Any, what: str) -> list[int]:
+    ids = [_int(v, f"{what} entry", 0, MAX_NODE_ID) for v in _list(value, what, MAX_NODE_ID)]
+    if len(set(ids)) != len(ids):
+        raise MessageError(f"{what} repeats an id: {ids}")
+    return sorted(ids)
+
+
+def _byte_counts(value: Any, what: str) -> dict[str, int]:
+    """``{"<node id>": bytes}``; keys are decimal node ids."""
+    out = {}
+    for key, n in _dict(value, what, MAX_NODE_ID).items():
+        if not (key.isdigit() and key.isascii()) or int(key) > MAX_NODE_ID:
+            raise MessageError(f"{what} key {_show(key)} is not a node id")
+        out[key] = _int(n, f"{what}[{key}]", 0, 2**31 - 1)
+    return out
+
+
+def _flags(value: Any, what: str = "flags") -> list[str]:
+    return [_text(f, f"{what} entry") for f in _list(value, what, MAX_FLAGS)]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _fields(item: Any, what: str, required: set[str], optional: set[str]) -> dict[str, Any]:
+    d = _dict(item, what, len(required) + len(optional))
+    missing = required - set(d)
+    unknown = set(d) - required - optional
+    if missing or unknown:
+        raise MessageError(
+            f"{what} has missing field(s) {sorted(missing)} / unknown field(s) {sorted(unknown)}; "
+            f"fields: {sorted(required | optional)}"
+        )
+    return d
+
+
+def _dump(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# control and status (plain ASCII)
+
+
+@dataclass(frozen=True)
+class Control:
+    """A command on the control topic: ``stop``, or ``start`` at an optional wall-clock time."""
+
+    command: str
+    at: float | None = None
+
+
+def parse_control(payload: bytes | bytearray) -> Control:
+    raw = bytes(payload)
+    if len(raw) > 64:
+        raise MessageError(f"control message of {len(raw)} bytes; accepted: stop, start [TIME]")
+    word, _, arg = raw.partition(b" ")
+    if word == b"stop" and not arg:
+        return Control("stop")
+    if word == b"start":
+        if not arg:
+            return Control("start")
+        try:
+            at = float(arg.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            at = math.nan
+        if not math.isfinite(at) or at < 0:
+            raise MessageError(f"control 'start {_show(arg)}': the time must be a finite Unix time")
+        return Control("start", at)
+    raise MessageError(f"unknown control message {_show(raw)}; accepted: stop, start [TIME]")
+
+
+def parse_status(payload: bytes | bytearray) -> str:
+    text = bytes(payload).decode("ascii", errors="replace")
+    if text not in STATUSES:
+        raise MessageError(f"status {_show(text)}; accepted: {', '.join(STATUSES)}")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# progress (aggregator -> devices, retained)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Flow control: the highest sample decided, and the newest sample seen inside the window."""
+
+    decided: int
+    latest: int
+
+
+def encode_progress(p: Progress) -> bytes:
+    return _dump({"decided": p.decided, "latest": p.latest})
+
+
+def parse_progress(payload: bytes | bytearray) -> Progress:
+    d = _fields(load_json(payload, "progress"), "progress", {"decided", "latest"}, set())
+    decided = _int(d["decided"], "progress 'decided'", -1, MAX_SAMPLE_ID)
+    latest = _int(d["latest"], "progress 'latest'", -1, MAX_SAMPLE_ID)
+    return Progress(decided, max(decided, latest))
+
+
+# ---------------------------------------------------------------------------------------------
+# feature asks (aggregator -> devices): only what a device needs
+
+
+def encode_feature_asks(asks: list[tuple[int, list[int]]]) -> bytes:
+    return _dump([[s, ids] for s, ids in asks])
+
+
+def parse_feature_asks(payload: bytes | bytearray) -> list[tuple[int, list[int]]]:
+    out = []
+    for item in _list(load_json(payload, "request"), "request"):
+        pair = _list(item, "request entry", 2)
+        if len(pair) != 2:
+            raise MessageError("request entry must be [sample, [device, …]]")
+        out.append((_sample(pair[0]), _ids(pair[1], "request devices")))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# up requests (aggregator -> edges, cloud)
+
+
+@dataclass
+class UpRequest:
+    """A sample that goes up: which devices were present and what they sent so far.
+
+    The aggregator publishes these on ``up`` (edges / the cloud then collect the devices'
+    features) and on ``forward`` (edges then send theirs); the tier above uses them to know whom
+    to wait for and to carry the byte counts into the final answer.
+    """
+
+    sample: int
+    present: list[int]
+    device_payload: dict[str, int]
+    device_frames: dict[str, int]
+    device_mqtt: dict[str, int]
+    captured: float
+    local_prediction: int
+    edge_prediction: int = -1
+    edges: list[int] = field(default_factory=list)
+    edge_payload: dict[str, int] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+
+_REQUEST_REQUIRED = {
+    "sample",
+    "present",
+    "device_payload",
+    "device_frames",
+    "device_mqtt",
+    "captured",
+    "local_prediction",
+}
+_REQUEST_OPTIONAL = {"edge_prediction", "edges", "edge_payload", "flags"}
+
+
+def encode_requests(requests: list[UpRequest]) -> bytes:
+    return _dump([asdict(r) for r in requests])
+
+
+def parse_requests(payload: bytes | bytearray) -> list[UpRequest]:
+    out = []
+    for item in _list(load_json(payload, "up request"), "up request"):
+        d = _fields(item, "up request", _REQUEST_REQUIRED, _REQUEST_OPTIONAL)
+        out.append(
+            UpRequest(
+                sample=_sample(d["sample"]),
+                present=_ids(d["present"], "present"),
+                device_payload=_byte_counts(d["device_payload"], "device_payload"),
+                device_frames=_byte_counts(d["device_frames"], "device_frames"),
+                device_mqtt=_byte_counts(d["device_mqtt"], "device_mqtt"),
+                captured=_float(d["captured"], "captured", 0.0),
+                local_prediction=_int(d["local_prediction"], "local_prediction", 0, MAX_NODE_ID),
+                edge_prediction=_int(
+                    d.get("edge_prediction", -1), "edge_prediction", -1, MAX_NODE_ID
+                ),
+                edges=_ids(d.get("edges", []), "edges"),
+                edge_payload=_byte_counts(d.get("edge_payload", {}), "edge_payload"),
+                flags=_flags(d.get("flags", [])),
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# receipts (edge -> aggregator): the device -> edge bytes of the samples an edge ran
+
+
+@dataclass(frozen=True)
+class Receipt:
+    payload: dict[str, int]
+    mqtt: dict[str, int]
+    flags: list[str]
+
+
+def encode_receipts(receipts: dict[int, Receipt]) -> bytes:
+    return _dump({str(s): asdict(r) for s, r in receipts.items()})
+
+
+def parse_receipts(payload: bytes | bytearray) -> dict[int, Receipt]:
+    out = {}
+    for key, item in _dict(load_json(payload, "receipts"), "receipts").items():
+        if not (key.isdigit() and key.isascii()):
+            raise MessageError(f"receipt key {_show(key)} is not a sample id")
+        d = _fields(item, "receipt", {"payload", "mqtt", "flags"}, set())
+        out[_sample(int(key))] = Receipt(
+            _byte_counts(d["payload"], "receipt payload"),
+            _byte_counts(d["mqtt"], "receipt mqtt"),
+            _flags(d["flags"]),
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# answers (aggregator, cloud -> results)
+
+
+@dataclass
+class Answer:
+    """One sample's outcome as published on the results topic.
+
+    Attributes:
+        sample: Sample id (its index in the replayed split).
+        prediction: Class index; -1 when the sample failed.
+        exit: ``local``, ``edge`` or ``cloud``; ``none`` when the sample failed.
+        present: Devices whose frames were fused.
+        device_payload: Codec payload bytes each device sent for this sample (scores + features).
+        device_frames: Frames each device sent for this sample.
+        device_mqtt: MQTT packet overhead of those frames (fixed header, topic, packet id, props).
+        edge_payload: Payload bytes each edge sent to the cloud.
+        captured: Wall-clock time the first device captured the sample (seconds since epoch).
+        answered: Wall-clock time the answer was published.
+        flags: Why an answer is degraded, e.g. ``cloud_unreachable``, ``features_missing``.
+        error: Why the sample could not be answered at all (then ``prediction`` is -1).
+    """
+
+    sample: int
+    prediction: int
+    exit: str
+    present: list[int]
+    device_payload: dict[str, int] = field(default_factory=dict)
+    device_frames: dict[str, int] = field(default_factory=dict)
+    device_mqtt: dict[str, int] = field(default_factory=dict)
+    edge_payload: dict[str, int] = field(default_factory=dict)
+    captured: float = 0.0
+    answered: float = 0.0
+    flags: list[str] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
+
+
+def failure(sample: int, error: str, now: float, present: list[int] | None = None) -> Answer:
+    """The answer of a sample no exit could answer: reported failed, with the reason."""
+    return Answer(sample, -1, "none", present or [], captured=now, answered=now, error=error)
+
+
+_ANSWER_REQUIRED = {"sample", "prediction", "exit", "present"}
+_ANSWER_OPTIONAL = set(Answer.__dataclass_fields__) - _ANSWER_REQUIRED
+
+
+def encode_answers(answers: list[Answer]) -> bytes:
+    return _dump([asdict(a) for a in answers])
+
+
+def parse_answers(payload: bytes | bytearray) -> list[Answer]:
+    out = []
+    for item in _list(load_json(payload, "results"), "results"):
+        d = _fields(item, "answer", _ANSWER_REQUIRED, _ANSWER_OPTIONAL)
+        exit_name = d["exit"]
+        if exit_name not in EXITS:
+            raise MessageError(f"answer exit {_show(exit_name)}; accepted: {', '.join(EXITS)}")
+        error = _text(d.get("error", ""), "answer error")
+        prediction = _int(d["prediction"], "prediction", -1 if error else 0, MAX_NODE_ID)
+        out.append(
+            Answer(
+                sample=_sample(d["sample"]),
+                prediction=prediction,
+                exit=exit_name,
+                present=_ids(d["present"], "present"),
+                device_payload=_byte_counts(d.get("device_payload", {}), "device_payload"),
+                device_frames=_byte_counts(d.get("device_frames", {}), "device_frames"),
+                device_mqtt=_byte_counts(d.get("device_mqtt", {}), "device_mqtt"),
+                edge_payload=_byte_counts(d.get("edge_payload", {}), "edge_payload"),
+                captured=_float(d.get("captured", 0.0), "captured", 0.0),
+                answered=_float(d.get("answered", 0.0), "answered", 0.0),
+                flags=_flags(d.get("flags", [])),
+                error=error,
+            )
+        )
+    return out
