@@ -7,54 +7,25 @@ import time
 from pathlib import Path
 
 import pytest
+from process_guard import _children, _listening_ports
 
 from ddnn.cli import main
 
 
-def _children(root: int) -> set[int]:
-    """Every live descendant process of ``root`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] == "Z":  # a zombie is gone, only not yet reaped
-            continue
-        parents[int(entry)] = int(fields[1])
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
-        found |= frontier
-    return found
-
-
-def _listening_ports() -> set[int]:
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if parts[3] == "0A":  # LISTEN
-                ports.add(int(parts[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
 @pytest.fixture(autouse=True)
 def no_leftovers():
-    """Fails a test that leaves a child process or a listening port behind."""
-    before_ports = _listening_ports()
+    """Fails a test that leaves behind a child process or a listening port it opened itself.
+
+    Only this test process and its descendants are watched: brokers or servers that other
+    work on the machine runs are none of the test's business.
+    """
+    me = os.getpid()
+    before_ports = _listening_ports({me, *_children(me)})
     yield
     deadline = time.monotonic() + 5.0
     while True:
-        children = _children(os.getpid())
-        ports = _listening_ports() - before_ports
+        children = _children(me)
+        ports = _listening_ports({me, *children}) - before_ports
         if (not children and not ports) or time.monotonic() > deadline:
             break
         time.sleep(0.1)

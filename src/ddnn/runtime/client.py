@@ -124,7 +124,8 @@ class ResultCollector:
     """Subscribes to the results and node statuses of one namespace.
 
     Args:
-        settings: Broker address and login.
+        settings: Broker address and login (``None``: not connected; messages are fed to
+            :meth:`handle`, as tests do).
         topics: The deployment's topics.
         client_id: Suffix of the MQTT client id.
         samples: The sample ids asked for are ``0 .. samples - 1`` (``None``: any id counts).
@@ -132,7 +133,7 @@ class ResultCollector:
 
     def __init__(
         self,
-        settings: BrokerSettings,
+        settings: BrokerSettings | None,
         topics: Topics,
         client_id: str = "client",
         samples: int | None = None,
@@ -148,12 +149,14 @@ class ResultCollector:
         self.offline_since: dict[str, float] = {}
         self.malformed = 0
         self.clock = time.monotonic
-        self.client = connect_client(
-            f"ddnn-{topics.namespace}-{client_id}",
-            settings,
-            self.inbox.put,
-            [(topics.results, 1), (topics.status("+"), 1)],
-        )
+        self.client: paho.Client | None = None
+        if settings is not None:
+            self.client = connect_client(
+                f"ddnn-{topics.namespace}-{client_id}",
+                settings,
+                self.inbox.put,
+                [(topics.results, 1), (topics.status("+"), 1)],
+            )
 
     def asked(self, sample: int) -> bool:
         return self.samples is None or 0 <= sample < self.samples
@@ -228,6 +231,8 @@ class ResultCollector:
             self.poll(0.1)
 
     def send(self, command: bytes) -> None:
+        if self.client is None:
+            raise ValueError("this result collector is not connected to a broker")
         self.client.publish(self.topics.control, command, qos=1).wait_for_publish(5)
 
     def collect(
@@ -308,7 +313,8 @@ class ResultCollector:
                 self.send(STOP)
             except (RuntimeError, ValueError):  # pragma: no cover - broker already gone
                 pass
-        close_client(self.client)
+        if self.client is not None:
+            close_client(self.client)
 
 
 def format_report(doc: dict[str, Any]) -> str:

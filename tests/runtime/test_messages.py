@@ -1,0 +1,284 @@
+"""Every parser of a message a node receives: hand-written hostile cases, round trips, and fuzzing.
+
+The contract: a parser returns a valid value or raises ``MessageError`` (frames:
+``FrameDecodeError``) — never any other exception, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ddnn.runtime import messages as m
+from ddnn.runtime.codec import (
+    HEADER_BYTES,
+    FrameDecodeError,
+    decode_frame,
+    encode_features,
+    encode_scores,
+    read_header,
+)
+
+PARSERS = [
+    m.parse_control,
+    m.parse_status,
+    m.parse_progress,
+    m.parse_feature_asks,
+    m.parse_requests,
+    m.parse_receipts,
+    m.parse_answers,
+]
+
+
+def must_reject(parser, payload: bytes) -> None:
+    with pytest.raises(m.MessageError):
+        parser(payload)
+
+
+# -- the cases seen in the field -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_deep_nesting_is_refused_not_a_recursion_error(parser):
+    must_reject(parser, b"[" * 100_000)
+
+
+@pytest.mark.parametrize(
+    "parser, payload",
+    [
+        (m.parse_feature_asks, b"[[Infinity, [0]]]"),
+        (m.parse_feature_asks, b'[["a", [10000000]]]'),
+        (m.parse_feature_asks, b"[[1, [0, 0]]]"),  # a device twice
+        (m.parse_feature_asks, b"[[-1, [0]]]"),
+        (m.parse_feature_asks, b"[[1.5, [0]]]"),
+        (m.parse_feature_asks, b"[[true, [0]]]"),
+        (m.parse_feature_asks, b"[[9007199254740992, [0]]]"),  # 2**53: beyond exact JSON ints
+        (m.parse_progress, b'{"decided": 1, "latest": Infinity}'),
+        (m.parse_progress, b'{"decided": NaN, "latest": 1}'),
+        (m.parse_progress, b'{"decided": 1}'),
+        (m.parse_progress, b'{"decided": 1, "latest": 2, "extra": 3}'),
+        (m.parse_progress, b'{"decided": -2, "latest": 2}'),
+        (m.parse_receipts, b"[1, 2]"),
+        (m.parse_receipts, b'{"x": {"payload": {}, "mqtt": {}, "flags": []}}'),
+        (m.parse_receipts, b'{"1": {"payload": {"0": -5}, "mqtt": {}, "flags": []}}'),
+        (m.parse_answers, b'{"sample": 1}'),
+        (m.parse_answers, b'[{"sample": 1, "prediction": 0, "exit": "moon", "present": []}]'),
+        (m.parse_answers, b'[{"sample": 1, "prediction": -1, "exit": "local", "present": []}]'),
+        (
+            m.parse_answers,
+            b'[{"sample": 1, "prediction": 0, "exit": "local", "present": [], "captured": 1e999}]',
+        ),
+        (
+            m.parse_answers,
+            b'[{"sample": 1, "prediction": 0, "exit": "local", "present": [], "flags": ['
+            + b'"x",' * 40
+            + b'"x"]}]',
+        ),
+        (m.parse_requests, b'[{"sample": 1}]'),
+        (m.parse_requests, b"\xff\xfe"),
+        (m.parse_control, b"start nan"),
+        (m.parse_control, b"start inf"),
+        (m.parse_control, b"start -inf"),
+        (m.parse_control, b"start 1e999"),
+        (m.parse_control, b"start 1 2"),
+        (m.parse_control, b"stop now"),
+        (m.parse_control, b"x" * 10_000),
+        (m.parse_status, b"online\x00"),
+    ],
+)
+def test_hostile_payloads_are_refused(parser, payload):
+    must_reject(parser, payload)
+
+
+def test_oversized_messages_are_refused_before_parsing():
+    payload = b"[" + b"0," * (m.MAX_MESSAGE_BYTES // 2) + b"0]"
+    with pytest.raises(m.MessageError) as info:
+        m.parse_feature_asks(payload)
+    assert info.value.reason == "oversized"
+
+
+def test_control_and_status_accept_exactly_the_documented_forms():
+    assert m.parse_control(b"stop") == m.Control("stop")
+    assert m.parse_control(b"start") == m.Control("start")
+    assert m.parse_control(b"start 1700000000.5") == m.Control("start", 1700000000.5)
+    assert [m.parse_status(s) for s in (b"online", b"offline", b"done")] == [
+        "online",
+        "offline",
+        "done",
+    ]
+
+
+# -- round trips --------------------------------------------------------------------------------------
+
+counts = st.dictionaries(st.integers(0, 65535).map(str), st.integers(0, 2**31 - 1), max_size=6)
+ids = st.lists(st.integers(0, 65535), unique=True, max_size=8).map(sorted)
+samples = st.integers(0, m.MAX_SAMPLE_ID)
+flags = st.lists(st.text(max_size=40), max_size=4)
+times = st.floats(0, 4e9, allow_nan=False)
+
+
+@given(st.lists(st.tuples(samples, ids), max_size=20))
+def test_feature_asks_round_trip(asks):
+    assert m.parse_feature_asks(m.encode_feature_asks(asks)) == [(s, d) for s, d in asks]
+
+
+@given(samples, samples)
+def test_progress_round_trips(a, b):
+    p = m.Progress(min(a, b), max(a, b))
+    assert m.parse_progress(m.encode_progress(p)) == p
+
+
+@given(
+    st.builds(
+        m.UpRequest,
+        sample=samples,
+        present=ids,
+        device_payload=counts,
+        device_frames=counts,
+        device_mqtt=counts,
+        captured=times,
+        local_prediction=st.integers(0, 9),
+        edge_prediction=st.integers(-1, 9),
+        edges=ids,
+        edge_payload=counts,
+        flags=flags,
+    )
+)
+def test_up_requests_round_trip(req):
+    assert m.parse_requests(m.encode_requests([req])) == [req]
+
+
+@given(
+    st.builds(
+        m.Answer,
+        sample=samples,
+        prediction=st.integers(0, 9),
+        exit=st.sampled_from(["local", "edge", "cloud"]),
+        present=ids,
+        device_payload=counts,
+        captured=times,
+        answered=times,
+        flags=flags,
+    )
+)
+def test_answers_round_trip(answer):
+    assert m.parse_answers(m.encode_answers([answer])) == [answer]
+
+
+def test_a_failure_round_trips_with_its_reason():
+    f = m.failure(7, "lost in transit", 1.0)
+    (back,) = m.parse_answers(m.encode_answers([f]))
+    assert back.failed and back.error == "lost in transit" and back.prediction == -1
+
+
+@given(
+    st.dictionaries(
+        samples, st.builds(m.Receipt, payload=counts, mqtt=counts, flags=flags), max_size=5
+    )
+)
+def test_receipts_round_trip(receipts):
+    assert m.parse_receipts(m.encode_receipts(receipts)) == receipts
+
+
+# -- fuzzing -------------------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(PARSERS), st.binary(max_size=200))
+def test_any_bytes_are_parsed_or_refused(parser, payload):
+    try:
+        parser(payload)
+    except m.MessageError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(PARSERS), json_values)
+def test_any_json_document_is_parsed_or_refused(parser, doc):
+    try:
+        result = parser(json.dumps(doc).encode())
+    except m.MessageError:
+        return
+    # what passes holds only finite numbers
+    for value in _numbers(result):
+        assert math.isfinite(value)
+
+
+def _numbers(value):
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        yield value
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _numbers(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _numbers(v)
+    elif hasattr(value, "__dataclass_fields__"):
+        for name in value.__dataclass_fields__:
+            yield from _numbers(getattr(value, name))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120))
+def test_any_bytes_decode_as_a_frame_or_raise_the_decode_error(data):
+    try:
+        decode_frame(data)
+    except FrameDecodeError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 200),
+    st.integers(0, 255),
+    st.booleans(),
+)
+def test_any_single_byte_change_of_a_frame_is_caught(position, value, features):
+    if features:
+        frame = encode_features(np.ones((4, 3, 3)), sender_id=2, sample_id=9, model_version=5)
+    else:
+        frame = encode_scores(np.arange(3.0), sender_id=2, sample_id=9, model_version=5)
+    i = position % len(frame)
+    if frame[i] == value:
+        return
+    bad = frame[:i] + bytes([value]) + frame[i + 1 :]
+    with pytest.raises(FrameDecodeError):
+        decode_frame(bad)
+
+
+def test_a_frame_claiming_a_huge_shape_is_refused_from_its_header_alone():
+    frame = bytearray(
+        encode_features(np.ones((4, 3, 3)), sender_id=0, sample_id=0, model_version=5)
+    )
+    # claim 16 x 512 x 640 bits (655 360 B) but carry 5 bytes: refused before any allocation
+    frame[19:25] = np.array([16, 512, 640], dtype="<u2").tobytes()
+    with pytest.raises(FrameDecodeError, match="length mismatch"):
+        read_header(bytes(frame))
+
+
+def test_non_finite_scores_are_refused_at_decode():
+    for bad in (np.nan, np.inf, -np.inf):
+        frame = bytearray(encode_scores(np.zeros(3), sender_id=0, sample_id=0, model_version=1))
+        frame[HEADER_BYTES : HEADER_BYTES + 4] = np.float32(bad).tobytes()
+        crc = zlib.crc32(bytes(frame[HEADER_BYTES:]), zlib.crc32(bytes(frame[:29])))
+        frame[29:33] = crc.to_bytes(4, "little")
+        with pytest.raises(FrameDecodeError, match="finite"):
+            decode_frame(bytes(frame))

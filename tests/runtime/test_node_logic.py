@@ -1,0 +1,346 @@
+"""Node decisions driven by hand: fake MQTT client, fake clock, no broker, no sleeping.
+
+Windows, deadlines, gap failures, resends and the collector's early stop are checked against
+hand-computed expectations, with time advanced explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ddnn.runtime.aggregator_node import AggregatorNode
+from ddnn.runtime.client import ResultCollector
+from ddnn.runtime.codec import encode_scores
+from ddnn.runtime.device_node import DeviceNode
+from ddnn.runtime.messages import parse_answers, parse_progress
+from ddnn.runtime.mqtt import BrokerSettings
+from ddnn.runtime.protocol import Topics
+from ddnn.runtime.window import FinishedIds
+
+SETTINGS = BrokerSettings("127.0.0.1", 1)
+TOPICS = Topics("t")
+
+
+class FakeClient:
+    """Records what a node publishes."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def publish(self, topic, payload, qos=0, retain=False, properties=None):
+        self.sent.append((topic, bytes(payload)))
+
+    def on(self, topic: str) -> list[bytes]:
+        return [p for t, p in self.sent if t == topic]
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def message(topic: str, payload: bytes) -> SimpleNamespace:
+    return SimpleNamespace(topic=topic, payload=payload, qos=1, properties=None)
+
+
+def wired(node):
+    node.client = FakeClient()
+    node.clock = Clock()
+    node.wall = Clock(1.7e9)
+    return node
+
+
+# -- the aggregator -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aggregator(run_c):
+    return wired(AggregatorNode(run_c, SETTINGS, TOPICS, {"local": 1.0}, deadline=0.5, window=8))
+
+
+def scores_frame(node, device: int, sample: int, scores=(2.0, 0.0, 0.0)) -> SimpleNamespace:
+    frame = encode_scores(
+        np.asarray(scores, dtype=np.float32),
+        sender_id=device,
+        sample_id=sample,
+        model_version=node.model_version,
+    )
+    return message(TOPICS.device_scores(device), frame)
+
+
+def send_all_devices(node, sample: int) -> None:
+    for k in range(node.num_devices):
+        node.dispatch(scores_frame(node, k, sample))
+
+
+def answers(node) -> list:
+    return [a for p in node.client.on(TOPICS.results) for a in parse_answers(p)]
+
+
+def test_frames_beyond_the_window_are_counted_and_dropped(aggregator):
+    # window 8 above the highest decided sample (-1 at start): ids 0..7 are in, 8 is out.
+    aggregator.dispatch(scores_frame(aggregator, 0, 7))
+    aggregator.dispatch(scores_frame(aggregator, 0, 8))
+    aggregator.dispatch(scores_frame(aggregator, 0, 10**6))
+    assert set(aggregator.arrivals) == {7}
+    assert aggregator.counters["rejected_out_of_window"] == 2
+    aggregator.safe_tick()
+    assert parse_progress(aggregator.client.on(TOPICS.progress)[-1]).latest == 7
+
+
+def test_all_devices_decide_at_once_and_the_window_moves(aggregator):
+    for s in range(3):
+        send_all_devices(aggregator, s)
+    aggregator.safe_tick()
+    got = answers(aggregator)
+    assert [a.sample for a in got] == [0, 1, 2]
+    assert all(a.exit == "local" and a.present == list(range(6)) for a in got)
+    # decided 2: the window now reaches sample 10, not 11
+    aggregator.dispatch(scores_frame(aggregator, 1, 10))
+    aggregator.dispatch(scores_frame(aggregator, 1, 11))
+    assert 10 in aggregator.arrivals and 11 not in aggregator.arrivals
+
+
+def test_a_partial_sample_waits_for_the_deadline_then_fuses_without_the_missing(aggregator):
+    aggregator.dispatch(scores_frame(aggregator, 0, 0))
+    aggregator.dispatch(scores_frame(aggregator, 4, 0))
+    aggregator.clock.t += 0.49
+    aggregator.safe_tick()
+    assert answers(aggregator) == []
+    aggregator.clock.t += 0.02
+    aggregator.safe_tick()
+    (a,) = answers(aggregator)
+    assert a.present == [0, 4]
+    assert a.flags == ["devices_missing:[1, 2, 3, 5]"]
+
+
+def test_ids_passed_without_any_frame_are_reported_failed_after_the_deadline(aggregator):
+    send_all_devices(aggregator, 3)  # 0, 1 and 2 never arrive: lost in transit
+    aggregator.safe_tick()
+    assert [a.sample for a in answers(aggregator)] == [3]
+    assert sorted(aggregator.gaps) == [0, 1, 2]
+    aggregator.dispatch(scores_frame(aggregator, 2, 1))  # sample 1 turns up after all
+    assert sorted(aggregator.gaps) == [0, 2]
+    aggregator.clock.t += 0.6
+    aggregator.safe_tick()
+    by_sample = {a.sample: a for a in answers(aggregator)}
+    assert sorted(by_sample) == [0, 1, 2, 3]
+    assert (
+        by_sample[0].failed
+        and by_sample[2].failed
+        and "reached the aggregator" in by_sample[0].error
+    )
+    assert by_sample[1].present == [2] and not by_sample[1].failed
+    # a frame of a failed id is late now, and makes the aggregator repeat its progress
+    sent = len(aggregator.client.on(TOPICS.progress))
+    aggregator.dispatch(scores_frame(aggregator, 0, 0))
+    aggregator.clock.t += 0.01
+    aggregator.safe_tick()
+    assert aggregator.counters["late_frames"] == 1
+    assert len(aggregator.client.on(TOPICS.progress)) == sent + 1
+
+
+def test_a_restarted_aggregator_resumes_from_its_retained_progress(aggregator):
+    aggregator.dispatch(message(TOPICS.progress, b'{"decided": 100, "latest": 103}'))
+    assert aggregator.max_decided == 100
+    aggregator.dispatch(scores_frame(aggregator, 0, 50))  # long decided
+    aggregator.dispatch(scores_frame(aggregator, 0, 108))  # in the window 101..108
+    aggregator.dispatch(scores_frame(aggregator, 0, 109))
+    assert set(aggregator.arrivals) == {108}
+    assert aggregator.counters["late_frames"] == 1
+    assert aggregator.counters["rejected_out_of_window"] == 1
+    # only the first progress after a start counts: later ones (our own echo) change nothing
+    aggregator.dispatch(message(TOPICS.progress, b'{"decided": 5000, "latest": 5000}'))
+    assert aggregator.max_decided == 100
+
+
+@pytest.mark.parametrize(
+    "topic, payload",
+    [
+        ("progress", b'{"decided": 1, "latest": Infinity}'),
+        ("progress", b"[" * 100_000),
+        ("progress", b'{"decided": 1e400, "latest": 2}'),
+        ("results", b'[{"sample": Infinity, "prediction": 0, "exit": "local", "present": []}]'),
+        ("results", b'[{"sample": "a", "prediction": 0, "exit": "local", "present": []}]'),
+        ("receipts", b"[1, 2]"),
+        ("status", b"\xff" * 10),
+        ("control", b"start nan"),
+        ("control", b"start inf"),
+        ("control", b"start -1"),
+        ("control", b"reboot"),
+    ],
+)
+def test_malformed_messages_are_counted_and_change_nothing(aggregator, topic, payload):
+    full = {
+        "progress": TOPICS.progress,
+        "results": TOPICS.results,
+        "receipts": TOPICS.edge_receipts(0),
+        "status": TOPICS.status("device_1"),
+        "control": TOPICS.control,
+    }[topic]
+    aggregator.dispatch(message(full, payload))
+    rejected = sum(v for k, v in aggregator.counters.items() if k.startswith("rejected_"))
+    assert rejected == 1, dict(aggregator.counters)
+    assert aggregator.max_decided == -1 and not aggregator.stopping
+    assert aggregator.counters["handler_error"] == 0
+
+
+def test_non_finite_scores_are_rejected_before_fusion(aggregator):
+    frame = bytearray(
+        encode_scores(np.zeros(3), sender_id=0, sample_id=0, model_version=aggregator.model_version)
+    )
+    frame[-4:] = np.float32(np.nan).tobytes()
+    import zlib
+
+    crc = zlib.crc32(bytes(frame[33:]), zlib.crc32(bytes(frame[:29])))
+    frame[29:33] = crc.to_bytes(4, "little")
+    aggregator.dispatch(message(TOPICS.device_scores(0), bytes(frame)))
+    assert aggregator.counters["rejected_undecodable"] == 1 and not aggregator.arrivals
+
+
+def test_decided_state_stays_bounded_over_a_long_run(aggregator):
+    for s in range(3000):
+        send_all_devices(aggregator, s)
+        if s % 8 == 7:
+            aggregator.safe_tick()
+    aggregator.safe_tick()
+    assert aggregator.max_decided == 2999
+    assert len(aggregator.finished) <= 2 * aggregator.finished.keep
+    assert not aggregator.arrivals and not aggregator.gaps
+
+
+# -- FinishedIds ------------------------------------------------------------------------------
+
+
+def test_finished_ids_are_exact_above_the_horizon_and_bounded():
+    ids = FinishedIds(keep=10)
+    ids.add([0, 2, 5])
+    assert 2 in ids and 1 not in ids and 5 in ids
+    ids.add(range(6, 40))  # 37 ids > 2 * keep: the horizon moves to 39 - 10 = 29
+    assert ids.horizon == 29 and len(ids) == 10
+    assert 1 in ids  # below the horizon everything counts as finished
+    ids.advance(5)  # never moves down
+    assert ids.horizon == 29
+
+
+# -- the device -----------------------------------------------------------------------------------
+
+
+class FakeEngine:
+    num_classes = 3
+    input_shape = (2,)
+    feature_shape = (4,)
+    model_version = 7
+
+    def infer_batch(self, x):
+        scores = np.tile(np.array([1.0, 0.0, -1.0], dtype=np.float32), (len(x), 1))
+        return scores, np.zeros((len(x), 1), dtype=np.uint8)
+
+
+def test_a_device_resends_its_frames_in_flight_when_progress_stalls():
+    node = wired(
+        DeviceNode(
+            0,
+            FakeEngine(),
+            np.zeros((20, 2), np.float32),
+            SETTINGS,
+            TOPICS,
+            batch=4,
+            window=4,
+            resend_after=2.0,
+        )
+    )
+    node._begin()
+    node.poll(0.0)  # captures 0..3, then the window is full
+    node.poll(0.0)
+    scores = node.client.on(TOPICS.device_scores(0))
+    assert len(scores) == 4 and sorted(node.in_flight) == [0, 1, 2, 3]
+    node.clock.t += 1.9
+    node.poll(0.0)
+    assert len(node.client.on(TOPICS.device_scores(0))) == 4  # not yet
+    node.clock.t += 0.2
+    node.poll(0.0)
+    assert node.client.on(TOPICS.device_scores(0))[4:] == scores  # the same 4 frames again
+    assert node.counters["resent"] == 4
+    node.clock.t += 2.1  # the back-off doubled: 4 s now
+    node.poll(0.0)
+    assert node.counters["resent"] == 4
+    # progress: 0..1 decided -> they leave the flight, and 2 more samples may be captured
+    node.dispatch(message(TOPICS.progress, json.dumps({"decided": 1, "latest": 3}).encode()))
+    node.poll(0.0)
+    assert sorted(node.in_flight) == [2, 3, 4, 5]
+
+
+def test_a_device_sends_features_only_when_asked_and_only_its_own():
+    node = wired(DeviceNode(1, FakeEngine(), np.zeros((4, 2), np.float32), SETTINGS, TOPICS))
+    node._begin()
+    node.poll(0.0)
+    node.dispatch(message(TOPICS.request, b"[[0, [0, 2]], [1, [1]], [99, [1]]]"))
+    feats = node.client.on(TOPICS.device_features(1))
+    assert len(feats) == 1  # sample 1 only; 99 was never captured (counted, not fatal)
+    assert node.counters["features_expired"] == 1
+    node.dispatch(message(TOPICS.request, b'[[0, ["a", 10000000]]]'))
+    assert node.counters["rejected_malformed"] == 1
+
+
+# -- the result collector ---------------------------------------------------------------------------
+
+
+def collector(samples: int = 4) -> ResultCollector:
+    c = ResultCollector(None, TOPICS, samples=samples)
+    c.clock = Clock()
+    return c
+
+
+def answer_msg(*samples: int, error: str = "") -> SimpleNamespace:
+    doc = [
+        {
+            "sample": s,
+            "prediction": -1 if error else 0,
+            "exit": "none" if error else "local",
+            "present": [],
+            "error": error,
+        }
+        for s in samples
+    ]
+    return message(TOPICS.results, json.dumps(doc).encode())
+
+
+def test_the_collector_counts_only_the_ids_it_asked_for():
+    c = collector(4)
+    assert c.handle(answer_msg(0, 1, 10**6, 4)) == 2
+    assert c.foreign == 2 and sorted(c.answers) == [0, 1]
+    assert c.handle(answer_msg(2, error="lost")) == 1
+    c.handle(answer_msg(3))
+    assert c.collect(4, ["device_0"], grace=3.0, timeout=60.0) == ""
+    report = c.report(4, None, ("local", "cloud"), 1.0)
+    assert report.failed == {2: "lost"} and len(report.answers) == 3
+
+
+def test_the_collector_stops_soon_after_the_aggregator_goes_offline():
+    c = collector(4)
+    c.handle(answer_msg(0))
+    c.handle(message(TOPICS.status("aggregator"), b"offline"))
+    c.clock.t += 3.5  # Last Will 3.5 s ago, grace 3 s
+
+    reason = c.collect(4, ["device_0"], grace=3.0, timeout=600.0)
+    assert reason.startswith("aggregator offline")
+    report = c.report(4, None, ("local",), 1.0, reason)
+    assert sorted(report.failed) == [1, 2, 3]
+    assert all(r.startswith("aggregator offline") for r in report.failed.values())
+
+
+def test_an_aggregator_that_comes_back_is_waited_for():
+    c = collector(1)
+    c.handle(message(TOPICS.status("aggregator"), b"offline"))
+    c.handle(message(TOPICS.status("aggregator"), b"online"))
+    c.clock.t += 100.0
+    c.inbox.put(answer_msg(0))
+    assert c.collect(1, ["device_0"], grace=3.0, timeout=600.0) == ""
