@@ -135,6 +135,7 @@ def connect_client(
     online: tuple[str, bytes] | None = None,
     connect_timeout: float = 10.0,
     on_taken_over: Callable[[], None] | None = None,
+    instance: str | None = None,
 ) -> paho.Client:
     """A connected, looping MQTT 5 client that resubscribes and re-announces on every reconnect.
 
@@ -149,6 +150,8 @@ def connect_client(
         on_taken_over: Called (on paho's thread) when another client connected with our id and
             the broker closed our session (MQTT 5 reason 0x8E); the client then stops
             reconnecting, so two processes never fight over one identity.
+        instance: Stamped as MQTT 5 user property ``instance`` on the Last Will and on the
+            ``online`` message, so that two processes serving one node can tell each other apart.
 
     Raises:
         BrokerError: Broker unreachable within ``connect_timeout``, or the connection refused.
@@ -168,7 +171,9 @@ def connect_client(
             cert_reqs=ssl.CERT_REQUIRED,
         )
     if will is not None:
-        client.will_set(will[0], will[1], qos=1, retain=True)
+        client.will_set(
+            will[0], will[1], qos=1, retain=True, properties=instance_properties(instance)
+        )
     connected = threading.Event()
     refused: list[str] = []
 
@@ -180,7 +185,9 @@ def connect_client(
         for topic, qos in subscriptions:
             c.subscribe(topic, qos=qos)
         if online is not None:
-            c.publish(online[0], online[1], qos=1, retain=True)
+            c.publish(
+                online[0], online[1], qos=1, retain=True, properties=instance_properties(instance)
+            )
         log.info("%s connected to %s", client_id, settings.url)
         connected.set()
 
@@ -222,6 +229,24 @@ def connect_client(
             "(check the user name, password and certificates)"
         )
     return client
+
+
+def instance_properties(instance: str | None) -> Properties | None:
+    """MQTT 5 properties carrying ``instance`` (``None`` for no instance)."""
+    if instance is None:
+        return None
+    props = Properties(paho.PacketTypes.PUBLISH)
+    props.UserProperty = [("instance", instance)]
+    return props
+
+
+def instance_of(msg: paho.MQTTMessage) -> str | None:
+    """The ``instance`` user property of a received message, if any."""
+    props = getattr(msg, "properties", None)
+    for key, value in getattr(props, "UserProperty", None) or []:
+        if key == "instance":
+            return str(value)
+    return None
 
 
 def close_client(client: paho.Client, offline: tuple[str, bytes] | None = None) -> None:

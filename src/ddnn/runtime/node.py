@@ -7,14 +7,17 @@ stop a node: frames and messages are validated before use (a bad one is counted 
 ``handler_error`` / ``tick_error`` and logged with its traceback, never fatal.
 
 Identity: a node's MQTT client id is its name (under ``--secure``, the broker ties it to the
-node's login). A second process serving the same node takes the session over; the one taken
-over stops (it is *fenced*) and says so, so exactly one instance serves each node.
+node's login). Every process stamps an *instance* id (its start time and a random part) on its
+retained ``online`` status and listens to its own status topic. When a second process starts
+serving the same node, the older one sees the newer instance there and stops (it is *fenced*,
+and says so), so exactly one instance serves each node — the newest, as after a restart.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections import Counter
@@ -25,7 +28,7 @@ import paho.mqtt.client as paho
 
 from ddnn.runtime.codec import Frame, FrameDecodeError, FrameKind, decode_frame, read_header
 from ddnn.runtime.messages import Control, MessageError, parse_control, parse_status
-from ddnn.runtime.mqtt import BrokerSettings, close_client, connect_client
+from ddnn.runtime.mqtt import BrokerSettings, close_client, connect_client, instance_of
 from ddnn.runtime.protocol import DONE, OFFLINE, ONLINE, Topics
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,7 @@ class Node:
         self.client: paho.Client | None = None
         self.stopping = False
         self.fenced = ""
+        self.instance = f"{time.time_ns():020d}-{secrets.token_hex(4)}"  # orders by start time
         self.clock: Callable[[], float] = time.monotonic
         self.wall: Callable[[], float] = time.time
 
@@ -104,8 +108,8 @@ class Node:
         return []
 
     def connect(self, connect_timeout: float = 10.0) -> None:
-        subs = [(t, 1) for t in [*self.subscriptions(), self.topics.control]]
         status = self.topics.status(self.name)
+        subs = [(t, 1) for t in [*self.subscriptions(), self.topics.control, status]]
         self.client = connect_client(
             f"ddnn-{self.topics.namespace}-{self.name}",
             self.settings,
@@ -115,16 +119,28 @@ class Node:
             online=(status, ONLINE),
             connect_timeout=connect_timeout,
             on_taken_over=self._taken_over,
+            instance=self.instance,
         )
 
-    def _taken_over(self) -> None:
-        """paho thread: another process connected as this node. Stop; it serves from now on."""
+    def _taken_over(self, by: str = "") -> None:
+        """Another process serves this node now: stop, and do not reconnect."""
+        if self.fenced:
+            return
         self.fenced = (
-            f"{self.name}: another process connected as this node and took over its session; "
-            "this instance stopped so that only one serves it (two nodes with the same id?)"
+            f"{self.name}: another process started serving this node"
+            + (f" (instance {by})" if by else "")
+            + "; this instance stopped so that only one serves it (two nodes with the same id?)"
         )
         log.error("%s", self.fenced)
         self.stopping = True
+        if self.client is not None:
+            self.client.disconnect()
+
+    def _own_status(self, msg: paho.MQTTMessage) -> None:
+        """Our retained status topic: a newer instance there means we were superseded."""
+        other = instance_of(msg)
+        if other is not None and other > self.instance and bytes(msg.payload) == ONLINE:
+            self._taken_over(other)
 
     def publish(self, topic: str, payload: bytes, qos: int | None = None, **kw: Any) -> None:
         assert self.client is not None, "connect() first"
@@ -215,7 +231,9 @@ class Node:
     def dispatch(self, msg: paho.MQTTMessage) -> None:
         """Handles one message; whatever it holds, it never raises."""
         try:
-            if msg.topic == self.topics.control:
+            if msg.topic == self.topics.status(self.name):
+                self._own_status(msg)
+            elif msg.topic == self.topics.control:
                 control = parse_control(msg.payload)
                 if control.command == "stop":
                     self.stopping = True
@@ -257,6 +275,8 @@ class Node:
         Raises:
             NodeFenced: Another process took over this node's identity.
         """
+        if self.fenced:
+            raise NodeFenced(self.fenced)
         if self.client is None:
             self.connect()
         try:

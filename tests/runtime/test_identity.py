@@ -1,0 +1,88 @@
+"""Who may be whom and read what: client ids tied to logins, topics scoped per node, fencing."""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ddnn.runtime.broker import LocalBroker, node_acl
+from ddnn.runtime.mqtt import close_client, connect_client
+from ddnn.runtime.node import Node, NodeFenced
+from ddnn.runtime.protocol import Topics
+
+needs_mosquitto = pytest.mark.skipif(
+    shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
+    reason="mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)",
+)
+
+
+def test_a_device_reads_only_what_it_needs():
+    reads = [line.split()[-1] for line in node_acl("ns", "device_2", []) if " read" in line]
+    assert sorted(reads) == [
+        "ddnn/ns/control",
+        "ddnn/ns/progress",
+        "ddnn/ns/request",
+        "ddnn/ns/status/device_2",
+    ]
+
+
+def test_edges_and_the_cloud_read_the_context_not_the_device_asks():
+    for node in ("edge_0", "cloud"):
+        lines = node_acl("ns", node, [(0, 1)])
+        assert "topic read ddnn/ns/up" in lines
+        assert not any(line.endswith("/request") for line in lines)
+
+
+@needs_mosquitto
+def test_a_login_cannot_take_over_another_nodes_session_nor_read_the_context():
+    nodes = ["cloud", "aggregator", "device_0"]
+    topics = Topics("sec")
+    with LocalBroker("sec", nodes, [], secure=True) as broker:
+        kicked = threading.Event()
+        aggregator = connect_client(
+            "ddnn-sec-aggregator",
+            broker.settings("aggregator"),
+            lambda m: None,
+            [],
+            on_taken_over=kicked.set,
+        )
+        seen: queue.SimpleQueue = queue.SimpleQueue()
+        # device 0's login, claiming the aggregator's client id, listening to the context topic
+        intruder = connect_client(
+            "ddnn-sec-aggregator", broker.settings("device_0"), seen.put, [(topics.up, 1)]
+        )
+        probe: queue.SimpleQueue = queue.SimpleQueue()
+        cloud = connect_client("c", broker.settings("cloud"), probe.put, [(topics.up, 1)])
+        aggregator.publish(topics.up, b"[]", qos=1).wait_for_publish(5)
+        assert probe.get(timeout=10).payload == b"[]"  # the cloud got it, so delivery is done
+        time.sleep(0.2)
+        assert seen.empty(), "device_0 must not read the samples' context"
+        assert not kicked.is_set() and aggregator.is_connected()
+        for c in (intruder, cloud, aggregator):
+            close_client(c)
+
+
+@needs_mosquitto
+def test_a_second_process_serving_the_same_node_fences_the_first():
+    with LocalBroker("plain") as broker:
+        first = Node("device_3", broker.settings(), Topics("x"), model_version=1)
+        first.connect()
+        second = Node("device_3", broker.settings(), Topics("x"), model_version=1)
+        second.connect()
+        deadline = time.monotonic() + 20  # paho reconnects within ~2 s; this is only a bound
+        while not first.stopping and time.monotonic() < deadline:
+            first.step(0.05)
+            second.step(0.0)
+        assert first.fenced and "another process started serving this node" in first.fenced
+        for _ in range(40):  # the newer instance keeps serving (it may be kicked once, briefly)
+            second.step(0.05)
+        assert not second.stopping and not second.fenced
+        first.close()
+        with pytest.raises(NodeFenced, match="device_3"):
+            first.serve()  # a fenced node refuses to serve again: it says why
+        second.close()
