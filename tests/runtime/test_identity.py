@@ -54,14 +54,27 @@ def test_a_login_cannot_take_over_another_nodes_session_nor_read_the_context():
         seen: queue.SimpleQueue = queue.SimpleQueue()
         # device 0's login, claiming the aggregator's client id, listening to the context topic
         intruder = connect_client(
-            "ddnn-sec-aggregator", broker.settings("device_0"), seen.put, [(topics.up, 1)]
+            "ddnn-sec-aggregator",
+            broker.settings("device_0"),
+            seen.put,
+            [(topics.up, 1), (topics.request, 1)],
         )
         probe: queue.SimpleQueue = queue.SimpleQueue()
         cloud = connect_client("c", broker.settings("cloud"), probe.put, [(topics.up, 1)])
-        aggregator.publish(topics.up, b"[]", qos=1).wait_for_publish(5)
-        assert probe.get(timeout=10).payload == b"[]"  # the cloud got it, so delivery is done
-        time.sleep(0.2)
-        assert seen.empty(), "device_0 must not read the samples' context"
+        delivered = False  # subscriptions settle asynchronously: publish until the cloud hears it
+        for _ in range(40):
+            aggregator.publish(topics.up, b"[]", qos=1).wait_for_publish(5)
+            try:
+                delivered = probe.get(timeout=0.5).payload == b"[]"
+                break
+            except queue.Empty:
+                continue
+        assert delivered
+        aggregator.publish(topics.request, b"[]", qos=1).wait_for_publish(5)
+        got = seen.get(timeout=10)  # what device_0 may read arrives, after `up` was sent ...
+        assert got.topic == topics.request, "device_0 must not read the samples' context"
+        while not seen.empty():
+            assert seen.get_nowait().topic == topics.request
         assert not kicked.is_set() and aggregator.is_connected()
         for c in (intruder, cloud, aggregator):
             close_client(c)
