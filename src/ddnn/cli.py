@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from typing import NoReturn
 
 # Heavy modules (torch) are imported inside the commands, so that `ddnn serve device --engine c`
 # runs without torch, as a microcontroller-class device would.
@@ -212,9 +213,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        raise UsageError(message)
+    """Bad arguments are one line (``ddnn: error: …``, status 2) that points to ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,8 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return int(args.func(args))
     except (UsageError, ValueError, KeyError) as exc:
-        message = exc.args[0] if exc.args else str(exc)
-        print(f"ddnn: error: {message}", file=sys.stderr)
+        message = str(exc.args[0] if exc.args else exc)
+        # One line whatever the message (a YAML or library error may span several).
+        print(f"ddnn: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ddnn: interrupted", file=sys.stderr)

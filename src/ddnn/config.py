@@ -240,15 +240,68 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping that gives one key twice (``yaml.safe_load`` would keep the last silently)."""
+
+    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark) -> None:
+        super().__init__(problem=f"duplicate key {key!r}", problem_mark=again)
+        self.key, self.first_line, self.line = key, first.line + 1, again.line + 1
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that raises ``DuplicateKeyError`` on a mapping key given twice."""
+
+
+def _construct_unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode) -> Any:
+    seen: dict[Any, yaml.Mark] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden on purpose
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node.start_mark)
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            continue
+        if first is not key_node.start_mark:
+            raise DuplicateKeyError(key, first, key_node.start_mark)
+    data: dict[Any, Any] = {}
+    yield data  # the same two steps as SafeLoader, so anchors to this mapping still work
+    data.update(loader.construct_mapping(node))
+
+
+UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_unique_mapping,  # type: ignore[arg-type]
+)
+
+
+def parse_yaml(text: str, what: str) -> Any:
+    """YAML ``text`` -> Python values; bad YAML is a one-line ``ValueError`` naming ``what``.
+
+    A key given twice in a mapping is an error too, where ``yaml.safe_load`` keeps the last.
+    """
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except DuplicateKeyError as exc:
+        raise ValueError(
+            f"{what}: key {exc.key!r} is given twice (lines {exc.first_line} and {exc.line}); "
+            "give each key once"
+        ) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "syntax error"
+        raise ValueError(f"{what} is not valid YAML: {problem}{where}") from None
+    except yaml.YAMLError as exc:  # e.g. bytes that are not text
+        raise ValueError(f"{what} is not valid YAML: {' '.join(str(exc).split())}") from None
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file (a mapping)."""
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"config file {str(p)!r} does not exist")
-    try:
-        values = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+    values = parse_yaml(p.read_text(), f"config file {str(p)!r}") or {}
     if not isinstance(values, dict):
         raise ValueError(f"config file {str(p)!r} must hold a mapping at the top level")
     return values

@@ -165,9 +165,9 @@ def test_bad_runs_and_devices_are_clear_value_errors(train_tiny, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(run, broken)
     (broken / "sections" / "device_1.pt").unlink()
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(ValueError, match="device_1.pt is in the manifest but missing"):
         export(broken, "--device", 1, "--out", tmp_path / "out")
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(ValueError, match="missing|not found"):
         CDeviceEngine(broken, 1, build_dir=tmp_path / "cache")
     with pytest.raises(ValueError, match="out of range"):
         CDeviceEngine(run, 9, build_dir=tmp_path / "cache")

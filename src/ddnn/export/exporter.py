@@ -6,8 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
+from ddnn.config import parse_yaml
 from ddnn.export.c_codegen import CSource, generate_c
 from ddnn.export.fold import FoldedDevice, fold_device
 
@@ -25,9 +24,9 @@ def run_num_devices(run_dir: str | Path) -> int:
             f"{str(path)!r} not found; is {str(run)!r} a run directory made by `ddnn train`?"
         )
     try:
-        config = yaml.safe_load(path.read_text())
+        config = parse_yaml(path.read_text(), f"run config {str(path)!r}")
         return int(config["model"]["num_devices"])
-    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError):
         raise ValueError(f"{str(path)!r} is not a ddnn run config") from None
 
 
@@ -43,9 +42,10 @@ def check_device_index(run_dir: str | Path, device: int) -> None:
 def fold_run_device(run_dir: str | Path, device: int) -> tuple[FoldedDevice, int]:
     """Loads ``device_K`` of a run alone and folds it; returns (folded section, model version)."""
     from ddnn.models.sections import DeviceSection
-    from ddnn.train.checkpoint import load_section
+    from ddnn.train.checkpoint import load_section, verify_run
 
     check_device_index(run_dir, device)
+    verify_run(run_dir)  # a section copied from another run would carry the wrong version
     module, _, version = load_section(run_dir, f"device_{device}")
     assert isinstance(module, DeviceSection)
     try:

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ddnn.config import ModelConfig
@@ -19,24 +20,19 @@ log = logging.getLogger(__name__)
 ROLES = ("device", "aggregator", "edge", "cloud")
 
 
-def _thresholds(text: str | None) -> dict[str, float]:
-    """``"0.8"`` (local) or ``"local=0.8,edge=0.6"`` -> a thresholds dict."""
-    if not text:
-        return {}
-    out: dict[str, float] = {}
-    for i, item in enumerate(text.split(",")):
-        key, _, value = item.rpartition("=")
-        key = key or ("local" if i == 0 else "")
-        if key not in ("local", "edge"):
-            raise ValueError(f"--thresholds: {item!r}; give T, or local=T,edge=T with T in [0, 1]")
+def _checked(key: str) -> Callable[[str], Any]:
+    """An argparse ``type=`` applying deployment option rule ``key``: flags and files agree."""
+
+    def check(text: str) -> Any:
+        from ddnn.runtime.options import FLAG_RULES
+
         try:
-            t = float(value)
-        except ValueError:
-            raise ValueError(f"--thresholds: {value!r} is not a number") from None
-        if not 0.0 <= t <= 1.0:
-            raise ValueError(f"--thresholds: {t} is outside [0, 1]")
-        out[key] = t
-    return out
+            return FLAG_RULES[key](text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    check.__name__ = key
+    return check
 
 
 def _broker(args: argparse.Namespace) -> Any:
@@ -55,12 +51,12 @@ def _broker(args: argparse.Namespace) -> Any:
 def _add_broker_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--broker", required=required, help="mqtt://HOST:PORT or mqtts://HOST:PORT")
     p.add_argument("--namespace", default="ddnn", help="topic namespace of the deployment")
-    p.add_argument("--ca-file", default=None, help="CA certificate of the broker (TLS)")
-    p.add_argument("--cert-file", default=None, help="client certificate (TLS)")
-    p.add_argument("--key-file", default=None, help="client certificate key (TLS)")
+    p.add_argument("--ca-file", type=_checked("ca_file"), help="CA certificate of the broker (TLS)")
+    p.add_argument("--cert-file", type=_checked("cert_file"), help="client certificate (TLS)")
+    p.add_argument("--key-file", type=_checked("key_file"), help="client certificate key (TLS)")
     p.add_argument("--username", default=None, help="broker user (or $DDNN_BROKER_USERNAME)")
     p.add_argument("--password", default=None, help="broker password (or $DDNN_BROKER_PASSWORD)")
-    p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="QoS of data frames")
+    p.add_argument("--qos", type=_checked("qos"), default=1, help="QoS of data frames (0 or 1)")
 
 
 _SERVED: list[Any] = []
@@ -83,12 +79,13 @@ def _device_ids(text: str | None, num_devices: int) -> list[int]:
     if not text:
         raise ValueError(f"serve device needs --id K; {accepted}")
     ids: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            ids += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    except ValueError:
-        raise ValueError(f"--id {text!r} is not K, K,L,… or K-L") from None
+    for part in text.split(","):
+        lo, _, hi = (x.strip() for x in part.partition("-"))
+        if not lo.isdigit() or not (hi or lo).isdigit():
+            raise ValueError(f"--id {text!r} is not K, K,L,… or K-L; {accepted}")
+        if int(hi or lo) < int(lo):
+            raise ValueError(f"--id {text!r}: the range {part!r} is empty; give K-L with K <= L")
+        ids += range(int(lo), int(hi or lo) + 1)
     bad = [k for k in ids if not 0 <= k < num_devices]
     if bad or len(set(ids)) != len(ids):
         raise ValueError(f"device id(s) {bad or ids} not in the model (or repeated); {accepted}")
@@ -101,6 +98,88 @@ def _edge_id(text: str | None, num_edges: int) -> int:
     return int(text)
 
 
+def _connect(nodes: list[Any], connect_timeout: float) -> None:
+    from ddnn.runtime.mqtt import BrokerError
+
+    try:
+        for node in nodes:
+            node.connect(connect_timeout=connect_timeout)
+    except BrokerError as exc:
+        raise ValueError(str(exc)) from None
+    for node in nodes:
+        _stop_on_sigterm(node)
+
+
+def _serve_devices(args: argparse.Namespace, mc: ModelConfig, settings: Any, topics: Topics) -> int:
+    """One process serving device ids ``--id`` (one, a list or a range) until they are done."""
+    ids = _device_ids(args.id, mc.num_devices)
+    inputs = args.input.split(",") if args.input else [None] * len(ids)
+    if len(inputs) != len(ids):
+        raise ValueError(f"--input names {len(inputs)} files for {len(ids)} device ids")
+    from ddnn.runtime.device_node import DeviceNode, load_device_inputs, serve_devices
+    from ddnn.runtime.engine import create_engine
+
+    if args.engine == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+    nodes = [
+        DeviceNode(
+            k,
+            create_engine(args.engine, args.run, k),
+            load_device_inputs(args.run, k, path, args.split, args.limit),
+            settings,
+            topics,
+            rate=args.rate,
+            batch=args.batch,
+            window=args.window or 32,
+            wait_for_start=args.wait_for_start,
+            qos=args.qos,
+        )
+        for k, path in zip(ids, inputs, strict=True)
+    ]
+    _connect(nodes, args.connect_timeout)
+    serve_devices(nodes)
+    for node in nodes:
+        doc = {"node": node.name, "counters": dict(node.counters), "torch": "torch" in sys.modules}
+        print(json.dumps(doc), file=sys.stderr)
+    return 0
+
+
+def _upper_node(args: argparse.Namespace, mc: ModelConfig, settings: Any, topics: Topics) -> Any:
+    """The aggregator, edge or cloud node ``args`` name, checked against the hierarchy."""
+    from ddnn.runtime.options import thresholds_for
+
+    thresholds = thresholds_for(args.thresholds, mc)  # before any heavy import: fail fast
+    if args.role == "edge":
+        if not mc.edge.groups:
+            raise ValueError("this run's hierarchy has no edges (configurations c, a, b)")
+        edge_id = _edge_id(args.id, len(mc.edge.groups))
+    if args.role == "cloud" and not mc.cloud.enabled:
+        raise ValueError("this run's hierarchy has no cloud (it ends at the edge)")
+    import torch
+
+    torch.set_num_threads(1)
+    if args.role == "aggregator":
+        from ddnn.runtime.aggregator_node import AggregatorNode
+
+        return AggregatorNode(
+            args.run,
+            settings,
+            topics,
+            thresholds,
+            deadline=args.deadline,
+            upper_timeout=args.upper_timeout,
+            window=args.window or 64,
+            qos=args.qos,
+        )
+    from ddnn.runtime.upper_nodes import CloudNode, EdgeNode
+
+    if args.role == "edge":
+        return EdgeNode(args.run, edge_id, settings, topics, deadline=args.deadline, qos=args.qos)
+    return CloudNode(args.run, settings, topics, deadline=args.deadline, qos=args.qos)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run one node until a stop command, SIGTERM or Ctrl-C."""
     settings = _broker(args)
@@ -108,91 +187,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ddnn.runtime.deploy import read_run_config
 
     mc = read_run_config(args.run).model
-    node: Any
     if args.role == "device":
-        ids = _device_ids(args.id, mc.num_devices)
-        from ddnn.runtime.device_node import DeviceNode, load_device_inputs, serve_devices
-        from ddnn.runtime.engine import create_engine
-
-        if args.engine == "torch":
-            import torch
-
-            torch.set_num_threads(1)
-        inputs = args.input.split(",") if args.input else [None] * len(ids)
-        if len(inputs) != len(ids):
-            raise ValueError(f"--input names {len(inputs)} files for {len(ids)} device ids")
-        nodes = [
-            DeviceNode(
-                k,
-                create_engine(args.engine, args.run, k),
-                load_device_inputs(args.run, k, path, args.split, args.limit),
-                settings,
-                topics,
-                rate=args.rate,
-                batch=args.batch,
-                window=args.window,
-                wait_for_start=args.wait_for_start,
-                qos=args.qos,
-            )
-            for k, path in zip(ids, inputs, strict=True)
-        ]
-        from ddnn.runtime.mqtt import BrokerError
-
-        try:
-            for node in nodes:
-                node.connect(connect_timeout=args.connect_timeout)
-        except BrokerError as exc:
-            raise ValueError(str(exc)) from None
-        for node in nodes:
-            _stop_on_sigterm(node)
-        serve_devices(nodes)
-        for node in nodes:
-            doc = {
-                "node": node.name,
-                "counters": dict(node.counters),
-                "torch": "torch" in sys.modules,
-            }
-            print(json.dumps(doc), file=sys.stderr)
-        return 0
-    else:
-        import torch
-
-        torch.set_num_threads(1)
-        if args.role == "aggregator":
-            from ddnn.runtime.aggregator_node import AggregatorNode
-
-            node = AggregatorNode(
-                args.run,
-                settings,
-                topics,
-                _thresholds(args.thresholds),
-                deadline=args.deadline,
-                upper_timeout=args.upper_timeout,
-                qos=args.qos,
-            )
-        elif args.role == "edge":
-            groups = mc.edge.groups
-            if not groups:
-                raise ValueError("this run's hierarchy has no edges (configurations c, a, b)")
-            edge_id = _edge_id(args.id, len(groups))
-            from ddnn.runtime.upper_nodes import EdgeNode
-
-            node = EdgeNode(
-                args.run, edge_id, settings, topics, deadline=args.deadline, qos=args.qos
-            )
-        else:
-            if not mc.cloud.enabled:
-                raise ValueError("this run's hierarchy has no cloud (it ends at the edge)")
-            from ddnn.runtime.upper_nodes import CloudNode
-
-            node = CloudNode(args.run, settings, topics, deadline=args.deadline, qos=args.qos)
-    from ddnn.runtime.mqtt import BrokerError
-
-    try:
-        node.connect(connect_timeout=args.connect_timeout)
-    except BrokerError as exc:
-        raise ValueError(str(exc)) from None
-    _stop_on_sigterm(node)
+        return _serve_devices(args, mc, settings, topics)
+    node = _upper_node(args, mc, settings, topics)
+    _connect([node], args.connect_timeout)
     node.serve()
     if node.counters:
         print(json.dumps({"node": node.name, "counters": dict(node.counters)}), file=sys.stderr)
@@ -232,16 +230,16 @@ def cmd_run_client(args: argparse.Namespace) -> int:
     config = read_run_config(args.run)
     labels = select_split(config, args.split, args.limit).labels.numpy()
     try:
-        collector = ResultCollector(_broker(args), Topics(args.namespace))
+        collector = ResultCollector(_broker(args), Topics(args.namespace), samples=len(labels))
     except BrokerError as exc:
         raise ValueError(str(exc)) from None
     devices = [f"device_{k}" for k in range(config.model.num_devices)]
     t0 = time.perf_counter()
     if args.start:
         collector.send(start_command(time.time() + 0.05))
-    collector.collect(len(labels), devices, args.grace, args.timeout)
+    reason = collector.collect(len(labels), devices, args.grace, args.timeout)
     report = collector.report(
-        len(labels), labels, exit_names(config.model), time.perf_counter() - t0
+        len(labels), labels, exit_names(config.model), time.perf_counter() - t0, reason
     )
     collector.close(stop_nodes=args.stop)
     doc = report.as_dict()
@@ -259,6 +257,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         serve_command,
         start_local,
     )
+    from ddnn.runtime.options import thresholds_for
 
     config = read_run_config(args.run)
     options: dict[str, Any] = {
@@ -269,8 +268,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         "upper_timeout": args.upper_timeout,
         "thresholds": args.thresholds,
     }
-    if args.thresholds:
-        _thresholds(args.thresholds)  # validate before starting anything
+    thresholds_for(args.thresholds, config.model)  # validate before starting anything
     if args.file and not args.local:
         dep_file = load_deployment(args.file, config.model)
         if not args.host:
@@ -285,7 +283,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             )
         import subprocess
 
-        from ddnn.runtime.deploy import child_env
+        from ddnn.runtime.processes import child_env
 
         procs = [
             subprocess.Popen(
@@ -324,6 +322,21 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+SPLIT_HELP = "split of the run's data set: test (default), train or validation"
+
+
+def _add_wait_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--grace",
+        type=_checked("grace"),
+        default=3.0,
+        help="s without new answers, once the devices are done, before giving up (3)",
+    )
+    p.add_argument(
+        "--timeout", type=_checked("timeout"), default=600.0, help="s to wait in all (600)"
+    )
+
+
 def add_runtime_parsers(sub: Any) -> None:
     """Adds ``serve``, ``run-client`` and ``deploy`` to the ``ddnn`` subcommands."""
     p = sub.add_parser("serve", help="run one node of a trained hierarchy (MQTT)")
@@ -335,24 +348,42 @@ def add_runtime_parsers(sub: Any) -> None:
         help="device or edge index; devices also take a list 0,1,2 or range 0-5",
     )
     _add_broker_arguments(p)
-    p.add_argument("--connect-timeout", type=float, default=10.0, help="s to retry the broker")
+    p.add_argument(
+        "--connect-timeout",
+        type=_checked("connect_timeout"),
+        default=10.0,
+        help="s to retry the broker",
+    )
     g = p.add_argument_group("device")
     g.add_argument("--input", default=None, help=".npy (N, *shape) sensor data to replay")
-    g.add_argument("--split", default="test", help="split of the run's data set to replay")
-    g.add_argument("--limit", type=int, default=None, help="replay only the first N samples")
-    g.add_argument("--rate", type=float, default=0.0, help="samples/s (0: as fast as possible)")
-    g.add_argument("--batch", type=int, default=8, help="samples per device inference call")
-    g.add_argument("--window", type=int, default=32, help="samples ahead of the aggregator")
+    g.add_argument("--split", type=_checked("split"), default="test", help=SPLIT_HELP)
+    g.add_argument("--limit", type=_checked("limit"), help="replay only the first N samples")
+    g.add_argument(
+        "--rate", type=_checked("rate"), default=0.0, help="samples/s (0: as fast as possible)"
+    )
+    g.add_argument(
+        "--batch", type=_checked("batch"), default=8, help="samples per device inference call"
+    )
+    g.add_argument(
+        "--window",
+        type=_checked("window"),
+        default=None,
+        help="devices: samples a device runs ahead of the aggregator's decisions (32); "
+        "aggregator: sample ids accepted ahead of them, >= every device's window (64)",
+    )
     g.add_argument("--engine", choices=("torch", "c"), default="torch")
     g.add_argument("--wait-for-start", action="store_true", help="wait for a start command")
     g = p.add_argument_group("aggregator, edge, cloud")
-    g.add_argument("--thresholds", default=None, help="T (local) or local=T,edge=T")
+    g.add_argument("--thresholds", type=_checked("thresholds"), help="T (local) or local=T,edge=T")
     g.add_argument(
-        "--deadline", type=float, default=0.5, help="s to wait for a sample's frames (0.5)"
+        "--deadline",
+        type=_checked("deadline"),
+        default=0.5,
+        help="s to wait for a sample's frames (0.5)",
     )
     g.add_argument(
         "--upper-timeout",
-        type=float,
+        type=_checked("upper_timeout"),
         default=3.0,
         help="s the aggregator waits for the tier above before answering itself",
     )
@@ -361,12 +392,11 @@ def add_runtime_parsers(sub: Any) -> None:
     p = sub.add_parser("run-client", help="collect a deployment's answers and print the report")
     p.add_argument("--run", required=True)
     _add_broker_arguments(p)
-    p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--split", type=_checked("split"), default="test", help=SPLIT_HELP)
+    p.add_argument("--limit", type=_checked("limit"), help="collect only the first N samples")
     p.add_argument("--start", action="store_true", help="send the devices the start command")
     p.add_argument("--stop", action="store_true", help="stop every node at the end")
-    p.add_argument("--grace", type=float, default=3.0)
-    p.add_argument("--timeout", type=float, default=600.0)
+    _add_wait_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run_client)
 
@@ -376,21 +406,22 @@ def add_runtime_parsers(sub: Any) -> None:
     p.add_argument("--file", default=None, help="deployment file (YAML)")
     p.add_argument("--host", default=None, help="with --file: start this host's nodes")
     p.add_argument("--secure", action="store_true", help="TLS, per-node passwords and ACLs")
-    p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, default=None, help="replay only the first N samples")
+    p.add_argument("--split", type=_checked("split"), default="test", help=SPLIT_HELP)
+    p.add_argument("--limit", type=_checked("limit"), help="replay only the first N samples")
     p.add_argument(
         "--threshold",
         "--thresholds",
         dest="thresholds",
-        default=None,
+        type=_checked("thresholds"),
         help="T (local) or local=T,edge=T",
     )
-    p.add_argument("--rate", type=float, default=0.0)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument(
+        "--rate", type=_checked("rate"), default=0.0, help="samples/s per device (0: at once)"
+    )
+    p.add_argument("--batch", type=_checked("batch"), default=8)
     p.add_argument("--engine", choices=("torch", "c"), default="torch")
-    p.add_argument("--deadline", type=float, default=None)
-    p.add_argument("--upper-timeout", type=float, default=None)
-    p.add_argument("--grace", type=float, default=3.0)
-    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--deadline", type=_checked("deadline"), help="s (default: serve's)")
+    p.add_argument("--upper-timeout", type=_checked("upper_timeout"), help="s (default: serve's)")
+    _add_wait_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_deploy)

@@ -4,6 +4,7 @@ A deployment file (YAML) names the broker and, for every node, the host it runs 
 
     broker: mqtt://10.0.0.5:1883     # or mqtts://… with ca_file
     namespace: plant-1               # topic namespace (default: "ddnn")
+    options: {rate: 10, deadline: 1.0}   # optional; the keys of OPTIONS, checked like the flags
     nodes:
       cloud: {host: server}
       aggregator: {host: gateway}
@@ -18,9 +19,6 @@ replays the test split and reports.
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,12 +29,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 
-from ddnn.config import ModelConfig, RunConfig, from_dict
+from ddnn.config import ModelConfig, RunConfig, from_dict, parse_yaml
 from ddnn.runtime.broker import LocalBroker
 from ddnn.runtime.client import ResultCollector, RunReport
+from ddnn.runtime.options import COMMON_FLAGS, OPTIONS, SERVE_FLAGS, check_options
+from ddnn.runtime.processes import Processes, child_env
 from ddnn.runtime.protocol import CLOUD, EDGE, LOCAL, Topics
+from ddnn.train.checkpoint import verify_run
 
 if TYPE_CHECKING:
     from ddnn.data.dataset import MultiDeviceDataset
@@ -59,9 +59,10 @@ def exit_names(mc: ModelConfig) -> tuple[str, ...]:
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
-    """The run's config, after checking every section the runtime serves has its checkpoint.
+    """The run's config, after checking the sections the runtime serves against the run.
 
-    Reads ``config.yaml`` (no torch needed: a device node on the C engine does not import it).
+    Reads ``config.yaml`` and checks every file against the run's manifest (``verify_run``): no
+    torch needed, so a device node on the C engine does not import it.
     """
     path = Path(run_dir)
     if not path.is_dir():
@@ -71,12 +72,21 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
             f"{str(path)!r} is not a run directory (no checkpoint.pt and config.yaml); "
             "make one with `ddnn train`"
         )
+    what = f"run config {str(path / 'config.yaml')!r}"
     try:
-        config = from_dict(RunConfig, yaml.safe_load((path / "config.yaml").read_text()))
-    except (yaml.YAMLError, TypeError, KeyError) as exc:
+        values = parse_yaml((path / "config.yaml").read_text(), what)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {what}: {exc}") from None
+    if not isinstance(values, dict):
+        got = "empty" if values is None else f"a {type(values).__name__}"
         raise ValueError(
-            f"{str(path / 'config.yaml')!r} is not a valid run config: {exc}"
-        ) from None
+            f"{what} is {got}, not a mapping of data, model, train and eval; "
+            "retrain the run with `ddnn train`"
+        )
+    try:
+        config = from_dict(RunConfig, values)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{what} is not valid: {exc.args[0] if exc.args else exc}") from None
     mc = config.model
     if not mc.device.filters:
         raise ValueError(
@@ -91,13 +101,14 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
             f"run directory {str(path)!r} lacks per-section checkpoints {missing} "
             "(sections/<name>.pt); retrain it with `ddnn train`"
         )
+    verify_run(path)
     return config
 
 
 @dataclass
 class NodeSpec:
     name: str
-    host: str = "localhost"
+    host: str
     input: str | None = None
 
 
@@ -113,16 +124,18 @@ class Deployment:
 
 def load_deployment(path: str | Path, mc: ModelConfig) -> Deployment:
     """Parse and check a deployment file against the run's hierarchy."""
+    what = f"deployment file {str(path)!r}"
     try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read deployment file {str(path)!r}: {exc}") from None
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {what}: {exc}") from None
+    doc = parse_yaml(text, what)
     if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), dict):
-        raise ValueError(f"deployment file {str(path)!r} must be a mapping with a 'nodes' mapping")
+        raise ValueError(f"{what} must be a mapping with a 'nodes' mapping")
     unknown_keys = set(doc) - {"broker", "namespace", "nodes", "options"}
     if unknown_keys:
         raise ValueError(
-            f"deployment file: unknown key(s) {sorted(unknown_keys)}; accepted: broker, "
+            f"{what}: unknown key(s) {sorted(map(str, unknown_keys))}; accepted: broker, "
             "namespace, nodes, options"
         )
     expected = hierarchy_nodes(mc)
@@ -130,26 +143,38 @@ def load_deployment(path: str | Path, mc: ModelConfig) -> Deployment:
     unknown = [n for n in names if n not in expected]
     if unknown:
         raise ValueError(
-            f"deployment file names node(s) {unknown} that this run's hierarchy does not have; "
+            f"{what} names node(s) {unknown} that this run's hierarchy does not have; "
             f"its nodes are {', '.join(expected)}"
         )
     absent = [n for n in expected if n not in names]
     if absent:
         raise ValueError(
-            f"deployment file does not place node(s) {absent}; the run's hierarchy needs "
+            f"{what} does not place node(s) {absent}; the run's hierarchy needs "
             f"{', '.join(expected)}"
         )
     nodes = {}
     for name, spec in doc["nodes"].items():
-        spec = spec or {}
+        accepted = "{host: NAME} or {host: NAME, input: FILE.npy}"
         if not isinstance(spec, dict) or set(spec) - {"host", "input"}:
-            raise ValueError(f"deployment file: node {name!r} accepts only 'host' and 'input'")
-        nodes[name] = NodeSpec(name, str(spec.get("host", "localhost")), spec.get("input"))
+            raise ValueError(f"{what}: node {name!r} is {spec!r}; accepted: {accepted}")
+        host = spec.get("host")
+        if not isinstance(host, str | int) or isinstance(host, bool) or not str(host).strip():
+            raise ValueError(
+                f"{what}: node {name!r} has no host (got {host!r}); every node needs one: "
+                f"{accepted}"
+            )
+        source = spec.get("input")
+        nodes[name] = NodeSpec(name, str(host), None if source is None else str(source))
+    options = doc.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise ValueError(
+            f"{what}: options is {options!r}, not a mapping; accepted keys: {', '.join(OPTIONS)}"
+        )
     return Deployment(
         str(doc.get("broker", "mqtt://127.0.0.1:1883")),
         str(doc.get("namespace", "ddnn")),
         nodes,
-        dict(doc.get("options") or {}),
+        check_options(options or {}, mc, what),
     )
 
 
@@ -167,16 +192,7 @@ def serve_command(
     cmd += ["--broker", broker_url, "--namespace", namespace]
     if index:
         cmd += ["--id", index]
-    flags = {
-        "device": ["rate", "batch", "window", "engine", "split", "limit"],
-        "aggregator": ["deadline", "upper_timeout", "thresholds"],
-        "edge": ["deadline"],
-        "cloud": ["deadline"],
-    }[kind]
-    for key in flags:
-        if options.get(key) is not None:
-            cmd += [f"--{key.replace('_', '-')}", str(options[key])]
-    for key in ("ca_file", "qos"):
+    for key in (*SERVE_FLAGS[kind], *COMMON_FLAGS):
         if options.get(key) is not None:
             cmd += [f"--{key.replace('_', '-')}", str(options[key])]
     if kind == "device":
@@ -185,64 +201,6 @@ def serve_command(
         if options.get("wait_for_start"):
             cmd.append("--wait-for-start")
     return cmd
-
-
-class Processes:
-    """Child processes started by a launcher; all are stopped on exit, whatever happens."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
-
-    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
-        self.commands[name] = (cmd, env)
-        out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        self.procs[name] = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
-        )
-        out.close()
-
-    def check_alive(self, names: list[str] | None = None) -> None:
-        for name in names or list(self.procs):
-            p = self.procs.get(name)
-            if p is not None and p.poll() is not None:
-                text = (self.log_dir / f"{name}.log").read_text(errors="replace")
-                last = [line for line in text.splitlines() if line.strip()][-1:] or ["no output"]
-                raise ValueError(f"node {name} exited with status {p.returncode}: {last[0]}")
-
-    def kill(self, name: str) -> None:
-        """SIGKILL one node (a crash, for failure tests)."""
-        self.procs[name].send_signal(signal.SIGKILL)
-        self.procs[name].wait()
-
-    def rejoin(self, name: str) -> None:
-        """Start a node again (after a crash): it joins the running deployment at once."""
-        cmd, env = self.commands[name]
-        self.start(name, [a for a in cmd if a != "--wait-for-start"], env)
-
-    def stop_all(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        for p in self.procs.values():
-            if p.poll() is None:
-                try:
-                    p.wait(max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    p.terminate()
-        for p in self.procs.values():
-            try:
-                p.wait(3)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """One thread per node process: with 8+ processes on 2 cores, more threads only contend."""
-    env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
-    env.update(extra or {})
-    return env
 
 
 @dataclass
@@ -259,6 +217,7 @@ class LocalDeployment:
     config: RunConfig
     folder: Path
     own_folder: bool
+    stop_reason: str = ""  # why collecting ended before every sample was answered, if it did
 
     @property
     def devices(self) -> list[str]:
@@ -327,7 +286,7 @@ def start_local(
                 create_engine("c", run_dir, k)
         paths, labels = write_device_inputs(config, folder, split, limit)
         topics = Topics(namespace)
-        collector = ResultCollector(broker.settings("client"), topics)
+        collector = ResultCollector(broker.settings("client"), topics, samples=len(labels))
         opts = {**options, "wait_for_start": True}
         if secure:
             assert broker.security is not None
@@ -388,12 +347,19 @@ def start_local(
 
 
 def finish_local(dep: LocalDeployment, wall_seconds: float) -> RunReport:
-    """Build the report, stop every node and the broker."""
+    """Build the report, stop every node and the broker.
+
+    The report's ``node_exits`` names every node process that did not end with status 0 (a
+    node killed on purpose shows its signal, e.g. -9).
+    """
     report = dep.collector.report(
-        dep.samples, dep.labels, exit_names(dep.config.model), wall_seconds
+        dep.samples, dep.labels, exit_names(dep.config.model), wall_seconds, dep.stop_reason
     )
     dep.collector.close(stop_nodes=True)
     dep.processes.stop_all()
+    report.extra["node_exits"] = {
+        name: p.returncode for name, p in dep.processes.procs.items() if p.returncode != 0
+    }
     dep.broker.close()
     if dep.own_folder:
         import shutil
@@ -419,5 +385,5 @@ def run_local(
     dep.collector.send(start_command(time.time() + 0.05))
     if during is not None:
         during(dep)
-    dep.collector.collect(dep.samples, dep.devices, grace, timeout, progress)
+    dep.stop_reason = dep.collector.collect(dep.samples, dep.devices, grace, timeout, progress)
     return time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""Run directories: the whole model, one file per section, and the resolved config.
+"""Run directories: the whole model, one file per section, the resolved config, a manifest.
 
 Layout of ``RUN_DIR``::
 
@@ -6,24 +6,37 @@ Layout of ``RUN_DIR``::
     config.yaml          the resolved config, human-readable
     sections/<name>.pt   one file per section (device_0 …, local, edge_0 …, edge_exit, cloud),
                          each with the model config so it can be built and served alone
+    manifest.json        format, model version, and sha256 + size of every file above, so that a
+                         damaged file or a section copied from another run is caught before serving
+
+torch is imported inside the functions that need it: checking a run against its manifest takes
+hashlib only, and a device node on the C engine must not load torch.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
-from torch import nn
 
 from ddnn.config import ModelConfig, RunConfig, from_dict, to_dict
-from ddnn.models.ddnn import DDNN, upper_input_shape
-from ddnn.models.sections import CloudSection, DeviceSection, EdgeSection, LocalAggregatorSection
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ddnn.models.ddnn import DDNN
+
+log = logging.getLogger(__name__)
 
 FORMAT = "ddnn-run/1"
 CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.yaml"
+MANIFEST = "manifest.json"
 
 
 def model_version(model: nn.Module) -> int:
@@ -54,7 +67,9 @@ def section_modules(model: DDNN) -> dict[str, nn.Module]:
 def save_run(
     run_dir: str | Path, model: DDNN, config: RunConfig, extra: dict[str, Any] | None = None
 ) -> Path:
-    """Write the checkpoint, per-section files and ``config.yaml`` into ``run_dir``."""
+    """Write the checkpoint, per-section files, ``config.yaml`` and ``manifest.json`` (last)."""
+    import torch
+
     out = Path(run_dir)
     (out / "sections").mkdir(parents=True, exist_ok=True)
     version = model_version(model)
@@ -69,6 +84,7 @@ def save_run(
         },
         out / CHECKPOINT,
     )
+    written = [CHECKPOINT, CONFIG]
     for name, module in section_modules(model).items():
         torch.save(
             {
@@ -80,11 +96,106 @@ def save_run(
             },
             out / "sections" / f"{name}.pt",
         )
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        written.append(f"sections/{name}.pt")
+    (out / CONFIG).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    manifest = {
+        "format": FORMAT,
+        "model_version": version,
+        "files": {name: _digest(out / name) for name in written},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
 
+def _digest(path: Path) -> dict[str, Any]:
+    """sha256 and size of a file, read in 1 MiB chunks."""
+    sha, size = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+            size += len(chunk)
+    return {"sha256": sha.hexdigest(), "size": size}
+
+
+def _read_manifest(path: Path, where: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    """(model version, {relative path: {"sha256", "size"}}) of a manifest, checked."""
+    try:
+        doc = json.loads(path.read_text())
+        version, files = doc["model_version"], doc["files"]
+        ok = doc.get("format") == FORMAT and isinstance(version, int) and isinstance(files, dict)
+        ok = ok and all(
+            isinstance(f, dict)
+            and isinstance(f.get("sha256"), str)
+            and isinstance(f.get("size"), int)
+            for f in files.values()
+        )
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{where}: {MANIFEST} is damaged or not a {FORMAT} manifest; retrain or restore the run"
+        )
+    return version, files
+
+
+def verify_run(run_dir: str | Path) -> int:
+    """Check that a run directory's files are the ones ``save_run`` wrote; returns its model version.
+
+    With ``manifest.json``, every file it lists must be there with its recorded size and sha256.
+    The hashes pin each section file to the one ``save_run`` stamped with the run's model version,
+    so this needs hashlib only, not torch (hashing a run of a few MB takes milliseconds). A run
+    from before manifests is checked by loading the checkpoint and every section and comparing
+    their stamped model versions; a warning says the manifest is missing.
+
+    Raises:
+        ValueError: naming the first file that is missing, damaged or from another run.
+    """
+    run = Path(run_dir)
+    where = f"run directory {str(run)!r}"
+    path = run / MANIFEST
+    if not path.is_file():
+        log.warning(
+            "%s has no %s (saved before manifests): checking section model versions only",
+            where,
+            MANIFEST,
+        )
+        return _verify_model_versions(run, where)
+    version, files = _read_manifest(path, where)
+    for name, expected in files.items():
+        if not (run / name).is_file():
+            raise ValueError(
+                f"{where}: {name} is in the manifest but missing; retrain or restore it"
+            )
+        actual = _digest(run / name)
+        if actual["size"] != expected["size"]:
+            reason = f"{actual['size']} bytes where it says {expected['size']}"
+        elif actual["sha256"] != expected["sha256"]:
+            reason = "sha256 differs"
+        else:
+            continue
+        raise ValueError(
+            f"{where}: {name} does not match the manifest ({reason}): copied from another run or "
+            "damaged; retrain or restore it"
+        )
+    return version
+
+
+def _verify_model_versions(run: Path, where: str) -> int:
+    """A run without a manifest: every section must carry the checkpoint's model version."""
+    version = run_model_version(run)
+    for path in sorted((run / "sections").glob("*.pt")):
+        stamped = _read(path, f"section {path.stem!r}").get("model_version")
+        if stamped != version:
+            raise ValueError(
+                f"{where}: sections/{path.name} has model version {stamped!r}, the run's is "
+                f"{version}: copied from another run; retrain or restore it"
+            )
+    return version
+
+
 def _read(path: Path, what: str) -> dict[str, Any]:
+    import torch
+
     if not path.is_file():
         raise ValueError(
             f"{what} {str(path)!r} not found; is this a run directory made by `ddnn train`?"
@@ -105,6 +216,10 @@ def load_run(run_dir: str | Path) -> tuple[DDNN, RunConfig, dict[str, Any]]:
     path = Path(run_dir)
     if not path.is_dir():
         raise ValueError(f"run directory {str(path)!r} does not exist")
+    from ddnn.models.ddnn import DDNN
+
+    if (path / MANIFEST).is_file():  # runs older than manifests are checked when served
+        verify_run(path)
     payload = _read(path / CHECKPOINT, "checkpoint")
     config = from_dict(RunConfig, payload["config"])
     model = DDNN(config.model)
@@ -134,6 +249,14 @@ def load_section(run_dir: str | Path, name: str) -> tuple[nn.Module, ModelConfig
 
 def build_section(mc: ModelConfig, name: str) -> nn.Module:
     """An untrained section ``name`` of the hierarchy ``mc``, without building the rest."""
+    from ddnn.models.ddnn import upper_input_shape
+    from ddnn.models.sections import (
+        CloudSection,
+        DeviceSection,
+        EdgeSection,
+        LocalAggregatorSection,
+    )
+
     kind, _, index = name.partition("_")
     if kind == "device":
         k = int(index) if index.isdigit() else -1
