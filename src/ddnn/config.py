@@ -54,6 +54,15 @@ class CloudConfig:
 
 
 @dataclass(frozen=True)
+class WireConfig:
+    """How devices' class scores travel (``ddnn.wire``): ``float32`` (the paper's 4 B per class),
+    ``float16`` (2 B) or ``int8`` (1 B: quantized log-probabilities, 1/16 nat steps). The same
+    encoding is applied in-process (``model.infer``, ``ddnn evaluate``) and on the wire."""
+
+    scores: str = "float32"
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The whole hierarchy; defaults are the paper's threshold model (6 devices, ConvP(4), MP-CC)."""
 
@@ -67,6 +76,7 @@ class ModelConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
+    wire: WireConfig = field(default_factory=WireConfig)
 
     @property
     def device_shapes(self) -> tuple[tuple[int, ...], ...]:

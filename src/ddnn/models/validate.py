@@ -22,6 +22,11 @@ def validate_model_config(config: ModelConfig) -> None:
     if config.device_input_shapes:
         _validate_device_shapes(config)
     check_aggregator_name(config.local_aggregation)
+    encodings = ("float32", "float16", "int8")
+    if config.wire.scores not in encodings:
+        raise ValueError(
+            f"model.wire.scores = {config.wire.scores!r}; accepted: {', '.join(encodings)}"
+        )
     for name, filters in (
         ("model.device.filters", config.device.filters),
         ("model.edge.filters", config.edge.filters),
