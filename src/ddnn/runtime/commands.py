@@ -207,17 +207,23 @@ def _print_report(doc: dict[str, Any], as_json: bool) -> None:
 
 
 def _add_formula(doc: dict[str, Any], mc: ModelConfig) -> None:
-    """The SPEC §6 bytes at the measured local-exit fraction, next to the measured ones."""
+    """The SPEC §6 bytes at the measured local-exit fraction (mean over the devices, whose
+    feature maps may differ), next to the measured ones."""
     import math
 
-    from ddnn.eval.communication import formula_bytes_per_device
     from ddnn.models.sections import device_feature_shape
+    from ddnn.wire import formula_bytes_per_device
 
-    shapes = [device_feature_shape(s, mc.device) for s in mc.device_shapes]
-    bits = sum(math.prod(s) for s in shapes) / len(shapes)
-    doc["formula_bytes_per_device"] = formula_bytes_per_device(
-        mc.num_classes, doc["local_exit_fraction"], 1, math.ceil(bits)
-    )
+    per_device = [
+        formula_bytes_per_device(
+            mc.num_classes,
+            doc["local_exit_fraction"],
+            math.prod(device_feature_shape(s, mc.device)),
+            mc.wire.scores,
+        )
+        for s in mc.device_shapes
+    ]
+    doc["formula_bytes_per_device"] = sum(per_device) / len(per_device)
 
 
 def cmd_run_client(args: argparse.Namespace) -> int:
