@@ -16,7 +16,7 @@ import torch
 from ddnn.export.c_codegen import CSource
 from ddnn.export.exporter import write_source
 from ddnn.models.sections import DeviceSection
-from ddnn.runtime.codec import pack_bits_batch
+from ddnn.wire import pack_bits_batch
 
 STRICT = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
 

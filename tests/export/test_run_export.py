@@ -78,7 +78,7 @@ def test_engine_matches_the_pytorch_section_on_the_test_split(
     x = splits.test.x[:, 1]
     with torch.no_grad():
         want_scores, want_feats = section(x)
-    from ddnn.runtime.codec import pack_bits_batch
+    from ddnn.wire import pack_bits_batch
 
     scores, packed = engine.infer_batch(x.numpy())
     assert np.array_equal(packed, pack_bits_batch(want_feats.numpy()))

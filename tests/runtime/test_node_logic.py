@@ -14,12 +14,12 @@ import pytest
 
 from ddnn.runtime.aggregator_node import AggregatorNode
 from ddnn.runtime.client import ResultCollector
-from ddnn.runtime.codec import encode_scores
 from ddnn.runtime.device_node import DeviceNode
 from ddnn.runtime.messages import parse_answers, parse_progress
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.protocol import Topics
 from ddnn.runtime.window import FinishedIds
+from ddnn.wire import encode_scores_frame
 
 SETTINGS = BrokerSettings("127.0.0.1", 1)
 TOPICS = Topics("t")
@@ -65,12 +65,14 @@ def aggregator(run_c):
     return wired(AggregatorNode(run_c, SETTINGS, TOPICS, {"local": 1.0}, deadline=0.5, window=8))
 
 
-def scores_frame(node, device: int, sample: int, scores=(2.0, 0.0, 0.0)) -> SimpleNamespace:
-    frame = encode_scores(
-        np.asarray(scores, dtype=np.float32),
-        sender_id=device,
-        sample_id=sample,
+def scores_frame(node, device: int, sample: int, scores=(2.0, 0.0, 0.0), count=1):
+    frame = encode_scores_frame(
+        np.tile(np.asarray(scores, dtype=np.float32), (count, 1)),
+        sender=device,
+        first_sample=sample,
         model_version=node.model_version,
+        encoding="float32",
+        captured=node.wall(),
     )
     return message(TOPICS.device_scores(device), frame)
 
@@ -193,16 +195,44 @@ def test_malformed_messages_are_counted_and_change_nothing(aggregator, topic, pa
 
 
 def test_non_finite_scores_are_rejected_before_fusion(aggregator):
-    frame = bytearray(
-        encode_scores(np.zeros(3), sender_id=0, sample_id=0, model_version=aggregator.model_version)
-    )
-    frame[-4:] = np.float32(np.nan).tobytes()
-    import zlib
-
-    crc = zlib.crc32(bytes(frame[33:]), zlib.crc32(bytes(frame[:29])))
-    frame[29:33] = crc.to_bytes(4, "little")
+    frame = bytearray(scores_frame(aggregator, 0, 0).payload)
+    frame[-4:] = np.float32(np.nan).tobytes()  # the last class score of the one row
     aggregator.dispatch(message(TOPICS.device_scores(0), bytes(frame)))
-    assert aggregator.counters["rejected_undecodable"] == 1 and not aggregator.arrivals
+    assert aggregator.counters["rejected_non_finite"] == 1 and not aggregator.arrivals
+
+
+def test_v1_frames_and_foreign_frames_are_refused_with_their_reason(aggregator):
+    v1 = b"DN\x01\x01" + bytes(29) + bytes(12)  # a v1 SCORES frame: 33-byte header, 3 floats
+    aggregator.dispatch(message(TOPICS.device_scores(0), v1))
+    other_model = encode_scores_frame(
+        np.zeros((1, 3)),
+        sender=0,
+        first_sample=0,
+        model_version=aggregator.model_version ^ 0xFFFF,
+        encoding="float32",
+        captured=0.0,
+    )
+    aggregator.dispatch(message(TOPICS.device_scores(0), other_model))
+    aggregator.dispatch(message(TOPICS.device_scores(1), scores_frame(aggregator, 0, 0).payload))
+    huge = scores_frame(aggregator, 0, 0, count=aggregator.window + 1)  # over the count limit
+    aggregator.dispatch(huge)
+    assert [aggregator.counters[f"rejected_{r}"] for r in ("version_1", "wrong_model")] == [1, 1]
+    assert aggregator.counters["rejected_topic_mismatch"] == 1
+    assert aggregator.counters["rejected_count"] == 1
+    assert not aggregator.arrivals
+
+
+def test_a_batched_frame_is_split_into_its_samples_and_its_costs_shared(aggregator):
+    frame = scores_frame(aggregator, 2, 4, count=3)  # samples 4, 5, 6 of device 2
+    aggregator.dispatch(frame)
+    assert sorted(aggregator.arrivals) == [4, 5, 6]
+    # header: head 1 + sender 1 + first 1 + count 1 + model 2 + time 3 = 9 B for 3 samples
+    a = aggregator.arrivals[5]
+    assert a.payload == {"2": 12} and a.header == {"2": 3.0}
+    beyond = scores_frame(aggregator, 1, 6, count=4)  # 6, 7 in the window (..7); 8, 9 beyond
+    aggregator.dispatch(beyond)
+    assert aggregator.counters["rejected_out_of_window"] == 2
+    assert 1 in aggregator.arrivals[7].scores and 8 not in aggregator.arrivals
 
 
 def test_decided_state_stays_bounded_over_a_long_run(aggregator):
@@ -258,34 +288,37 @@ def test_a_device_resends_its_frames_in_flight_when_progress_stalls():
         )
     )
     node._begin()
-    node.poll(0.0)  # captures 0..3, then the window is full
+    node.poll(0.0)  # captures 0..3 in one batched frame, then the window is full
     node.poll(0.0)
     scores = node.client.on(TOPICS.device_scores(0))
-    assert len(scores) == 4 and sorted(node.in_flight) == [0, 1, 2, 3]
+    assert len(scores) == 1 and node.in_flight == {0: (3, scores[0])}
     node.clock.t += 1.9
     node.poll(0.0)
-    assert len(node.client.on(TOPICS.device_scores(0))) == 4  # not yet
+    assert len(node.client.on(TOPICS.device_scores(0))) == 1  # not yet
     node.clock.t += 0.2
     node.poll(0.0)
-    assert node.client.on(TOPICS.device_scores(0))[4:] == scores  # the same 4 frames again
+    assert node.client.on(TOPICS.device_scores(0)) == scores * 2  # the same frame again
     assert node.counters["resent"] == 4
     node.clock.t += 2.1  # the back-off doubled: 4 s now
     node.poll(0.0)
     assert node.counters["resent"] == 4
-    # progress: 0..1 decided -> they leave the flight, and 2 more samples may be captured
+    # progress: 0..1 decided -> 2 more samples may be captured; 2..3 keep their frame in flight
     node.dispatch(message(TOPICS.progress, json.dumps({"decided": 1, "latest": 3}).encode()))
     node.poll(0.0)
-    assert sorted(node.in_flight) == [2, 3, 4, 5]
+    assert sorted(node.in_flight) == [0, 4] and node.in_flight[4][0] == 5
+    node.dispatch(message(TOPICS.progress, json.dumps({"decided": 4, "latest": 5}).encode()))
+    assert sorted(node.in_flight) == [4]
 
 
 def test_a_device_sends_features_only_when_asked_and_only_its_own():
     node = wired(DeviceNode(1, FakeEngine(), np.zeros((4, 2), np.float32), SETTINGS, TOPICS))
     node._begin()
     node.poll(0.0)
-    node.dispatch(message(TOPICS.request, b"[[0, [0, 2]], [1, [1]], [99, [1]]]"))
-    feats = node.client.on(TOPICS.device_features(1))
-    assert len(feats) == 1  # sample 1 only; 99 was never captured (counted, not fatal)
-    assert node.counters["features_expired"] == 1
+    node.dispatch(message(TOPICS.request, b"[[0, [0, 2]], [1, [1]], [2, [1, 3]], [99, [1]]]"))
+    (frame,) = node.client.on(TOPICS.device_features(1))  # samples 1 and 2: one batched frame
+    # head 0x24, sender 1, first 1, count 2, model tag 7 (2 B), then 2 rows of 1 packed byte
+    assert frame == bytes([0x24, 1, 1, 2, 7, 0, 0, 0])
+    assert node.counters["features_expired"] == 1  # 99 was never captured (counted, not fatal)
     node.dispatch(message(TOPICS.request, b'[[0, ["a", 10000000]]]'))
     assert node.counters["rejected_malformed"] == 1
 

@@ -1,4 +1,4 @@
-"""Tests for bit packing: hand bytes, sign(0) = +1, padding, and bit-exactness with the v1 codec."""
+"""Tests for bit packing: hand bytes, sign(0) = +1, padding, and bit-exactness with the v1 layout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ddnn.runtime import codec
 from ddnn.wire import (
     FrameDecodeError,
     pack_bits,
@@ -52,14 +51,19 @@ def test_c_order_msb_first() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(shapes, st.integers(1, 4), st.integers(0, 2**32 - 1), st.sampled_from(["f4", "f8", "i1"]))
-def test_bit_exact_with_v1(shape: tuple[int, ...], batch: int, seed: int, dtype: str) -> None:
+def test_bit_exact_with_the_v1_layout(
+    shape: tuple[int, ...], batch: int, seed: int, dtype: str
+) -> None:
+    # v1's layout, straight from NumPy: C order, MSB first, value >= 0 -> 1, zero padding
     rng = np.random.default_rng(seed)
     signs = rng.integers(-1, 2, size=(batch, *shape)).astype(dtype)  # -1, 0, +1
+    reference = np.packbits(signs.reshape(batch, -1) >= 0, axis=1)
     rows = pack_bits_batch(signs)
-    assert np.array_equal(rows, codec.pack_bits_batch(signs))
-    assert pack_bits(signs[0]) == codec.pack_bits(signs[0])
-    assert np.array_equal(unpack_bits_batch(rows, shape), codec.unpack_bits_batch(rows, shape))
-    assert np.array_equal(unpack_bits(rows[0].tobytes(), shape), codec.unpack_bits(rows[0], shape))
+    assert np.array_equal(rows, reference)
+    assert pack_bits(signs[0]) == reference[0].tobytes()
+    expected = np.where(signs >= 0, 1.0, -1.0).astype(np.float32)
+    assert np.array_equal(unpack_bits_batch(rows, shape), expected)
+    assert np.array_equal(unpack_bits(rows[0].tobytes(), shape), expected[0])
 
 
 @given(

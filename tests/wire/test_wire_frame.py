@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pickle
+import struct
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddnn.runtime import codec
 from ddnn.wire import (
     REASONS,
     Expect,
@@ -218,9 +218,12 @@ def test_arbitrary_bytes_raise_only_frame_decode_error(data: bytes) -> None:
 
 
 def test_v1_frames_are_named() -> None:
+    # v1's 33-byte header (magic "DN", version 1, kind, sender u16, sample u64, model u32,
+    # ndim, 3 dims u16, payload length u32, CRC u32), then the payload
+    v1_header = struct.Struct("<2sBBHQIB3HII")
     v1 = [
-        codec.encode_scores(np.zeros(3), sender_id=1, sample_id=2, model_version=MODEL),
-        codec.encode_features(np.ones((2, 5)), sender_id=0, sample_id=2, model_version=MODEL),
+        v1_header.pack(b"DN", 1, 1, 1, 2, MODEL & 0xFFFFFFFF, 1, 3, 0, 0, 12, 0) + bytes(12),
+        v1_header.pack(b"DN", 1, 2, 0, 2, MODEL & 0xFFFFFFFF, 2, 2, 5, 0, 2, 0) + b"\xff\xc0",
     ]
     for frame in v1:
         with pytest.raises(FrameDecodeError, match="v1 frames are no longer read") as e:

@@ -27,8 +27,6 @@ import torch
 
 from ddnn.models.sections import LocalAggregatorSection
 from ddnn.nn.exits import exit_mask
-from ddnn.runtime.codec import HEADER_BYTES, FrameKind
-from ddnn.runtime.device_node import captured_at
 from ddnn.runtime.messages import (
     Answer,
     Progress,
@@ -43,11 +41,12 @@ from ddnn.runtime.messages import (
     parse_progress,
     parse_receipts,
 )
-from ddnn.runtime.mqtt import BrokerSettings, message_overhead
+from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node
 from ddnn.runtime.protocol import EDGE, LOCAL, Topics
 from ddnn.runtime.window import FinishedIds
 from ddnn.train.checkpoint import load_section
+from ddnn.wire import MAX_COUNT, Expect, FrameKind
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,8 @@ class Arrivals:
     captured: float  # earliest capture time stamped by a device
     scores: dict[int, np.ndarray] = field(default_factory=dict)
     payload: dict[str, int] = field(default_factory=dict)
-    mqtt: dict[str, int] = field(default_factory=dict)
+    header: dict[str, float] = field(default_factory=dict)
+    mqtt: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,8 +144,21 @@ class AggregatorNode(Node):
         self._last_progress = 0.0
         self._progress_sent: tuple[int, int] | None = (-1, -1)
         self.max_seen = -1  # newest in-window sample any device has sent
-        self.scores_shapes = {k: (self.num_classes,) for k in range(self.num_devices)}
-        self.edge_shapes = {e: (self.num_classes,) for e in range(len(self.groups))}
+        scores_kind = {FrameKind.for_scores(config.wire.scores)}
+        self.device_expect = Expect(
+            version,
+            scores_kind,
+            self.num_classes,
+            senders=set(range(self.num_devices)),
+            max_count=window,
+        )
+        self.edge_expect = Expect(
+            version,
+            scores_kind,
+            self.num_classes,
+            senders=set(range(len(self.groups))),
+            max_count=MAX_COUNT,
+        )
         with torch.no_grad():  # warm up before going online
             d, c = self.num_devices, self.num_classes
             local(torch.zeros(1, d, c), torch.ones(1, d, dtype=torch.bool))
@@ -195,47 +208,49 @@ class AggregatorNode(Node):
             log.info("aggregator resumes after sample %d", p.decided)
 
     def _on_device_scores(self, msg: paho.MQTTMessage) -> None:
-        frame = self.decode(
-            msg, FrameKind.SCORES, self.scores_shapes, Topics.index_in(msg.topic, "device")
-        )
+        frame = self.decode(msg, self.device_expect, Topics.index_in(msg.topic, "device"))
         if frame is None:
             return
-        sample = frame.sample_id
-        if sample in self.finished:
-            self.counters["late_frames"] += 1
-            self._progress_sent = None  # the device may have missed progress: repeat it
-            return
-        if sample > self.max_decided + self.window:
+        payload, header, mqtt = self.costs(msg, frame)
+        key, now = str(frame.sender), self.clock()
+        captured = frame.captured if frame.captured is not None else self.wall()
+        beyond = 0
+        for sample, scores in zip(frame.sample_ids, frame.rows, strict=True):
+            if sample in self.finished:
+                self.counters["late_frames"] += 1
+                self._progress_sent = None  # the device may have missed progress: repeat it
+                continue
+            if sample > self.max_decided + self.window:
+                beyond += 1
+                continue
+            self.max_seen = max(self.max_seen, sample)
+            self.gaps.pop(sample, None)
+            a = self.arrivals.get(sample)
+            if a is None:
+                a = self.arrivals[sample] = Arrivals(now, captured)
+            a.captured = min(a.captured, captured)
+            a.scores[frame.sender] = scores
+            a.payload[key] = payload
+            a.header[key] = header
+            a.mqtt[key] = mqtt
+        if beyond:
+            self.counters["rejected_out_of_window"] += beyond - 1
             self.reject(
                 "out_of_window",
-                f"{msg.topic}: sample {sample} is beyond the window "
+                f"{msg.topic}: {beyond} sample(s) from {frame.first_sample} beyond the window "
                 f"({self.max_decided + 1}..{self.max_decided + self.window})",
             )
-            return
-        now = self.clock()
-        self.max_seen = max(self.max_seen, sample)
-        self.gaps.pop(sample, None)
-        a = self.arrivals.get(sample)
-        captured = captured_at(msg, self.wall())
-        if a is None:
-            a = self.arrivals[sample] = Arrivals(now, captured)
-        a.captured = min(a.captured, captured)
-        key = str(frame.sender_id)
-        a.scores[frame.sender_id] = frame.payload
-        a.payload[key] = len(msg.payload) - HEADER_BYTES
-        a.mqtt[key] = message_overhead(msg)
 
     def _on_edge_scores(self, msg: paho.MQTTMessage) -> None:
-        frame = self.decode(
-            msg, FrameKind.SCORES, self.edge_shapes, Topics.index_in(msg.topic, "edge")
-        )
+        frame = self.decode(msg, self.edge_expect, Topics.index_in(msg.topic, "edge"))
         if frame is None:
             return
-        w = self.edge_waits.get(frame.sample_id)
-        if w is None:
-            self.counters["late_frames"] += 1
-            return
-        w.scores[frame.sender_id] = frame.payload
+        for sample, scores in zip(frame.sample_ids, frame.rows, strict=True):
+            w = self.edge_waits.get(sample)
+            if w is None:
+                self.counters["late_frames"] += 1
+            else:
+                w.scores[frame.sender] = scores
 
     # -- decisions -----------------------------------------------------------------------------
     def next_wakeup(self) -> float | None:
@@ -329,7 +344,7 @@ class AggregatorNode(Node):
                 sample,
                 ids,
                 a.payload,
-                {k: 1 for k in a.payload},
+                a.header,
                 a.mqtt,
                 a.captured,
                 predictions[b],
@@ -352,7 +367,7 @@ class AggregatorNode(Node):
             exit=exit_name,
             present=req.present,
             device_payload=req.device_payload,
-            device_frames=req.device_frames,
+            device_header=req.device_header,
             device_mqtt=req.device_mqtt,
             edge_payload=req.edge_payload,
             captured=req.captured,
@@ -422,7 +437,7 @@ class AggregatorNode(Node):
                 for key, nbytes in receipt.payload.items():
                     r = w.request
                     r.device_payload[key] = r.device_payload.get(key, 0) + nbytes
-                    r.device_frames[key] = r.device_frames.get(key, 0) + 1
+                    r.device_header[key] = r.device_header.get(key, 0) + receipt.header.get(key, 0)
                     r.device_mqtt[key] = r.device_mqtt.get(key, 0) + receipt.mqtt.get(key, 0)
                 w.request.flags.extend(f for f in receipt.flags if f not in w.request.flags)
             if not w.expected <= set(w.scores):

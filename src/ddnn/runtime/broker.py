@@ -94,6 +94,8 @@ def node_acl(namespace: str, node: str, groups: list[tuple[int, ...]]) -> list[s
         lines += [
             f"topic read {root}/results",
             f"topic read {root}/status/#",
+            f"topic read {root}/request",  # to count the control bytes devices receive
+            f"topic read {root}/progress",
             f"topic write {root}/control",
         ]
     else:

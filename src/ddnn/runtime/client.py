@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as paho
 
-from ddnn.runtime.codec import HEADER_BYTES
 from ddnn.runtime.messages import Answer, MessageError, parse_answers, parse_status
-from ddnn.runtime.mqtt import BrokerSettings, close_client, connect_client
+from ddnn.runtime.mqtt import BrokerSettings, close_client, connect_client, message_overhead
 from ddnn.runtime.protocol import STOP, Topics
 
 log = logging.getLogger(__name__)
@@ -39,6 +38,7 @@ class RunReport:
     duplicates: int = 0
     wall_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    control_bytes: int = 0  # requests and progress as delivered to one device, MQTT included
 
     def predictions(self) -> np.ndarray:
         """(N,) predicted class per sample, -1 where failed."""
@@ -62,8 +62,10 @@ class RunReport:
             correct = sum(int(a.prediction == int(self.labels[a.sample])) for a in answered)
         device_slots = sum(len(a.present) for a in answered)
         payload = sum(sum(a.device_payload.values()) for a in answered)
-        frames = sum(sum(a.device_frames.values()) for a in answered)
+        header = sum(sum(a.device_header.values()) for a in answered)
         mqtt = sum(sum(a.device_mqtt.values()) for a in answered)
+        per_slot = 1.0 / device_slots if device_slots else 0.0
+        control = self.control_bytes / self.samples if self.samples else 0.0
         edge = sum(sum(a.edge_payload.values()) for a in answered)
         latencies: dict[str, list[float]] = {name: [] for name in self.exit_names}
         for a in answered:
@@ -90,12 +92,13 @@ class RunReport:
             "local_exit_fraction": (
                 sum(1 for a in answered if a.exit == "local") / n if n else 0.0
             ),
-            "bytes_per_device": payload / device_slots if device_slots else 0.0,
-            "header_bytes_per_device": frames * HEADER_BYTES / device_slots
-            if device_slots
-            else 0.0,
-            "mqtt_overhead_per_device": mqtt / device_slots if device_slots else 0.0,
-            "frames_per_device": frames / device_slots if device_slots else 0.0,
+            "bytes_per_device": payload * per_slot,
+            "header_bytes_per_device": header * per_slot,
+            "mqtt_overhead_per_device": mqtt * per_slot,
+            "control_bytes_per_device": control,
+            # every byte a device's link carries per sample: its frames (payload, headers, MQTT)
+            # and its share of the control messages every device receives
+            "wire_bytes_per_device": (payload + header + mqtt) * per_slot + control,
             "edge_to_cloud_bytes_per_sample": edge / n if n else 0.0,
             "latency_ms": {
                 name: _percentiles(values) for name, values in latencies.items() if values
@@ -148,6 +151,7 @@ class ResultCollector:
         self.status: dict[str, str] = {}
         self.offline_since: dict[str, float] = {}
         self.malformed = 0
+        self.control_bytes = 0  # request + progress messages seen, as each device receives them
         self.clock = time.monotonic
         self.client: paho.Client | None = None
         if settings is not None:
@@ -155,7 +159,12 @@ class ResultCollector:
                 f"ddnn-{topics.namespace}-{client_id}",
                 settings,
                 self.inbox.put,
-                [(topics.results, 1), (topics.status("+"), 1)],
+                [
+                    (topics.results, 1),
+                    (topics.status("+"), 1),
+                    (topics.request, 1),
+                    (topics.progress, 1),
+                ],
             )
 
     def asked(self, sample: int) -> bool:
@@ -183,6 +192,10 @@ class ResultCollector:
         return new
 
     def handle(self, msg: paho.MQTTMessage) -> int:
+        if msg.topic in (self.topics.request, self.topics.progress):
+            if not getattr(msg, "retain", False):  # a retained copy is not on the devices' wire
+                self.control_bytes += len(msg.payload) + message_overhead(msg)
+            return 0
         if msg.topic != self.topics.results:
             try:
                 state = parse_status(msg.payload)
@@ -305,6 +318,7 @@ class ResultCollector:
             self.duplicates,
             wall_seconds,
             extra,
+            self.control_bytes,
         )
 
     def close(self, stop_nodes: bool = True) -> None:
@@ -332,7 +346,9 @@ def format_report(doc: dict[str, Any]) -> str:
         "exits: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in doc["exit_fractions"].items()),
         f"bytes per device per sample: payload {doc['bytes_per_device']:.1f} B "
         f"(+ frame headers {doc['header_bytes_per_device']:.1f} B, "
-        f"MQTT {doc['mqtt_overhead_per_device']:.1f} B)",
+        f"MQTT {doc['mqtt_overhead_per_device']:.1f} B, "
+        f"control {doc['control_bytes_per_device']:.1f} B: "
+        f"{doc['wire_bytes_per_device']:.1f} B on the wire)",
     ]
     if doc["edge_to_cloud_bytes_per_sample"]:
         lines.append(

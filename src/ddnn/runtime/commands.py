@@ -133,6 +133,7 @@ def _serve_devices(args: argparse.Namespace, mc: ModelConfig, settings: Any, top
             rate=args.rate,
             batch=args.batch,
             window=args.window or 32,
+            score_encoding=mc.wire.scores,
             wait_for_start=args.wait_for_start,
             qos=args.qos,
         )

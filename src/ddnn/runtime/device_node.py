@@ -20,16 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from ddnn.runtime.codec import encode_packed_features, encode_scores
 from ddnn.runtime.engine import DeviceEngine
 from ddnn.runtime.feature_cache import FeatureCache
 from ddnn.runtime.messages import Control, parse_feature_asks, parse_progress
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node, NodeFenced
 from ddnn.runtime.protocol import Topics
+from ddnn.wire import encode_features_frame, encode_scores_frame
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +41,15 @@ def start_command(at: float | None = None) -> bytes:
     return START if at is None else START + f" {at:.6f}".encode()
 
 
-def capture_properties(captured: float) -> Properties:
-    """MQTT 5 user property ``t`` = capture time, so latency is measured end to end."""
-    props = Properties(PacketTypes.PUBLISH)
-    props.UserProperty = [("t", f"{captured:.6f}")]
-    return props
-
-
-def captured_at(msg: paho.MQTTMessage, default: float) -> float:
-    """The capture time a device stamped on ``msg``, or ``default``."""
-    props = getattr(msg, "properties", None)
-    for key, value in getattr(props, "UserProperty", None) or []:
-        if key == "t":
-            try:
-                return float(value)
-            except ValueError:
-                return default
-    return default
+def consecutive_runs(samples: list[int]) -> list[list[int]]:
+    """Sorted sample ids split into runs of consecutive ids (one batched frame each)."""
+    runs: list[list[int]] = []
+    for s in samples:
+        if runs and s == runs[-1][-1] + 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return runs
 
 
 def load_device_inputs(
@@ -101,6 +91,7 @@ class DeviceNode(Node):
         cache_size: int = 20_000,
         wait_for_start: bool = False,
         resend_after: float = 2.0,
+        score_encoding: str = "float32",
         qos: int = 1,
     ) -> None:
         super().__init__(f"device_{device}", settings, topics, engine.model_version, qos)
@@ -129,7 +120,9 @@ class DeviceNode(Node):
         self.t_start = 0.0
         self.cache: FeatureCache[bytes] = FeatureCache(feature_ttl, self.counters, cache_size)
         self.finished = False
-        self.in_flight: dict[int, bytes] = {}  # SCORES frames sent and not yet decided
+        self.score_encoding = score_encoding
+        # SCORES frames sent and not all decided: first sample -> (last sample, frame)
+        self.in_flight: dict[int, tuple[int, bytes]] = {}
         self.resend_after = resend_after
         self._backoff = resend_after
         self._progress_at = 0.0  # monotonic time progress last moved (or we last resent)
@@ -141,9 +134,8 @@ class DeviceNode(Node):
     # -- messages ------------------------------------------------------------------------------
     def handle(self, msg: paho.MQTTMessage) -> None:
         if msg.topic == self.topics.request:
-            for sample, devices in parse_feature_asks(msg.payload):
-                if self.device in devices:
-                    self._send_features(sample)
+            asks = parse_feature_asks(msg.payload)
+            self._send_features(sorted({s for s, devices in asks if self.device in devices}))
         elif msg.topic == self.topics.progress:
             self._on_progress(msg.payload)
 
@@ -153,23 +145,24 @@ class DeviceNode(Node):
             self.decided = p.decided
             self._progress_at = self.clock()
             self._backoff = self.resend_after
-            for s in [s for s in self.in_flight if s <= p.decided]:
-                del self.in_flight[s]
+            for first in [f for f, (last, _) in self.in_flight.items() if last <= p.decided]:
+                del self.in_flight[first]
         self.latest = max(self.latest, p.latest)
 
-    def _send_features(self, sample: int) -> None:
-        packed = self.cache.take(sample)
-        if packed is None:
-            return
-        frame = encode_packed_features(
-            packed,
-            self.engine.feature_shape,
-            sender_id=self.device,
-            sample_id=sample,
-            model_version=self.model_version,
-        )
-        self.publish(self.topics.device_features(self.device), frame)
-        self.counters["features_sent"] += 1
+    def _send_features(self, samples: list[int]) -> None:
+        """One FEATURES frame per run of consecutive asked samples still in the cache."""
+        rows = {s: r for s in samples if (r := self.cache.take(s)) is not None}
+        for run in consecutive_runs(sorted(rows)):
+            packed = np.frombuffer(b"".join(rows[s] for s in run), dtype=np.uint8)
+            frame = encode_features_frame(
+                packed.reshape(len(run), -1),
+                sender=self.device,
+                first_sample=run[0],
+                model_version=self.model_version,
+                shape=self.engine.feature_shape,
+            )
+            self.publish(self.topics.device_features(self.device), frame)
+        self.counters["features_sent"] += len(rows)
 
     # -- replay --------------------------------------------------------------------------------
     def _due(self, now: float) -> int:
@@ -193,21 +186,20 @@ class DeviceNode(Node):
         captured = self.wall()
         scores, packed = self.engine.infer_batch(self.inputs[start : start + n])
         now = self.clock()
-        props = capture_properties(captured)
-        topic = self.topics.device_scores(self.device)
         if not self.in_flight:
             self._progress_at = now  # the resend clock runs from the oldest frame in flight
         for i in range(n):
-            sample = start + i
-            self.cache.put(sample, packed[i].tobytes(), now)
-            frame = encode_scores(
-                scores[i],
-                sender_id=self.device,
-                sample_id=sample,
-                model_version=self.model_version,
-            )
-            self.publish(topic, frame, properties=props)
-            self.in_flight[sample] = frame
+            self.cache.put(start + i, packed[i].tobytes(), now)
+        frame = encode_scores_frame(
+            scores,
+            sender=self.device,
+            first_sample=start,
+            model_version=self.model_version,
+            encoding=self.score_encoding,
+            captured=captured,
+        )
+        self.publish(self.topics.device_scores(self.device), frame)
+        self.in_flight[start] = (start + n - 1, frame)
         self.next_sample += n
         self.counters["samples"] += n
         self.cache.evict(now)
@@ -217,10 +209,11 @@ class DeviceNode(Node):
         if not self.in_flight or now - self._progress_at < self._backoff:
             return
         topic = self.topics.device_scores(self.device)
-        props = capture_properties(self.wall())
-        for sample in sorted(self.in_flight):
-            self.publish(topic, self.in_flight[sample], properties=props)
-        self.counters["resent"] += len(self.in_flight)
+        for first in sorted(self.in_flight):
+            self.publish(topic, self.in_flight[first][1])
+        self.counters["resent"] += sum(
+            last - first + 1 for first, (last, _) in self.in_flight.items()
+        )
         log.warning(
             "%s: no progress for %.1f s; sent %d frames in flight again",
             self.name,

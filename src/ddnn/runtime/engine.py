@@ -49,7 +49,7 @@ class TorchDeviceEngine:
         self.model_version = version
 
     def infer_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from ddnn.runtime.codec import pack_bits_batch
+        from ddnn.wire import pack_bits_batch
 
         with self._torch.no_grad():
             scores, feats = self.section(self._torch.from_numpy(np.ascontiguousarray(x)))

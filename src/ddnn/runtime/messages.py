@@ -146,11 +146,19 @@ def _ids(value: Any, what: str) -> list[int]:
 
 def _byte_counts(value: Any, what: str) -> dict[str, int]:
     """``{"<node id>": bytes}``; keys are decimal node ids."""
-    out = {}
+    return {k: int(v) for k, v in _byte_shares(value, what, integer=True).items()}
+
+
+def _byte_shares(value: Any, what: str, integer: bool = False) -> dict[str, float]:
+    """``{"<node id>": bytes}``, where a sample's share of a batched frame may be fractional."""
+    out: dict[str, float] = {}
     for key, n in _dict(value, what, MAX_NODE_ID).items():
         if not (key.isdigit() and key.isascii()) or int(key) > MAX_NODE_ID:
             raise MessageError(f"{what} key {_show(key)} is not a node id")
-        out[key] = _int(n, f"{what}[{key}]", 0, 2**31 - 1)
+        if integer:
+            out[key] = _int(n, f"{what}[{key}]", 0, 2**31 - 1)
+        else:
+            out[key] = _float(n, f"{what}[{key}]", 0.0, 2.0**31)
     return out
 
 
@@ -275,8 +283,8 @@ class UpRequest:
     sample: int
     present: list[int]
     device_payload: dict[str, int]
-    device_frames: dict[str, int]
-    device_mqtt: dict[str, int]
+    device_header: dict[str, float]
+    device_mqtt: dict[str, float]
     captured: float
     local_prediction: int
     edge_prediction: int = -1
@@ -289,7 +297,7 @@ _REQUEST_REQUIRED = {
     "sample",
     "present",
     "device_payload",
-    "device_frames",
+    "device_header",
     "device_mqtt",
     "captured",
     "local_prediction",
@@ -310,8 +318,8 @@ def parse_requests(payload: bytes | bytearray) -> list[UpRequest]:
                 sample=_sample(d["sample"]),
                 present=_ids(d["present"], "present"),
                 device_payload=_byte_counts(d["device_payload"], "device_payload"),
-                device_frames=_byte_counts(d["device_frames"], "device_frames"),
-                device_mqtt=_byte_counts(d["device_mqtt"], "device_mqtt"),
+                device_header=_byte_shares(d["device_header"], "device_header"),
+                device_mqtt=_byte_shares(d["device_mqtt"], "device_mqtt"),
                 captured=_float(d["captured"], "captured", 0.0),
                 local_prediction=_int(d["local_prediction"], "local_prediction", 0, MAX_NODE_ID),
                 edge_prediction=_int(
@@ -331,8 +339,12 @@ def parse_requests(payload: bytes | bytearray) -> list[UpRequest]:
 
 @dataclass(frozen=True)
 class Receipt:
+    """The bytes each device sent an edge for one sample (payload, its share of frame headers
+    and of MQTT overhead), and the flags the edge raised."""
+
     payload: dict[str, int]
-    mqtt: dict[str, int]
+    header: dict[str, float]
+    mqtt: dict[str, float]
     flags: list[str]
 
 
@@ -345,10 +357,11 @@ def parse_receipts(payload: bytes | bytearray) -> dict[int, Receipt]:
     for key, item in _dict(load_json(payload, "receipts"), "receipts").items():
         if not (key.isdigit() and key.isascii()):
             raise MessageError(f"receipt key {_show(key)} is not a sample id")
-        d = _fields(item, "receipt", {"payload", "mqtt", "flags"}, set())
+        d = _fields(item, "receipt", {"payload", "header", "mqtt", "flags"}, set())
         out[_sample(int(key))] = Receipt(
             _byte_counts(d["payload"], "receipt payload"),
-            _byte_counts(d["mqtt"], "receipt mqtt"),
+            _byte_shares(d["header"], "receipt header"),
+            _byte_shares(d["mqtt"], "receipt mqtt"),
             _flags(d["flags"]),
         )
     return out
@@ -367,9 +380,11 @@ class Answer:
         prediction: Class index; -1 when the sample failed.
         exit: ``local``, ``edge`` or ``cloud``; ``none`` when the sample failed.
         present: Devices whose frames were fused.
-        device_payload: Codec payload bytes each device sent for this sample (scores + features).
-        device_frames: Frames each device sent for this sample.
-        device_mqtt: MQTT packet overhead of those frames (fixed header, topic, packet id, props).
+        device_payload: Payload bytes each device sent for this sample (scores + features).
+        device_header: Each device's share of frame-header bytes for this sample (a batched
+            frame's header is shared by the samples it carries).
+        device_mqtt: Each device's share of MQTT packet overhead (fixed header, topic, packet
+            id, properties) of those frames.
         edge_payload: Payload bytes each edge sent to the cloud.
         captured: Wall-clock time the first device captured the sample (seconds since epoch).
         answered: Wall-clock time the answer was published.
@@ -382,8 +397,8 @@ class Answer:
     exit: str
     present: list[int]
     device_payload: dict[str, int] = field(default_factory=dict)
-    device_frames: dict[str, int] = field(default_factory=dict)
-    device_mqtt: dict[str, int] = field(default_factory=dict)
+    device_header: dict[str, float] = field(default_factory=dict)
+    device_mqtt: dict[str, float] = field(default_factory=dict)
     edge_payload: dict[str, int] = field(default_factory=dict)
     captured: float = 0.0
     answered: float = 0.0
@@ -424,8 +439,8 @@ def parse_answers(payload: bytes | bytearray) -> list[Answer]:
                 exit=exit_name,
                 present=_ids(d["present"], "present"),
                 device_payload=_byte_counts(d.get("device_payload", {}), "device_payload"),
-                device_frames=_byte_counts(d.get("device_frames", {}), "device_frames"),
-                device_mqtt=_byte_counts(d.get("device_mqtt", {}), "device_mqtt"),
+                device_header=_byte_shares(d.get("device_header", {}), "device_header"),
+                device_mqtt=_byte_shares(d.get("device_mqtt", {}), "device_mqtt"),
                 edge_payload=_byte_counts(d.get("edge_payload", {}), "edge_payload"),
                 captured=_float(d.get("captured", 0.0), "captured", 0.0),
                 answered=_float(d.get("answered", 0.0), "answered", 0.0),

@@ -21,15 +21,21 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
 
-from ddnn.runtime.codec import Frame, FrameDecodeError, FrameKind, decode_frame, read_header
 from ddnn.runtime.messages import Control, MessageError, parse_control, parse_status
-from ddnn.runtime.mqtt import BrokerSettings, close_client, connect_client, instance_of
+from ddnn.runtime.mqtt import (
+    BrokerSettings,
+    close_client,
+    connect_client,
+    instance_of,
+    message_overhead,
+)
 from ddnn.runtime.protocol import DONE, OFFLINE, ONLINE, Topics
+from ddnn.wire import Expect, Frame, FrameDecodeError, decode_frame
 
 log = logging.getLogger(__name__)
 
@@ -158,52 +164,32 @@ class Node:
             log.warning("%s rejected a message (%s, %d so far): %s", self.name, reason, n, detail)
 
     def decode(
-        self,
-        msg: paho.MQTTMessage,
-        kind: FrameKind,
-        shapes: Mapping[int, tuple[int, ...]],
-        topic_sender: int | None,
+        self, msg: paho.MQTTMessage, expect: Expect, topic_sender: int | None
     ) -> Frame | None:
-        """The frame in ``msg`` if it is a valid ``kind`` frame of this model, from the sender
-        its topic names, with that sender's payload shape; else ``None`` (counted).
+        """The v2 frame in ``msg`` if it is what ``expect`` accepts and comes from the sender its
+        topic names; else ``None``, counted as ``rejected_<reason>`` (e.g. ``version_1``,
+        ``length``, ``wrong_model``, ``non_finite``).
 
-        Everything but the CRC and payload is checked from the header first, so an oversized or
+        Sizes are checked from the header before the payload is touched, so an oversized or
         foreign frame costs no allocation.
         """
         try:
-            header = read_header(msg.payload)
+            frame = decode_frame(msg.payload, expect, now=self.wall())
         except FrameDecodeError as exc:
-            self.reject("undecodable", f"{msg.topic}: {exc}")
+            self.reject(exc.reason, f"{msg.topic}: {exc}")
             return None
-        if header.kind != kind:
-            self.reject(
-                "wrong_kind", f"{msg.topic}: {header.kind.name} frame, expected {kind.name}"
-            )
+        if topic_sender != frame.sender:
+            self.reject("topic_mismatch", f"{msg.topic}: frame from sender {frame.sender}")
             return None
-        if header.sender_id not in shapes:
-            self.reject("unknown_sender", f"{msg.topic}: sender {header.sender_id} is not known")
-            return None
-        if topic_sender != header.sender_id:
-            self.reject("topic_mismatch", f"{msg.topic}: frame from sender {header.sender_id}")
-            return None
-        if header.model_version != self.model_version:
-            self.reject(
-                "wrong_model",
-                f"{msg.topic}: model version {header.model_version:#010x}, "
-                f"serving {self.model_version:#010x}",
-            )
-            return None
-        if header.shape != shapes[header.sender_id]:
-            self.reject(
-                "wrong_shape",
-                f"{msg.topic}: payload shape {header.shape}, expected {shapes[header.sender_id]}",
-            )
-            return None
-        try:
-            return decode_frame(msg.payload, header)
-        except FrameDecodeError as exc:
-            self.reject("undecodable", f"{msg.topic}: {exc}")
-            return None
+        return frame
+
+    @staticmethod
+    def costs(msg: paho.MQTTMessage, frame: Frame) -> tuple[int, float, float]:
+        """Per sample of a frame: payload bytes, its share of the frame header, and its share of
+        the MQTT packet overhead."""
+        payload = (len(msg.payload) - frame.header_len) // frame.count
+        header = frame.header_len / frame.count
+        return payload, header, message_overhead(msg) / frame.count
 
     def status_of(self, msg: paho.MQTTMessage) -> tuple[str, str] | None:
         """(node, status) of a status message, or ``None`` (counted) if malformed."""

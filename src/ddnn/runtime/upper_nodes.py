@@ -24,7 +24,7 @@ import torch
 from ddnn.config import ModelConfig
 from ddnn.models.ddnn import upper_input_shape
 from ddnn.models.sections import UpperSection, device_feature_shape
-from ddnn.runtime.codec import HEADER_BYTES, FrameKind, encode_features, encode_scores
+from ddnn.runtime.device_node import consecutive_runs
 from ddnn.runtime.feature_cache import FeatureCache
 from ddnn.runtime.messages import (
     Answer,
@@ -34,11 +34,12 @@ from ddnn.runtime.messages import (
     encode_receipts,
     parse_requests,
 )
-from ddnn.runtime.mqtt import BrokerSettings, message_overhead
+from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node
 from ddnn.runtime.protocol import CLOUD, Topics
 from ddnn.runtime.window import FinishedIds
 from ddnn.train.checkpoint import load_section
+from ddnn.wire import Expect, FrameKind, encode_features_frame, encode_scores_frame
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,19 @@ class Waiting:
     deadline: float
     features: dict[int, np.ndarray] = field(default_factory=dict)
     payload: dict[str, int] = field(default_factory=dict)
-    mqtt: dict[str, int] = field(default_factory=dict)
+    header: dict[str, float] = field(default_factory=dict)
+    mqtt: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Arrived:
+    """One sender's feature map for one sample, and what it cost on the wire."""
+
+    sender: int
+    features: np.ndarray
+    payload: int
+    header: float
+    mqtt: float
 
 
 class FeatureCollector(Node):
@@ -87,7 +100,14 @@ class FeatureCollector(Node):
         self.input_shape = input_shape
         self.deadline = deadline
         self.waiting: dict[int, Waiting] = {}
-        self.orphans: dict[int, tuple[float, list[paho.MQTTMessage]]] = {}
+        self.orphans: dict[int, tuple[float, list[Arrived]]] = {}
+        self.expect = Expect(
+            version,
+            {FrameKind.FEATURES},
+            feature_shapes=sender_shapes,
+            senders=set(senders),
+            max_count=MAX_WAITING,
+        )
         self.orphan_count = 0
         self.done = FinishedIds(keep=4 * MAX_WAITING)
         with torch.no_grad():  # warm up (first calls allocate) before going online
@@ -119,27 +139,35 @@ class FeatureCollector(Node):
             entry = self.orphans.pop(req.sample, None)
             if entry is not None:
                 self.orphan_count -= len(entry[1])
-                for msg in entry[1]:
-                    self.on_features(msg)
+                for arrived in entry[1]:
+                    self._attach(w, arrived)
 
     def on_features(self, msg: paho.MQTTMessage) -> None:
-        frame = self.decode(msg, FrameKind.FEATURES, self.sender_shapes, self.sender_of(msg.topic))
+        frame = self.decode(msg, self.expect, self.sender_of(msg.topic))
         if frame is None:
             return
-        w = self.waiting.get(frame.sample_id)
-        if w is None:
-            if frame.sample_id in self.done:
+        payload, header, mqtt = self.costs(msg, frame)
+        maps = frame.unpacked(self.sender_shapes[frame.sender])  # (count, *shape) ±1
+        for sample, features in zip(frame.sample_ids, maps, strict=True):
+            arrived = Arrived(frame.sender, features, payload, header, mqtt)
+            w = self.waiting.get(sample)
+            if w is not None:
+                self._attach(w, arrived)
+            elif sample in self.done:
                 self.counters["late_frames"] += 1
-                return
-            self._keep_orphan(frame.sample_id, msg)
-            return
-        key = str(frame.sender_id)
-        w.features[frame.sender_id] = frame.payload
-        w.payload[key] = w.payload.get(key, 0) + len(msg.payload) - HEADER_BYTES
-        w.mqtt[key] = w.mqtt.get(key, 0) + message_overhead(msg)
+            else:
+                self._keep_orphan(sample, arrived)
 
-    def _keep_orphan(self, sample: int, msg: paho.MQTTMessage) -> None:
-        """A frame ahead of its request: kept briefly, within a count bound (oldest out)."""
+    @staticmethod
+    def _attach(w: Waiting, a: Arrived) -> None:
+        key = str(a.sender)
+        w.features[a.sender] = a.features
+        w.payload[key] = w.payload.get(key, 0) + a.payload
+        w.header[key] = w.header.get(key, 0.0) + a.header
+        w.mqtt[key] = w.mqtt.get(key, 0.0) + a.mqtt
+
+    def _keep_orphan(self, sample: int, arrived: Arrived) -> None:
+        """Features ahead of their request: kept briefly, within a count bound (oldest out)."""
         while self.orphan_count >= MAX_ORPHANS:
             oldest = next(iter(self.orphans))
             self.orphan_count -= len(self.orphans.pop(oldest)[1])
@@ -148,7 +176,7 @@ class FeatureCollector(Node):
         if len(entry[1]) >= len(self.senders):  # one per sender is all a sample can have
             self.counters["orphan_frames_dropped"] += 1
             return
-        entry[1].append(msg)
+        entry[1].append(arrived)
         self.orphan_count += 1
 
     def next_wakeup(self) -> float | None:
@@ -260,14 +288,15 @@ class CloudNode(FeatureCollector):
         for w, pred in zip(batch, predictions, strict=True):
             r = w.request
             payload, mqtt = dict(r.device_payload), dict(r.device_mqtt)
-            frames = dict(r.device_frames)
+            header = dict(r.device_header)
             edge_payload = dict(r.edge_payload)
-            target = edge_payload if self.groups else payload
             for key, nbytes in w.payload.items():
-                target[key] = target.get(key, 0) + nbytes
-                if not self.groups:
-                    frames[key] = frames.get(key, 0) + 1
-                    mqtt[key] = mqtt.get(key, 0) + w.mqtt[key]
+                if self.groups:  # the frames came from the edges
+                    edge_payload[key] = edge_payload.get(key, 0) + nbytes
+                else:
+                    payload[key] = payload.get(key, 0) + nbytes
+                    header[key] = header.get(key, 0.0) + w.header[key]
+                    mqtt[key] = mqtt.get(key, 0.0) + w.mqtt[key]
             answers.append(
                 Answer(
                     sample=r.sample,
@@ -275,7 +304,7 @@ class CloudNode(FeatureCollector):
                     exit=CLOUD,
                     present=r.present,
                     device_payload=payload,
-                    device_frames=frames,
+                    device_header=header,
                     device_mqtt=mqtt,
                     edge_payload=edge_payload,
                     captured=r.captured,
@@ -318,6 +347,7 @@ class EdgeNode(FeatureCollector):
             qos,
         )
         self.edge = edge
+        self.feature_shape = tuple(section.feature_shape)
         self.emits_features = config.cloud.enabled
         self.cache: FeatureCache[np.ndarray] = FeatureCache(cache_ttl, self.counters, MAX_WAITING)
 
@@ -338,36 +368,45 @@ class EdgeNode(FeatureCollector):
         if msg.topic == self.topics.up:
             self.on_requests(parse_requests(msg.payload))
         elif msg.topic == self.topics.forward:
-            for req in parse_requests(msg.payload):
-                if self.edge in req.edges:
-                    self._forward(req.sample)
+            samples = [r.sample for r in parse_requests(msg.payload) if self.edge in r.edges]
+            self._forward(sorted(set(samples)))
         else:
             self.on_features(msg)
 
-    def _forward(self, sample: int) -> None:
-        features = self.cache.take(sample)
-        if features is None:
-            return
-        frame = encode_features(
-            features, sender_id=self.edge, sample_id=sample, model_version=self.model_version
-        )
-        self.publish(self.topics.edge_features(self.edge), frame)
+    def _forward(self, samples: list[int]) -> None:
+        """Our features of the samples the edge exit sends on: one frame per consecutive run."""
+        maps = {s: f for s in samples if (f := self.cache.take(s)) is not None}
+        for run in consecutive_runs(sorted(maps)):
+            frame = encode_features_frame(
+                np.stack([maps[s] for s in run]),
+                sender=self.edge,
+                first_sample=run[0],
+                model_version=self.model_version,
+                shape=self.feature_shape,
+            )
+            self.publish(self.topics.edge_features(self.edge), frame)
 
     def emit(self, batch: list[Waiting], scores: torch.Tensor, feats: torch.Tensor) -> None:
         now = self.clock()
-        receipts = {w.request.sample: Receipt(w.payload, w.mqtt, w.request.flags) for w in batch}
+        receipts = {
+            w.request.sample: Receipt(w.payload, w.header, w.mqtt, w.request.flags) for w in batch
+        }
         # Receipts first: the aggregator books the device->edge bytes before it decides.
         self.publish(self.topics.edge_receipts(self.edge), encode_receipts(receipts), qos=1)
-
-        topic = self.topics.edge_scores(self.edge)
-        for b, w in enumerate(batch):
-            if self.emits_features:
-                self.cache.put(w.request.sample, feats[b].numpy(), now)
-            frame = encode_scores(
-                scores[b],
-                sender_id=self.edge,
-                sample_id=w.request.sample,
+        samples = [w.request.sample for w in batch]
+        if self.emits_features:
+            for b, sample in enumerate(samples):
+                self.cache.put(sample, feats[b].numpy(), now)
+        row = {sample: b for b, sample in enumerate(samples)}
+        scores_np = scores.numpy()
+        for run in consecutive_runs(samples):
+            frame = encode_scores_frame(
+                scores_np[[row[s] for s in run]],
+                sender=self.edge,
+                first_sample=run[0],
                 model_version=self.model_version,
+                encoding=self.config.wire.scores,
+                captured=self.wall(),
             )
-            self.publish(topic, frame)
+            self.publish(self.topics.edge_scores(self.edge), frame)
         self.cache.evict(now)

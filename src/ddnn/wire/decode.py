@@ -101,6 +101,7 @@ class Frame:
         captured: Capture time in Unix seconds (ms resolution) for scores; None for features.
         rows: Read-only. SCORES: ``(count, C)`` float32 (logits; log-probabilities for int8).
             FEATURES: ``(count, ceil(numel / 8))`` uint8 packed rows, see :meth:`unpacked`.
+        header_len: Bytes of the frame's header; the rest is ``count`` equal payload rows.
     """
 
     kind: FrameKind
@@ -111,6 +112,7 @@ class Frame:
     model_tag: int
     captured: float | None
     rows: np.ndarray
+    header_len: int = 0
 
     @property
     def sample_ids(self) -> range:
@@ -187,4 +189,14 @@ def decode_frame(data: BytesLike, expect: Expect, *, now: float | None = None) -
         rows = np.frombuffer(payload, dtype=np.uint8).reshape(h.count, per_sample).copy()
         check_padding(rows, math.prod(expect.feature_shapes[h.sender]))
     rows.flags.writeable = False
-    return Frame(h.kind, h.encoding, h.sender, h.first_sample, h.count, h.model_tag, captured, rows)
+    return Frame(
+        h.kind,
+        h.encoding,
+        h.sender,
+        h.first_sample,
+        h.count,
+        h.model_tag,
+        captured,
+        rows,
+        h.header_len,
+    )
