@@ -37,8 +37,8 @@ from ddnn.data.dataset import DataSplits  # noqa: E402
 from ddnn.data.registry import load_dataset  # noqa: E402
 from ddnn.export.build import STRICT_CFLAGS, find_compiler, load_infer  # noqa: E402
 from ddnn.export.engine import CDeviceEngine  # noqa: E402
-from ddnn.runtime.codec import pack_bits_batch  # noqa: E402
 from ddnn.train.checkpoint import load_section  # noqa: E402
+from ddnn.wire import pack_bits_batch  # noqa: E402
 from ddnn.workflow import train_run  # noqa: E402
 
 # 1 x ConvP(4) (the threshold model); 2-layer devices with last layer f' = 1/2/4/8 after the

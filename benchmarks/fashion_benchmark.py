@@ -45,8 +45,8 @@ from ddnn.eval.evaluate import ThresholdRow, best_row, threshold_sweep  # noqa: 
 from ddnn.models.ddnn import DDNN  # noqa: E402
 from ddnn.models.sections import DeviceSection  # noqa: E402
 from ddnn.nn.binary import clip_latent_weights  # noqa: E402
-from ddnn.runtime.codec import HEADER_BYTES  # noqa: E402
 from ddnn.train.trainer import train  # noqa: E402
+from ddnn.wire import FrameKind, frame_header_bytes, score_payload_bytes  # noqa: E402
 from ddnn.workflow import fit_model_to_data  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results_fashion_benchmark.txt"
@@ -327,10 +327,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def raw_bytes_measured(ddnn: DDNN, data: MultiDeviceDataset) -> tuple[float, float]:
-    """Payload and header bytes per device per sample of configuration (a), on the real codec."""
+    """Payload and header bytes per device per sample of configuration (a), on v2 frames."""
     raw = DDNN(replace(ddnn.config, device=replace(ddnn.config.device, filters=())))
     b = raw.infer(data.x[:256]).bytes
-    return b.per_device(), b.header_overhead_per_device()
+    return b.per_device(), b.header_per_device()
 
 
 def report(
@@ -344,6 +344,10 @@ def report(
 ) -> None:
     """Print the threshold sweep, the comparison table, the traffic breakdown and the verdict."""
     c = ddnn.config.num_classes
+    encoding = ddnn.config.wire.scores
+    score_b = score_payload_bytes(c, encoding)
+    scores_hdr = frame_header_bytes(FrameKind.for_scores(encoding), 0, 0, 1)
+    features_hdr = frame_header_bytes(FrameKind.FEATURES, 0, 0, 1)
     feature_shape = ddnn.device(0).feature_shape
     feature_bytes = math.ceil(math.prod(feature_shape) / 8)
     raw_b, raw_hdr = raw_bytes_measured(ddnn, test)
@@ -407,7 +411,7 @@ def report(
     log()
     log("| part | size | sent for | B/dev/sample |")
     log("|---|---|---|---|")
-    log(f"| class scores, {c} x float32 | {4 * c} B | every sample | {4 * c:.2f} |")
+    log(f"| class scores, {c} x {encoding} | {score_b} B | every sample | {score_b:.2f} |")
     log(
         f"| bit-packed feature map, f*o/8 = {feature_shape[0]}*{math.prod(feature_shape[1:])}/8 "
         f"| {feature_bytes} B | samples that go up | {up * feature_bytes:.2f} |"
@@ -417,16 +421,17 @@ def report(
         f"({chosen.bytes_per_device_formula:.2f}) |"
     )
     log(
-        f"| frame headers, {HEADER_BYTES} B each | {HEADER_BYTES} B | one frame always, "
-        f"one more going up | {chosen.header_bytes_per_device:.2f} |"
+        f"| v2 frame headers, {scores_hdr} B SCORES / {features_hdr} B FEATURES (+1 B per "
+        f"extra sample-id varint byte) | | one frame always, one more going up "
+        f"| {chosen.header_bytes_per_device:.2f} |"
     )
     log(
         f"| raw offloading: 16x10 tile of 8-bit pixels | {raw_b:.0f} B | every sample | {raw_b:.2f} |"
     )
-    floor = 4 * c
+    floor = score_b
     log()
     log(
-        f"Note: the {c} float32 scores alone cost {floor} B of the {raw_b:.0f} B raw tile, so no "
+        f"Note: the {c} {encoding} scores alone cost {floor} B of the {raw_b:.0f} B raw tile, so no "
         f"threshold can reduce traffic more than {raw_b / floor:.1f}x here "
         "(the paper's 3072 B RGB tiles and 3 classes allowed ~49x)."
     )

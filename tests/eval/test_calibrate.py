@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddnn.cli import main
-from ddnn.config import CloudConfig, DeviceConfig, ModelConfig
+from ddnn.config import CloudConfig, DeviceConfig, ModelConfig, WireConfig
 from ddnn.data.dataset import MultiDeviceDataset, pack_device_inputs
 from ddnn.data.registry import load_dataset
 from ddnn.eval.calibrate import (
@@ -26,9 +26,9 @@ from ddnn.eval.calibrate import (
     load_calibration,
     save_calibration,
 )
-from ddnn.eval.communication import formula_bytes_per_device
 from ddnn.models.ddnn import DDNN
 from ddnn.train.checkpoint import load_run, run_model_version, save_run
+from ddnn.wire import formula_bytes_per_device
 
 TINY = ["data.num_train=120", "data.num_test=60", "data.validation_fraction=0.25"]
 EDGE = "model.edge.groups=[[0,1,2],[3,4,5]]"
@@ -90,7 +90,7 @@ def test_hand_built_grid_without_edge():
         assert p.local_exit_fraction == local / 5 and p.cloud_exit_fraction == (5 - local) / 5
         assert p.overall_accuracy == correct / 5
         # SPEC §6 per device, averaged over the two devices' feature sizes.
-        expected = np.mean([formula_bytes_per_device(3, local / 5, 8 * b, 1) for b in (128, 64)])
+        expected = np.mean([formula_bytes_per_device(3, local / 5, 8 * b) for b in (128, 64)])
         assert p.bytes_per_device == pytest.approx(expected)
         assert p.edge_to_cloud_bytes is None and p.edge_exit_fraction is None
     assert grid.point(0, 0).bytes_per_device == 12 + 96
@@ -285,14 +285,17 @@ def _check_grid_against_infer(model, data, calibration, extra_pairs):
     return len(pairs)
 
 
+PACKED = ModelConfig(
+    num_devices=3,
+    input_shape=(3 * 8 * 8,),
+    device_input_shapes=((3, 8, 8), (2, 12), (5,)),
+    num_classes=4,
+    cloud=CloudConfig(filters=(6,)),
+)
+
+
 def test_packed_devices_grid_matches_staged_inference():
-    config = ModelConfig(
-        num_devices=3,
-        input_shape=(3 * 8 * 8,),
-        device_input_shapes=((3, 8, 8), (2, 12), (5,)),
-        num_classes=4,
-        cloud=CloudConfig(filters=(6,)),
-    )
+    config = PACKED
     torch.manual_seed(0)
     model = DDNN(config)
     data = _random_data(config, n=40)
@@ -306,6 +309,24 @@ def test_packed_devices_grid_matches_staged_inference():
     assert checked >= 5
     locals_ = {p.local_exit_fraction for p in cal.grid.rows()}
     assert len(locals_) > 3  # the case is not degenerate
+
+
+@pytest.mark.parametrize(("encoding", "score_bytes"), [("float16", 8), ("int8", 4)])
+def test_byte_costs_and_grid_follow_the_score_encoding(encoding, score_bytes):
+    """ByteCosts come from ddnn.wire (4 classes: 8 B float16, 4 B int8), and the grid, computed
+    on the deployed path, still agrees exactly with staged inference."""
+    config = replace(PACKED, wire=WireConfig(scores=encoding))
+    torch.manual_seed(0)
+    model = DDNN(config)
+    data = _random_data(config, n=40)
+    assert ByteCosts.of_model(model) == ByteCosts(score_bytes, (8, 3, 1), None)
+    with pytest.raises(ValueError, match=f"minimum of {score_bytes} bytes.*{encoding}"):
+        calibrate(model, data, CalibrationTarget(max_bytes=score_bytes - 0.5))
+    cal = calibrate(model, data, CalibrationTarget(max_bytes=score_bytes + 6))
+    assert cal.matches_grid and cal.metrics.bytes_per_device <= score_bytes + 6
+    _check_grid_against_infer(model, data, cal, [(t, None) for t in (0.0, 0.3, 0.6, 0.9, 1.0)])
+    # The grid's local exit is the deployed one: it fuses the scores the wire delivers.
+    assert not torch.equal(model.wire_forward(data.x).local_logits, model(data.x).local_logits)
 
 
 # -- trained runs through the command line ---------------------------------------------------

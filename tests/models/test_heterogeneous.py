@@ -66,13 +66,13 @@ def test_bytes_are_each_devices_own_feature_size():
     x, _ = pack_device_inputs(_inputs())
     everyone_up = model.infer(x, {"local": 0.0})  # eta < 0 never holds: every sample goes up
     assert (everyone_up.exit_index == 1).all()
-    assert np.array_equal(everyone_up.bytes.device_up, np.tile(16 + FEATURE_BYTES, (10, 1)))
+    assert np.array_equal(everyone_up.bytes.device.payload, np.tile(16 + FEATURE_BYTES, (10, 1)))
     all_local = model.infer(x, {"local": 1.0})
-    assert np.array_equal(all_local.bytes.device_up, np.full((10, 3), 16))
+    assert np.array_equal(all_local.bytes.device.payload, np.full((10, 3), 16))
     absent = torch.ones(10, 3, dtype=torch.bool)
     absent[:, 1] = False
     partial = model.infer(x, {"local": 0.0}, absent)
-    assert np.array_equal(partial.bytes.device_up[:, 1], np.zeros(10))
+    assert np.array_equal(partial.bytes.device.payload[:, 1], np.zeros(10))
     assert math.isclose(partial.bytes.per_device(), 16 + (8 + 1) / 2)
 
 

@@ -131,6 +131,8 @@ def test_measured_bytes_equal_formula_with_all_devices_present():
         local = result.exit_fraction("local")
         expected = 4 * 3 + (1 - local) * 4 * 256 / 8
         assert result.bytes.per_device() == pytest.approx(expected)
+        # v2 headers, ids < 128: 9 B per SCORES frame, 6 B per FEATURES frame for samples going up
+        assert result.bytes.header_per_device() == pytest.approx(9 + (1 - local) * 6)
     assert model.infer(x, {"local": 0.0}).bytes.per_device() == 140
     assert model.infer(x, {"local": 1.0}).bytes.per_device() == 12
 
@@ -139,6 +141,8 @@ def test_raw_devices_send_8_bit_pixels():
     model = DDNN(HIERARCHIES["a_cloud_only_raw"]).eval()
     result = model.infer(torch.rand(4, 2, 3, 8, 8))
     assert result.bytes.per_device() == math.prod((3, 8, 8))
+    # One FEATURES-layout frame per device and sample: 1 + 1 + 1 + 1 + 2 header bytes.
+    assert result.bytes.header_per_device() == 6 and result.bytes.frames_per_device() == 1
 
 
 def test_missing_devices_send_nothing_and_change_nothing_they_should_not():
@@ -147,7 +151,8 @@ def test_missing_devices_send_nothing_and_change_nothing_they_should_not():
     x = torch.randn(8, 3, 3, 8, 8)
     presence = torch.tensor([[True, False, True]] * 8)
     result = model.infer(x, {"local": 0.0}, presence)
-    assert result.bytes.device_up[:, 1].sum() == 0
+    assert result.bytes.device.payload[:, 1].sum() == 0
+    assert result.bytes.device.header[:, 1].sum() == 0
     # An absent device's input must not influence the output.
     x2 = x.clone()
     x2[:, 1] = torch.randn(8, 3, 8, 8)

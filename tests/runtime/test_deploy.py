@@ -271,10 +271,13 @@ def test_cli_deploy_local_json_report(run_c, capsys):
         "bytes_per_device",
         "latency_ms",
         "mqtt_overhead_per_device",
+        "wire_bytes_per_device",
+        "cpu_ms_per_device_sample",
     ):
         assert key in doc
     assert doc["samples"] == 30 and doc["answered"] == 30 and doc["failed"] == 0
     assert doc["latency_ms_all"]["p50"] > 0
+    assert doc["cpu_ms_per_device_sample"] > 0 and doc["node_exits"] == {}
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="the C engine needs gcc")

@@ -12,8 +12,7 @@ import time
 from process_guard import _children, _listening_ports
 
 LISTENER = (
-    "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
-    "time.sleep(60)"
+    "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); time.sleep(60)"
 )
 
 

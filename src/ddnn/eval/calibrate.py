@@ -1,10 +1,12 @@
 """Automatic exit-threshold calibration: every (local, edge) threshold pair from one forward pass.
 
-The model runs once on held-out data; each exit's normalized entropy then decides, for every pair
-of thresholds on a grid, where each sample exits (the same rule as staged inference,
-``ddnn.nn.exits.exit_decision``), giving accuracy, exit fractions and bytes (SPEC §6) for the whole
-grid in a few matrix products. A target picks one pair; the real staged path ``model.infer``
-re-checks it. The result is stored as ``RUN_DIR/calibration.json``, stamped with the model version.
+The model runs once on held-out data, on the deployed path (``DDNN.wire_forward``: exits fuse
+scores as the wire delivers them in the model's score encoding); each exit's normalized entropy
+then decides, for every pair of thresholds on a grid, where each sample exits (the same rule as
+staged inference, ``ddnn.nn.exits.exit_decision``), giving accuracy, exit fractions and payload
+bytes (SPEC §6, from ``ddnn.wire``) for the whole grid in a few matrix products. A target picks
+one pair; the real staged path ``model.infer`` re-checks it. The result is stored as
+``RUN_DIR/calibration.json``, stamped with the model version.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import torch
 from torch import Tensor
 
 from ddnn.data.dataset import MultiDeviceDataset
-from ddnn.eval.communication import SCORE_BYTES_PER_CLASS
 from ddnn.eval.evaluate import check_data_fits_model
 from ddnn.models.ddnn import CLOUD, DDNN, EDGE, LOCAL, InferenceResult
 from ddnn.models.sections import EdgeSection
 from ddnn.nn.exits import check_threshold, exit_decision
 from ddnn.nn.functional import entropy_from_logits
 from ddnn.train.checkpoint import model_version, run_model_version
+from ddnn.wire import ScoreEncoding, feature_payload_bytes, score_payload_bytes
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +67,16 @@ class CalibrationTarget:
                 raise ValueError(f"{name} must be a number of {unit} >= 0, got {value}")
             object.__setattr__(self, name, v)
 
-    def check_budget(self, num_classes: int) -> None:
-        """A byte budget must cover the class scores every device always sends (4·|C| bytes)."""
-        minimum = SCORE_BYTES_PER_CLASS * num_classes
+    def check_budget(
+        self, num_classes: int, encoding: ScoreEncoding | str = ScoreEncoding.FLOAT32
+    ) -> None:
+        """A byte budget must cover the class scores every device always sends."""
+        minimum = score_payload_bytes(num_classes, encoding)
         if self.max_bytes is not None and self.max_bytes < minimum:
             raise ValueError(
                 f"max_bytes = {self.max_bytes:g} is below the minimum of {minimum} bytes per device "
-                f"per sample: every device always sends its {num_classes} float32 class scores"
+                f"per sample: every device always sends its {num_classes} class scores "
+                f"({ScoreEncoding(encoding).value}, model.wire.scores)"
             )
 
     def describe(self) -> str:
@@ -117,21 +122,22 @@ class OperatingPoint:
 
 @dataclass(frozen=True)
 class ByteCosts:
-    """Payload bytes of one sample on each link (SPEC §6), as the frame codec encodes them."""
+    """Payload bytes of one sample on each link (SPEC §6), from ``ddnn.wire``'s accounting."""
 
-    score_bytes: int  # per device: 4·|C| float32 scores, always sent
+    score_bytes: int  # per device: |C| scores in the model's encoding, always sent
     feature_bytes: tuple[int, ...]  # per device: bit-packed ⌈f·o/8⌉, sent if no local exit
     edge_bytes: int | None  # all edges' bit-packed features per sample going on to the cloud
 
     @classmethod
     def of_model(cls, model: DDNN) -> ByteCosts:
         devices = range(model.config.num_devices)
-        feature = tuple(math.ceil(math.prod(model.device(k).feature_shape) / 8) for k in devices)
+        feature = tuple(feature_payload_bytes(model.device(k).feature_shape) for k in devices)
         edge = None
         if model.groups and model.cloud is not None:
             edges = [e for e in model.edges if isinstance(e, EdgeSection)]
-            edge = sum(math.ceil(math.prod(e.feature_shape) / 8) for e in edges)
-        return cls(SCORE_BYTES_PER_CLASS * model.config.num_classes, feature, edge)
+            edge = sum(feature_payload_bytes(e.feature_shape) for e in edges)
+        scores = score_payload_bytes(model.config.num_classes, model.config.wire.scores)
+        return cls(scores, feature, edge)
 
 
 @dataclass
@@ -366,10 +372,10 @@ def calibrate(
             "there is no threshold to calibrate"
         )
     check_data_fits_model(model, data)
-    target.check_budget(model.config.num_classes)
+    target.check_budget(model.config.num_classes, model.config.wire.scores)
     model.eval()
     costs = ByteCosts.of_model(model)
-    table = evaluate_grid(model(data.x).exit_logits(), data.labels, costs, grid)
+    table = evaluate_grid(model.wire_forward(data.x).exit_logits(), data.labels, costs, grid)
     i, j = choose(table, target)
     chosen = table.point(i, j)
     measured = measure(model.infer(data.x, chosen.thresholds), data.labels, chosen, costs)

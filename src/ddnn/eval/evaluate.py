@@ -1,4 +1,9 @@
-"""Threshold sweeps: accuracies at every exit, exit fractions and bytes, one row per threshold."""
+"""Threshold sweeps: accuracies at every exit, exit fractions and bytes, one row per threshold.
+
+Every figure is on the deployed path: exits fuse scores as the wire delivers them in the model's
+score encoding (``DDNN.wire_forward`` / ``DDNN.infer``), and bytes come from ``ddnn.wire``: the
+payload and frame headers of really encoded frames, and SPEC §6's formula for that encoding.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,18 @@ import torch
 
 from ddnn.config import DEFAULT_THRESHOLDS  # noqa: E402  (re-exported)
 from ddnn.data.dataset import MultiDeviceDataset
-from ddnn.eval.communication import formula_bytes_per_device, mean_raw_bytes_per_device
 from ddnn.models.ddnn import CLOUD, DDNN, EDGE, LOCAL
 from ddnn.nn.exits import check_threshold
+from ddnn.wire import formula_bytes_per_device, mean_raw_bytes_per_device
 
 
 @dataclass
 class ThresholdRow:
-    """One line of the threshold table; fractions and accuracies in [0, 1], bytes per device per sample."""
+    """One line of the threshold table; fractions and accuracies in [0, 1], bytes per device per sample.
+
+    ``bytes_per_device`` is the measured payload, ``header_bytes_per_device`` the frame headers
+    apart, ``bytes_per_device_formula`` SPEC §6's formula in the model's score encoding.
+    """
 
     threshold: float
     edge_threshold: float | None
@@ -59,9 +68,9 @@ def _accuracy(logits: torch.Tensor | None, labels: torch.Tensor) -> float | None
 def exit_accuracies(
     model: DDNN, data: MultiDeviceDataset, presence: torch.Tensor | None = None
 ) -> dict[str, float | None]:
-    """Accuracy when every sample is forced to each exit (local, edge, cloud)."""
+    """Accuracy when every sample is forced to each exit (local, edge, cloud), as deployed."""
     model.eval()
-    out = model(data.x, presence)
+    out = model.wire_forward(data.x, presence)
     return {
         LOCAL: _accuracy(out.local_logits, data.labels),
         EDGE: _accuracy(out.edge_logits, data.labels),
@@ -98,8 +107,9 @@ def threshold_sweep(
     presence = presence_without(len(data), data.num_devices, missing)
     forced = exit_accuracies(model, data, presence)
     feature_bits = [
-        model.device(k).feature_shape for k in range(model.config.num_devices)
-    ]  # (f, *o) per device
+        math.prod(model.device(k).feature_shape) for k in range(model.config.num_devices)
+    ]
+    encoding = model.config.wire.scores
     raw = mean_raw_bytes_per_device(model.config.device_shapes)
     rows = []
     for t in thresholds:
@@ -107,10 +117,8 @@ def threshold_sweep(
         local_frac = result.exit_fraction(LOCAL)
         if model.has_local_exit:
             formula = sum(
-                formula_bytes_per_device(
-                    model.config.num_classes, local_frac, shape[0], math.prod(shape[1:])
-                )
-                for shape in feature_bits
+                formula_bytes_per_device(model.config.num_classes, local_frac, bits, encoding)
+                for bits in feature_bits
             ) / len(feature_bits)
         else:
             formula = float(raw)
@@ -130,7 +138,7 @@ def threshold_sweep(
                 overall_accuracy=float((result.predictions == data.labels).float().mean()),
                 bytes_per_device=measured,
                 bytes_per_device_formula=formula,
-                header_bytes_per_device=result.bytes.header_overhead_per_device(),
+                header_bytes_per_device=result.bytes.header_per_device(),
                 edge_to_cloud_bytes=result.bytes.edge_to_cloud_per_sample() if has_edge else None,
                 raw_bytes_per_device=raw,
                 reduction_factor=raw / measured if measured > 0 else math.inf,

@@ -27,6 +27,7 @@ import numpy as np
 
 from ddnn.export import c_layers
 from ddnn.export.c_layers import SIZES, LayerPlan
+from ddnn.wire import ScoreEncoding, feature_payload_bytes, score_payload_bytes
 
 if TYPE_CHECKING:  # torch-free at run time: the C engine imports this without torch
     from ddnn.export.fold import FoldedDevice
@@ -47,7 +48,8 @@ class Footprint:
             largest layer's own buffers (not counting the caller's input and output buffers).
         input_bytes: the caller's 8-bit input image.
         feature_bytes: packed feature map, the FEATURES payload on the wire.
-        score_bytes: float32 class scores, the SCORES payload on the wire.
+        score_bytes: the float32 class scores the C function writes, the SCORES payload in
+            float32 (a ``model.wire.scores`` of float16 or int8 sends 2 or 1 B per class).
     """
 
     const_bytes: int
@@ -218,7 +220,7 @@ def footprint(folded: FoldedDevice) -> Footprint:
     """Bytes of constant data, working RAM and wire payload of the generated code."""
     plans = _plans(folded)
     nc = folded.num_classes
-    feature_bytes = math.ceil(math.prod(folded.feature_shape) / 8)
+    feature_bytes = feature_payload_bytes(folded.feature_shape)
     const = sum(sum(_layer_const_bytes(p)) for p in plans) + feature_bytes * nc + 8 * nc
     buffers = sum(p.buffer_len * SIZES[p.word] for p in plans)
     return Footprint(
@@ -226,7 +228,7 @@ def footprint(folded: FoldedDevice) -> Footprint:
         ram_bytes=buffers + max(p.scratch_bytes for p in plans),
         input_bytes=math.prod(folded.input_shape),
         feature_bytes=feature_bytes,
-        score_bytes=4 * nc,
+        score_bytes=score_payload_bytes(nc, ScoreEncoding.FLOAT32),
     )
 
 

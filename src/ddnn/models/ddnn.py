@@ -1,8 +1,10 @@
 """The DDNN: device sections, local aggregator, optional edges, optional cloud; forward and infer.
 
 ``forward`` (training) returns every exit's logits in a fixed order (devices → local → edge →
-cloud). ``infer`` is the staged early-exit path: upper sections run only on samples that did not
-exit, and the bytes each tier sends are measured on the real encoding of the frames.
+cloud), in float. ``infer`` is the staged early-exit path: upper sections run only on samples
+that did not exit, the scores the exits fuse are what the wire delivers in the configured score
+encoding (``model.wire.scores``), and the bytes each tier sends are measured on really encoded
+frames (``ddnn.wire.measure``). ``wire_forward`` is every exit on every sample on that same path.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddnn.config import ModelConfig
-from ddnn.eval.communication import LinkBytes, measure_feature_bytes, measure_score_bytes
 from ddnn.models.sections import (
     CloudSection,
     DeviceSection,
@@ -25,6 +27,14 @@ from ddnn.models.sections import (
 )
 from ddnn.models.validate import validate_model_config
 from ddnn.nn.exits import exit_mask
+from ddnn.wire import (
+    FrameCounts,
+    LinkBytes,
+    feature_frames,
+    raw_frames,
+    score_frames,
+    wire_roundtrip,
+)
 
 LOCAL, EDGE, CLOUD = "local", "edge", "cloud"
 
@@ -64,7 +74,7 @@ class InferenceResult:
     predictions: Tensor  # (B,) class index
     exit_index: Tensor  # (B,) index into ``exit_names``
     exit_names: tuple[str, ...]
-    bytes: LinkBytes
+    bytes: LinkBytes  # payload and frame headers per (sample, device) and (sample, edge)
 
     def exit_fraction(self, name: str) -> float:
         """Fraction of samples answered at exit ``name``."""
@@ -178,8 +188,25 @@ class DDNN(nn.Module):
             return None, stacked
         return torch.stack(scores, dim=1), stacked  # type: ignore[arg-type]
 
-    def _run_edges(self, feats: Tensor, presence: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """-> per-edge scores (B, E, C), fused edge scores (B, C), edge features, edge presence."""
+    def _received(self, scores: Tensor, presence: Tensor) -> Tensor:
+        """What an exit receives for (B, N, C) ``scores`` sent in SCORES frames: the configured
+        encoding, sent and decoded (float32: unchanged; int8: log-probabilities).
+
+        Absent senders send nothing; their slots, which the aggregators ignore, are zeros.
+        """
+        sent = scores.masked_fill(~presence.unsqueeze(-1), 0.0)
+        out = wire_roundtrip(sent, self.config.wire.scores)
+        assert isinstance(out, Tensor)
+        return out.to(scores.dtype)
+
+    def _run_edges(
+        self, feats: Tensor, presence: Tensor, wire: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """-> per-edge scores (B, E, C), fused edge scores (B, C), edge features, edge presence.
+
+        With ``wire`` the edge exit fuses the per-edge scores as their SCORES frames deliver them
+        (edges send them to the aggregator); the per-edge scores returned are those.
+        """
         scores, out_feats, present = [], [], []
         for edge, group in zip(self.edges, self.groups, strict=True):
             idx = list(group)
@@ -189,6 +216,8 @@ class DDNN(nn.Module):
             present.append(presence[:, idx].any(dim=1))
         group_scores = torch.stack(scores, dim=1)
         edge_presence = torch.stack(present, dim=1)
+        if wire:
+            group_scores = self._received(group_scores, edge_presence)
         assert self.edge_exit is not None
         return (
             group_scores,
@@ -197,12 +226,12 @@ class DDNN(nn.Module):
             edge_presence,
         )
 
-    # -- training path -------------------------------------------------------------------------
-    def forward(self, x: Tensor, presence: Tensor | None = None) -> DDNNOutput:
-        """Every exit on every sample. ``x``: (B, D, *input_shape); ``presence``: (B, D) bool."""
+    def _all_exits(self, x: Tensor, presence: Tensor | None, wire: bool) -> DDNNOutput:
         mask = self._check_input(x, presence)
         x = x * mask.view(*mask.shape, *([1] * (x.dim() - 2))).to(x.dtype)
         dev_scores, feats = self._run_devices(x)
+        if wire and dev_scores is not None:
+            dev_scores = self._received(dev_scores, mask)
         local = (
             self.local(dev_scores, mask)
             if self.local is not None and dev_scores is not None
@@ -211,11 +240,83 @@ class DDNN(nn.Module):
         group_logits = edge_logits = None
         up_feats, up_mask = feats, mask
         if self.groups:
-            group_logits, edge_logits, up_feats, up_mask = self._run_edges(feats, mask)
+            group_logits, edge_logits, up_feats, up_mask = self._run_edges(feats, mask, wire)
         cloud = self.cloud(up_feats, up_mask)[0] if self.cloud is not None else None
         return DDNNOutput(dev_scores, local, group_logits, edge_logits, cloud)
 
-    # -- staged early-exit path ----------------------------------------------------------------
+    # -- training path -------------------------------------------------------------------------
+    def forward(self, x: Tensor, presence: Tensor | None = None) -> DDNNOutput:
+        """Every exit on every sample, in float (no wire encoding: this is what training sees).
+
+        ``x``: (B, D, *input_shape); ``presence``: (B, D) bool.
+        """
+        return self._all_exits(x, presence, wire=False)
+
+    # -- deployed paths --------------------------------------------------------------------------
+    @torch.no_grad()
+    def wire_forward(self, x: Tensor, presence: Tensor | None = None) -> DDNNOutput:
+        """Every exit on every sample as deployed: what ``infer`` computes at each exit.
+
+        The local and edge exits fuse the device and edge scores as their SCORES frames deliver
+        them in ``config.wire.scores`` (``device_logits`` and ``edge_group_logits`` are those
+        received scores; for int8, log-probabilities). Feature maps are ±1 and travel bit-packed,
+        which is lossless, so the cloud exit equals ``forward``'s. For float32 this equals
+        ``forward`` exactly.
+        """
+        return self._all_exits(x, presence, wire=True)
+
+    def _feature_frames(self, feats: Tensor, present: np.ndarray, ids: np.ndarray) -> FrameCounts:
+        """The FEATURES frames (raw devices: 8-bit pixels) the devices send for ``feats``."""
+        d = self.config.num_devices
+        if self.packed:  # padded flat rows (n, D, F): each device sends its own map
+            maps = [
+                feats[:, k, : self.device_feature_elements[k]].reshape(
+                    len(feats), *self.device(k).feature_shape
+                )
+                for k in range(d)
+            ]
+        else:
+            maps = [feats[:, k] for k in range(d)]
+        if self.has_local_exit:
+            return feature_frames(maps, present, sample_ids=ids)
+        return raw_frames(maps, present, sample_ids=ids)
+
+    def _infer_edges(
+        self,
+        feats: Tensor,
+        mask: Tensor,
+        remaining: Tensor,
+        thresholds: dict[str, float],
+        predictions: Tensor,
+        exit_index: Tensor,
+        link: LinkBytes,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The edge stage of ``infer`` on the ``remaining`` samples' device features (n, D, ...).
+
+        Answers the samples that exit at the edge (in ``predictions``/``exit_index``), books the
+        edges' FEATURES frames to the cloud, and returns the samples still remaining with the
+        edge features (n', E, ...) and edge presence (n', E) the cloud fuses.
+        """
+        _, edge_scores, edge_feats, edge_mask = self._run_edges(feats, mask, wire=True)
+        ei = self.exit_names.index(EDGE)
+        leaving = (
+            torch.ones(len(remaining), dtype=torch.bool)
+            if ei == len(self.exit_names) - 1
+            else exit_mask(edge_scores, thresholds.get(EDGE, 0.8))
+        )
+        done = remaining[leaving]
+        predictions[done] = edge_scores[leaving].argmax(dim=1)
+        exit_index[done] = ei
+        up = ~leaving
+        remaining = remaining[up]
+        if self.cloud is not None:
+            going = remaining.numpy()
+            sent = feature_frames(
+                list(edge_feats[up].unbind(1)), edge_mask[up].cpu().numpy(), sample_ids=going
+            )
+            link.edge.add(going, sent)
+        return remaining, edge_feats[up], edge_mask[up]
+
     @torch.no_grad()
     def infer(
         self,
@@ -224,6 +325,11 @@ class DDNN(nn.Module):
         presence: Tensor | None = None,
     ) -> InferenceResult:
         """Staged inference: a sample exits where normalized entropy < T; upper tiers skip it.
+
+        Exits fuse scores as the wire delivers them (``wire_forward``). Bytes are those of the
+        frames the runtime sends, one per sample and sender, with sample ids ``0 .. B-1``: a
+        SCORES frame per present device, a FEATURES frame per present device for each sample
+        that goes up, and a FEATURES frame per present edge for each sample going on to the cloud.
 
         Args:
             x: (B, D, *input_shape) inputs.
@@ -244,20 +350,18 @@ class DDNN(nn.Module):
         exit_index = torch.full((b,), -1, dtype=torch.long)
         remaining = torch.arange(b)
         mask_np = mask.cpu().numpy()
-        bytes_ = LinkBytes.empty(b, self.config.num_devices, len(self.groups))
+        link = LinkBytes.empty(mask_np, len(self.groups))
 
         dev_scores, feats = self._run_devices(x)
         last = len(self.exit_names) - 1
         if dev_scores is not None:
             assert self.local is not None
-            sent, frames = measure_score_bytes(dev_scores, mask_np)
-            bytes_.device_up += sent
-            bytes_.device_frames += frames
-            local = self.local(dev_scores, mask)
-            is_last = last == 0
+            ids = np.arange(b)
+            link.device.add(ids, score_frames(dev_scores, mask_np, self.config.wire.scores))
+            local = self.local(self._received(dev_scores, mask), mask)
             leaving = (
                 torch.ones(b, dtype=torch.bool)
-                if is_last
+                if last == 0
                 else exit_mask(local, thresholds.get(LOCAL, 0.8))
             )
             predictions[leaving] = local[leaving].argmax(dim=1)
@@ -265,42 +369,15 @@ class DDNN(nn.Module):
             remaining = (~leaving).nonzero().flatten()
         # Phase two: devices send their feature maps only for samples that go up.
         stay = remaining.numpy()
-        sent, frames = measure_feature_bytes(
-            feats[remaining],
-            mask_np[stay],
-            raw=not self.has_local_exit,
-            elements=self.device_feature_elements if self.packed else None,
-        )
-        bytes_.device_up[stay] += sent
-        bytes_.device_frames[stay] += frames
+        link.device.add(stay, self._feature_frames(feats[remaining], mask_np[stay], stay))
+        feats_up, mask_up = feats[remaining], mask[remaining]
         if self.groups and len(remaining):
-            _, edge_scores, edge_feats, edge_mask = self._run_edges(
-                feats[remaining], mask[remaining]
+            remaining, feats_up, mask_up = self._infer_edges(
+                feats_up, mask_up, remaining, thresholds, predictions, exit_index, link
             )
-            ei = self.exit_names.index(EDGE)
-            leaving = (
-                torch.ones(len(remaining), dtype=torch.bool)
-                if ei == last
-                else exit_mask(edge_scores, thresholds.get(EDGE, 0.8))
-            )
-            done = remaining[leaving]
-            predictions[done] = edge_scores[leaving].argmax(dim=1)
-            exit_index[done] = ei
-            up = ~leaving
-            remaining = remaining[up]
-            if self.cloud is not None:
-                sent, frames = measure_feature_bytes(
-                    edge_feats[up], edge_mask[up].cpu().numpy(), raw=False
-                )
-                bytes_.edge_up[remaining.numpy()] += sent
-                bytes_.edge_frames[remaining.numpy()] += frames
-            feats_up, mask_up = edge_feats[up], edge_mask[up]
-        else:
-            feats_up, mask_up = feats[remaining], mask[remaining]
         if self.cloud is not None and len(remaining):
             cloud_scores, _ = self.cloud(feats_up, mask_up)
             predictions[remaining] = cloud_scores.argmax(dim=1)
             exit_index[remaining] = self.exit_names.index(CLOUD)
         assert bool((exit_index >= 0).all()), "every sample must be answered by some exit"
-        bytes_.present = mask_np
-        return InferenceResult(predictions, exit_index, self.exit_names, bytes_)
+        return InferenceResult(predictions, exit_index, self.exit_names, link)

@@ -34,7 +34,7 @@ from ddnn.config import ModelConfig, RunConfig, from_dict, parse_yaml
 from ddnn.runtime.broker import LocalBroker
 from ddnn.runtime.client import ResultCollector, RunReport
 from ddnn.runtime.options import COMMON_FLAGS, OPTIONS, SERVE_FLAGS, check_options
-from ddnn.runtime.processes import Processes, child_env
+from ddnn.runtime.processes import Processes, child_env, cpu_seconds
 from ddnn.runtime.protocol import CLOUD, EDGE, LOCAL, Topics
 from ddnn.train.checkpoint import verify_run
 
@@ -218,6 +218,12 @@ class LocalDeployment:
     folder: Path
     own_folder: bool
     stop_reason: str = ""  # why collecting ended before every sample was answered, if it did
+    cpu_seconds: float = 0.0  # CPU every node process and the broker used during the run
+
+    def pids(self) -> list[int]:
+        """The deployment's processes: every node and the broker."""
+        pids = [p.pid for p in self.processes.procs.values()]
+        return pids + ([self.broker.process.pid] if self.broker.process is not None else [])
 
     @property
     def devices(self) -> list[str]:
@@ -357,6 +363,11 @@ def finish_local(dep: LocalDeployment, wall_seconds: float) -> RunReport:
     )
     dep.collector.close(stop_nodes=True)
     dep.processes.stop_all()
+    device_samples = dep.samples * len(dep.devices)
+    report.extra["cpu_seconds"] = dep.cpu_seconds
+    report.extra["cpu_ms_per_device_sample"] = (
+        1000.0 * dep.cpu_seconds / device_samples if device_samples else None
+    )
     report.extra["node_exits"] = {
         name: p.returncode for name, p in dep.processes.procs.items() if p.returncode != 0
     }
@@ -381,9 +392,15 @@ def run_local(
     """
     from ddnn.runtime.device_node import start_command
 
+    before = {pid: cpu_seconds(pid) for pid in dep.pids()}
     t0 = time.perf_counter()
     dep.collector.send(start_command(time.time() + 0.05))
     if during is not None:
         during(dep)
     dep.stop_reason = dep.collector.collect(dep.samples, dep.devices, grace, timeout, progress)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    for pid, start in before.items():  # a process killed mid-run counts until its last reading
+        end = cpu_seconds(pid)
+        if start is not None and end is not None:
+            dep.cpu_seconds += end - start
+    return wall

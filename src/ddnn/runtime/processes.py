@@ -59,6 +59,15 @@ class Processes:
                 p.wait()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a live process has used (from /proc), or ``None`` if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """One thread per node process: with 8+ processes on 2 cores, more threads only contend."""
     env = dict(os.environ)

@@ -4,7 +4,9 @@ Modules: :mod:`~ddnn.wire.frame` (the v2 layout, encoders, header parsing),
 :mod:`~ddnn.wire.decode` (what a receiver expects, checked decoding), :mod:`~ddnn.wire.scores`
 (float32 / float16 / int8 score rows), :mod:`~ddnn.wire.bits` (bit-packed ±1 feature maps),
 :mod:`~ddnn.wire.varint` (LEB128), :mod:`~ddnn.wire.accounting` (payload, header and MQTT bytes,
-SPEC §6's formula) and :mod:`~ddnn.wire.errors` (:class:`FrameDecodeError` and its reasons).
+SPEC §6's formula), :mod:`~ddnn.wire.measure` (the bytes each link of a hierarchy carries per
+sample, on really encoded frames) and :mod:`~ddnn.wire.errors` (:class:`FrameDecodeError` and its
+reasons).
 
 This package imports only the standard library and NumPy (torch only when given a tensor), and
 none of ``ddnn``'s other packages, so every layer above can read its byte figures from here.
@@ -37,6 +39,14 @@ from ddnn.wire.frame import (
     read_header,
     unwrap_capture,
 )
+from ddnn.wire.measure import (
+    FrameCounts,
+    LinkBytes,
+    feature_frames,
+    mean_raw_bytes_per_device,
+    raw_frames,
+    score_frames,
+)
 from ddnn.wire.scores import (
     INT8_SCALE,
     ScoreEncoding,
@@ -57,8 +67,10 @@ __all__ = [
     "Expect",
     "Frame",
     "FrameDecodeError",
+    "FrameCounts",
     "FrameHeader",
     "FrameKind",
+    "LinkBytes",
     "ScoreEncoding",
     "WireBytes",
     "capture_field",
@@ -69,18 +81,22 @@ __all__ = [
     "encode_scores",
     "encode_scores_frame",
     "encode_varint",
+    "feature_frames",
     "feature_payload_bytes",
     "formula_bytes_per_device",
     "frame_bytes",
     "frame_header_bytes",
+    "mean_raw_bytes_per_device",
     "model_tag",
     "mqtt_publish_overhead",
     "pack_bits",
     "pack_bits_batch",
     "packed_bytes",
     "raw_bytes_per_device",
+    "raw_frames",
     "read_header",
     "score_bytes",
+    "score_frames",
     "score_payload_bytes",
     "unpack_bits",
     "unpack_bits_batch",

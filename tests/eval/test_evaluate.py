@@ -1,0 +1,83 @@
+"""`threshold_sweep` (what `ddnn evaluate` prints) reads its bytes from `ddnn.wire` and its
+accuracies from the deployed path, for every score encoding."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from ddnn.config import CloudConfig, DeviceConfig, ModelConfig, WireConfig
+from ddnn.data.dataset import MultiDeviceDataset
+from ddnn.eval.evaluate import threshold_sweep
+from ddnn.models.ddnn import DDNN
+from ddnn.report import threshold_table
+from ddnn.wire import formula_bytes_per_device, wire_roundtrip
+
+# 3 devices, 3 classes; device ConvP(3) on 1x6x6: 27 bits -> 4 bytes per feature map.
+TINY = ModelConfig(
+    num_devices=3,
+    input_shape=(1, 6, 6),
+    num_classes=3,
+    device=DeviceConfig(filters=(3,)),
+    cloud=CloudConfig(filters=(4,)),
+)
+SCORE_BYTES = {"float32": 12, "float16": 6, "int8": 3}
+
+
+def _data(n: int = 60, seed: int = 0) -> MultiDeviceDataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 1, 6, 6, generator=g)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    return MultiDeviceDataset(x, labels[:, None].repeat(1, 3), labels, ("a", "b", "c"), "random")
+
+
+@pytest.mark.parametrize("encoding", ["float32", "float16", "int8"])
+def test_sweep_bytes_and_accuracies_come_from_the_wire(encoding):
+    torch.manual_seed(0)
+    model = DDNN(replace(TINY, wire=WireConfig(scores=encoding))).eval()
+    data = _data()
+    rows = threshold_sweep(model, data, (0.0, 0.5, 0.9, 1.0))
+    # Local-only accuracy as deployed: MP over the scores the SCORES frames deliver.
+    with torch.no_grad():
+        sent = model(data.x).device_logits  # (N, D, C), the float scores the devices compute
+    fused = wire_roundtrip(sent, encoding).max(dim=1).values
+    local_acc = float((fused.argmax(1) == data.labels).float().mean())
+    for r in rows:
+        up = 1 - r.local_exit_fraction
+        assert r.local_accuracy == local_acc
+        # measured payload: score bytes in the encoding + ceil(27 / 8) = 4 for samples going up
+        assert r.bytes_per_device == pytest.approx(SCORE_BYTES[encoding] + up * 4)
+        # frame headers apart: 9 B per SCORES frame, 6 B per FEATURES frame (ids < 128)
+        assert r.header_bytes_per_device == pytest.approx(9 + up * 6)
+        assert r.bytes_per_device_formula == pytest.approx(
+            formula_bytes_per_device(3, r.local_exit_fraction, 27, encoding)
+        )
+        assert r.bytes_per_device_formula == pytest.approx(r.bytes_per_device)
+        assert r.raw_bytes_per_device == 36
+    assert rows[0].overall_accuracy == rows[0].cloud_accuracy  # T = 0: everything to the cloud
+    assert rows[-1].overall_accuracy == rows[-1].local_accuracy  # T = 1: everything local
+
+
+def test_int8_local_accuracy_is_the_deployed_one_not_the_float_one():
+    torch.manual_seed(0)
+    model = DDNN(replace(TINY, wire=WireConfig(scores="int8"))).eval()
+    data = _data()
+    (row,) = threshold_sweep(model, data, (1.0,))
+    with torch.no_grad():
+        out = model(data.x)
+    assert not torch.equal(model.wire_forward(data.x).local_logits, out.local_logits)
+    wire_pred = model.wire_forward(data.x).local_logits.argmax(1)
+    assert row.local_accuracy == float((wire_pred == data.labels).float().mean())
+    assert row.overall_accuracy == row.local_accuracy
+
+
+def test_table_keeps_its_columns():
+    torch.manual_seed(0)
+    rows = threshold_sweep(DDNN(TINY).eval(), _data(), (0.5,))
+    header = threshold_table(rows).splitlines()[0].split()
+    for column in ("meas.", "formula", "+hdr", "raw", "reduction"):
+        assert column in header
+    assert np.isfinite(rows[0].reduction_factor)
