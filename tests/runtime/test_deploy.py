@@ -99,7 +99,7 @@ def splitting_thresholds(run_dir):
 
     model, config, _ = load_run(run_dir)
     with torch.no_grad():
-        out = model(load_dataset(config.data).test.x)
+        out = model.wire_forward(load_dataset(config.data).test.x)  # the deployed path
     local = np.sort(entropy_from_logits(out.local_logits).numpy())
     t_local = float(local[len(local) // 3 : len(local) // 3 + 2].mean())
     up = entropy_from_logits(out.edge_logits).numpy()[
@@ -294,6 +294,33 @@ def test_c_engine_devices_give_the_same_answers_without_torch(run_c, tmp_path):
     for k in range(6):
         last = (tmp_path / f"device_{k}.log").read_text().strip().splitlines()[-1]
         assert json.loads(last)["torch"] is False, "a C-engine device must not load torch"
+
+
+@pytest.mark.parametrize(
+    "hierarchy, encoding, engine",
+    [("c", "int8", "c"), ("c", "float16", "torch"), ("f", "int8", "torch")],
+)
+def test_deploy_equals_evaluate_for_every_score_encoding(
+    hierarchy, encoding, engine, tmp_path_factory
+):
+    if engine == "c" and shutil.which("gcc") is None:
+        pytest.skip("the C engine needs gcc")
+    from conftest import train_tiny
+
+    extra = ["model.edge.groups=[[0,1],[2,3],[4,5]]", "model.edge.filters=[8]"]
+    run = train_tiny(
+        tmp_path_factory.mktemp(f"run-{hierarchy}-{encoding}"),
+        f"model.wire.scores={encoding}",
+        *(extra if hierarchy == "f" else []),
+    )
+    thresholds = splitting_thresholds(run) if hierarchy == "f" else {"local": 0.5}
+    preds, exits, model, _ = reference(run, thresholds)  # model.infer applies the encoding
+    text = ",".join(f"{k}={v!r}" for k, v in thresholds.items())
+    report, _ = deploy(run, {**SLOW_OPTIONS, "thresholds": text, "engine": engine})
+    assert report.failed == {}
+    assert report.exits() == exits
+    np.testing.assert_array_equal(report.predictions(), preds)
+    check_bytes(report, model)  # |C| x 1 B (int8) or 2 B (float16) of scores per device
 
 
 def test_deployment_file_and_run_client(run_c, tmp_path, capsys):
