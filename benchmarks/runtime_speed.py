@@ -144,9 +144,10 @@ def paper_model_tables(run: Path, n: int, log: Any) -> None:
     log(f"\n1. paper model (configuration c), {n} test samples, T = 0.8, loopback mosquitto, QoS 1")
     log(
         "| device engine | mode | samples/s | answered | degraded | local exit % "
-        "| local p50 / p90 ms | cloud p50 / p90 ms | payload B/dev | +frame hdr | +MQTT | broker CPU % |"
+        "| local p50 / p90 ms | cloud p50 / p90 ms | payload B/dev | +frame hdr | +MQTT "
+        "| +control | wire B/dev (x payload) | CPU ms per device-sample | broker CPU % |"
     )
-    log("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     modes = [
         ("as fast as possible (batch 8, window 32)", {"batch": 8, "deadline": 1.0}, None),
         ("rate 20/s, batch 1", {"rate": 20.0, "batch": 1}, 300),
@@ -161,7 +162,9 @@ def paper_model_tables(run: Path, n: int, log: Any) -> None:
                 f"| {100 * doc['local_exit_fraction']:.1f} | {latency(doc, 'local')} | "
                 f"{latency(doc, 'cloud')} | {doc['bytes_per_device']:.1f} | "
                 f"{doc['header_bytes_per_device']:.1f} | {doc['mqtt_overhead_per_device']:.1f} | "
-                f"{doc['broker_cpu_percent']:.0f} |"
+                f"{doc['control_bytes_per_device']:.1f} | {doc['wire_bytes_per_device']:.1f} "
+                f"({doc['wire_bytes_per_device'] / doc['bytes_per_device']:.2f}x) | "
+                f"{doc['cpu_ms_per_device_sample']:.3f} | {doc['broker_cpu_percent']:.0f} |"
             )
 
 
@@ -195,9 +198,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         log(
             "| devices | edges | processes | samples/s | answered | degraded | exits local / edge / cloud % "
-            "| local p50 ms | edge p50 ms | cloud p50 ms | broker CPU % | all processes CPU % (of 200) | busiest nodes (CPU %) |"
+            "| local p50 ms | edge p50 ms | cloud p50 ms | broker CPU % | all processes CPU % (of 200) "
+            "| CPU ms per device-sample | busiest nodes (CPU %) |"
         )
-        log("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         rows = []
         for d in counts:
             run_d = train_scaled_model(folder, d, scale_n)
@@ -215,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{doc['latency_ms'].get('local', {}).get('p50', float('nan')):.0f} | "
                 f"{doc['latency_ms'].get('edge', {}).get('p50', float('nan')):.0f} | "
                 f"{doc['latency_ms'].get('cloud', {}).get('p50', float('nan')):.0f} | "
-                f"{doc['broker_cpu_percent']:.0f} | {doc['all_cpu_percent']:.0f} | {doc['busiest']} |"
+                f"{doc['broker_cpu_percent']:.0f} | {doc['all_cpu_percent']:.0f} | "
+                f"{doc['cpu_ms_per_device_sample']:.3f} | {doc['busiest']} |"
             )
             rows.append((d, doc))
         plot = (
