@@ -32,6 +32,7 @@ from ddnn.runtime.mqtt import (
     close_client,
     connect_client,
     instance_of,
+    instance_properties,
     message_overhead,
 )
 from ddnn.runtime.protocol import DONE, OFFLINE, ONLINE, Topics
@@ -145,15 +146,23 @@ class Node:
     def _own_status(self, msg: paho.MQTTMessage) -> None:
         """Our retained status topic: a newer instance there means we were superseded."""
         other = instance_of(msg)
-        if other is not None and other > self.instance and bytes(msg.payload) == ONLINE:
-            self._taken_over(other)
+        if other is None or other <= self.instance or bytes(msg.payload) not in (ONLINE, DONE):
+            return
+        started, _, _ = other.partition("-")
+        if not (started.isascii() and started.isdigit()) or int(started) / 1e9 > self.wall() + 60:
+            # a start time in the future is forged (or a clock far off): it fences nobody
+            self.reject("implausible_instance", f"{msg.topic}: instance {other[:40]!r}")
+            return
+        self._taken_over(other)
 
     def publish(self, topic: str, payload: bytes, qos: int | None = None, **kw: Any) -> None:
         assert self.client is not None, "connect() first"
         self.client.publish(topic, payload, qos=self.qos if qos is None else qos, **kw)
 
     def announce_done(self) -> None:
-        self.publish(self.topics.status(self.name), DONE, qos=1, retain=True)
+        # stamped like `online`: a retained `done` must not hide which instance serves the node
+        props = instance_properties(self.instance)
+        self.publish(self.topics.status(self.name), DONE, qos=1, retain=True, properties=props)
 
     # -- validation ----------------------------------------------------------------------------
     def reject(self, reason: str, detail: str) -> None:

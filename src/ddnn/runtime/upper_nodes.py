@@ -169,9 +169,9 @@ class FeatureCollector(Node):
     def _keep_orphan(self, sample: int, arrived: Arrived) -> None:
         """Features ahead of their request: kept briefly, within a count bound (oldest out)."""
         while self.orphan_count >= MAX_ORPHANS:
-            oldest = next(iter(self.orphans))
-            self.orphan_count -= len(self.orphans.pop(oldest)[1])
-            self.counters["orphan_frames_dropped"] += 1
+            dropped = len(self.orphans.pop(next(iter(self.orphans)))[1])
+            self.orphan_count -= dropped
+            self.counters["orphan_frames_dropped"] += dropped
         entry = self.orphans.setdefault(sample, (self.clock(), []))
         if len(entry[1]) >= len(self.senders):  # one per sender is all a sample can have
             self.counters["orphan_frames_dropped"] += 1
@@ -190,8 +190,9 @@ class FeatureCollector(Node):
             self._run(sorted(ready))
         stale = [s for s, (t, _) in self.orphans.items() if t < now - ORPHAN_TTL]
         for s in stale:
-            self.orphan_count -= len(self.orphans.pop(s)[1])
-            self.counters["orphan_frames_dropped"] += 1
+            dropped = len(self.orphans.pop(s)[1])
+            self.orphan_count -= dropped
+            self.counters["orphan_frames_dropped"] += dropped
 
     def _input(self, sender: int, feats: np.ndarray) -> np.ndarray:
         if len(self.input_shape) == 1 and feats.ndim != 1:  # devices of different shapes
