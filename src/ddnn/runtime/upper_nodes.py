@@ -39,7 +39,13 @@ from ddnn.runtime.node import Node
 from ddnn.runtime.protocol import CLOUD, Topics
 from ddnn.runtime.window import FinishedIds
 from ddnn.train.checkpoint import load_section
-from ddnn.wire import Expect, FrameKind, encode_features_frame, encode_scores_frame
+from ddnn.wire import (
+    Expect,
+    FrameKind,
+    encode_features_frame,
+    encode_scores_frame,
+    unpack_bits_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +69,8 @@ class Waiting:
 
 @dataclass(frozen=True)
 class Arrived:
-    """One sender's feature map for one sample, and what it cost on the wire."""
+    """One sender's feature map for one sample, and what it cost on the wire. ``features`` is
+    the ±1 map, or, while it waits for its request, the packed row (32x smaller)."""
 
     sender: int
     features: np.ndarray
@@ -139,24 +146,26 @@ class FeatureCollector(Node):
             entry = self.orphans.pop(req.sample, None)
             if entry is not None:
                 self.orphan_count -= len(entry[1])
-                for arrived in entry[1]:
-                    self._attach(w, arrived)
+                for a in entry[1]:
+                    shape = self.sender_shapes[a.sender]
+                    maps = unpack_bits_batch(a.features[None], shape)[0]
+                    self._attach(w, Arrived(a.sender, maps, a.payload, a.header, a.mqtt))
 
     def on_features(self, msg: paho.MQTTMessage) -> None:
         frame = self.decode(msg, self.expect, self.sender_of(msg.topic))
         if frame is None:
             return
         payload, header, mqtt = self.costs(msg, frame)
-        maps = frame.unpacked(self.sender_shapes[frame.sender])  # (count, *shape) ±1
-        for sample, features in zip(frame.sample_ids, maps, strict=True):
-            arrived = Arrived(frame.sender, features, payload, header, mqtt)
+        shape = self.sender_shapes[frame.sender]
+        for sample, row in zip(frame.sample_ids, frame.rows, strict=True):
             w = self.waiting.get(sample)
             if w is not None:
-                self._attach(w, arrived)
+                maps = unpack_bits_batch(row[None], shape)[0]  # (*shape) ±1
+                self._attach(w, Arrived(frame.sender, maps, payload, header, mqtt))
             elif sample in self.done:
                 self.counters["late_frames"] += 1
-            else:
-                self._keep_orphan(sample, arrived)
+            else:  # kept packed while it waits: 1 bit per value, not 32
+                self._keep_orphan(sample, Arrived(frame.sender, row.copy(), payload, header, mqtt))
 
     @staticmethod
     def _attach(w: Waiting, a: Arrived) -> None:
