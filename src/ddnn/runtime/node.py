@@ -146,14 +146,19 @@ class Node:
     def _own_status(self, msg: paho.MQTTMessage) -> None:
         """Our retained status topic: a newer instance there means we were superseded."""
         other = instance_of(msg)
-        if other is None or other <= self.instance or bytes(msg.payload) not in (ONLINE, DONE):
+        if other is None or other == self.instance or bytes(msg.payload) not in (ONLINE, DONE):
             return
-        started, _, _ = other.partition("-")
-        if not (started.isascii() and started.isdigit()) or int(started) / 1e9 > self.wall() + 60:
+        started, _, rest = other.partition("-")
+        if len(started) != 20 or not (started.isascii() and started.isdigit()):
+            self.reject("implausible_instance", f"{msg.topic}: instance {other[:40]!r}")
+            return
+        if int(started) / 1e9 > self.wall() + 60:
             # a start time in the future is forged (or a clock far off): it fences nobody
             self.reject("implausible_instance", f"{msg.topic}: instance {other[:40]!r}")
             return
-        self._taken_over(other)
+        mine, _, my_rest = self.instance.partition("-")
+        if (int(started), rest) > (int(mine), my_rest):  # compared as numbers, not text
+            self._taken_over(other)
 
     def publish(self, topic: str, payload: bytes, qos: int | None = None, **kw: Any) -> None:
         assert self.client is not None, "connect() first"
