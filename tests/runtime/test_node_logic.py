@@ -149,6 +149,57 @@ def test_ids_passed_without_any_frame_are_reported_failed_after_the_deadline(agg
     assert len(aggregator.client.on(TOPICS.progress)) == sent + 1
 
 
+def test_a_forged_frame_ahead_waits_for_the_devices_and_moves_nothing(aggregator):
+    # every device is at sample 1; device 0's login sends a frame for 6 (inside the window)
+    for s in (0, 1):
+        send_all_devices(aggregator, s)
+    aggregator.safe_tick()
+    aggregator.dispatch(scores_frame(aggregator, 0, 6, scores=(0.0, 0.0, 9.0)))
+    aggregator.clock.t += 1.0  # twice the deadline: five devices are still speaking, behind 6
+    aggregator.safe_tick()
+    assert aggregator.max_decided == 1 and aggregator.gaps == {}
+    assert [a.sample for a in answers(aggregator)] == [0, 1]
+    # the devices reach 2..6 in their own time; device 0's real frame replaces the forged one
+    for s in range(2, 7):
+        send_all_devices(aggregator, s)
+    aggregator.safe_tick()
+    by_sample = {a.sample: a for a in answers(aggregator)}
+    assert sorted(by_sample) == list(range(7)) and aggregator.max_decided == 6
+    assert by_sample[6].prediction == 0 and by_sample[6].present == list(range(6))
+    assert not any(a.failed for a in by_sample.values())
+
+
+def test_a_sample_most_devices_never_reach_is_decided_late_without_moving_the_position(
+    aggregator,
+):
+    send_all_devices(aggregator, 0)
+    aggregator.safe_tick()
+    aggregator.dispatch(scores_frame(aggregator, 2, 5))  # device 2 alone, the others at 0
+    for _ in range(9):  # the others keep speaking (late frames), never reaching 5
+        aggregator.clock.t += 0.5
+        aggregator.dispatch(scores_frame(aggregator, 1, 0))
+        aggregator.safe_tick()
+    assert [a.sample for a in answers(aggregator)] == [0]
+    aggregator.clock.t += 0.6  # ten deadlines after the frame
+    aggregator.safe_tick()
+    (late,) = answers(aggregator)[1:]
+    assert late.sample == 5 and late.present == [2] and "devices_missing" in late.flags[0]
+    assert aggregator.max_decided == 0 and aggregator.gaps == {}
+    assert aggregator.counters["decided_stale"] == 1
+
+
+def test_devices_that_fell_silent_do_not_hold_a_sample_past_its_deadline(aggregator):
+    send_all_devices(aggregator, 0)
+    aggregator.safe_tick()
+    aggregator.clock.t += 5.1  # every device silent for the stale time (no Last Will yet)
+    for k in (0, 1):
+        aggregator.dispatch(scores_frame(aggregator, k, 1))
+    aggregator.clock.t += 0.5
+    aggregator.safe_tick()
+    assert [a.sample for a in answers(aggregator)] == [0, 1]
+    assert aggregator.max_decided == 1
+
+
 def test_a_restarted_aggregator_resumes_from_its_retained_progress(aggregator):
     aggregator.dispatch(message(TOPICS.progress, b'{"decided": 100, "latest": 103}'))
     assert aggregator.max_decided == 100
@@ -308,6 +359,27 @@ def test_a_device_resends_its_frames_in_flight_when_progress_stalls():
     assert sorted(node.in_flight) == [0, 4] and node.in_flight[4][0] == 5
     node.dispatch(message(TOPICS.progress, json.dumps({"decided": 4, "latest": 5}).encode()))
     assert sorted(node.in_flight) == [4]
+
+
+def test_a_forged_progress_far_ahead_holds_only_until_the_next_real_one():
+    node = wired(
+        DeviceNode(
+            0, FakeEngine(), np.zeros((40, 2), np.float32), SETTINGS, TOPICS, batch=2, window=4
+        )
+    )
+    node._begin()
+    node.poll(0.0)
+    node.poll(0.0)  # 0..3 captured, the window is full
+    assert node.next_sample == 4
+    node.dispatch(message(TOPICS.progress, json.dumps({"decided": 10**6, "latest": 10**6}).encode()))
+    for _ in range(20):  # no flow control while the forged position holds ...
+        node.poll(0.0)
+    assert node.next_sample == 40
+    assert max(last for last, _ in node.in_flight.values()) == 39
+    assert min(node.in_flight) >= 40 - 2 - 4  # ... but what is in flight stays bounded
+    # the aggregator's next message wins: resends count from there
+    node.dispatch(message(TOPICS.progress, json.dumps({"decided": 3, "latest": 5}).encode()))
+    assert node.decided == 3 and node.counters["progress_went_back"] == 1
 
 
 def test_a_device_sends_features_only_when_asked_and_only_its_own():

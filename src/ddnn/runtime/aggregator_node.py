@@ -7,9 +7,13 @@ edges, the edges' scores come back here for the edge exit. If the tier above is 
 answer in time, the sample is answered with the best exit below it and flagged — never dropped.
 
 Sample ids are not taken on trust. A device may speak only for ids inside a window of
-``window`` samples above the highest decided one (devices never run further ahead), so one
-forged or runaway frame cannot drag the deployment forward; frames outside are counted as
-``rejected_out_of_window``. A restarted aggregator takes up the position from its own retained
+``window`` samples above the highest decided one (devices never run further ahead); frames
+outside are counted as ``rejected_out_of_window``. Inside the window, the deadline of a sample
+that not every device has sent runs only once most of the devices still speaking have reached it
+(sent it or a later id): one forged or runaway frame ahead of the others waits for them, so it
+cannot drag the deployment forward, and a straggling minority cannot hold it back. A sample that
+a majority never reaches is decided (flagged) after ``STALE_DEADLINES`` deadlines, without
+moving the position. A restarted aggregator takes up the position from its own retained
 ``progress`` message. Ids the position passes without any frame of theirs having arrived are
 reported failed (with the reason) once the device deadline has passed, so nothing vanishes; what
 is decided is remembered in bounded memory (:class:`~ddnn.runtime.window.FinishedIds`).
@@ -49,6 +53,8 @@ from ddnn.train.checkpoint import load_section
 from ddnn.wire import MAX_COUNT, Expect, FrameKind
 
 log = logging.getLogger(__name__)
+
+STALE_DEADLINES = 10  # a sample most devices never reach is decided after this many deadlines
 
 
 @dataclass
@@ -133,6 +139,9 @@ class AggregatorNode(Node):
         self.deadline = deadline
         self.upper_timeout = upper_timeout
         self.window = window
+        self.stale_after = STALE_DEADLINES * deadline
+        # device -> (highest in-window sample id it has sent, monotonic time last heard)
+        self.heard: dict[int, tuple[int, float]] = {}
         self.state: dict[str, str] = {}
         self.arrivals: dict[int, Arrivals] = {}
         self.edge_waits: dict[int, EdgeWait] = {}
@@ -214,7 +223,7 @@ class AggregatorNode(Node):
         payload, header, mqtt = self.costs(msg, frame)
         key, now = str(frame.sender), self.clock()
         captured = frame.captured if frame.captured is not None else self.wall()
-        beyond = 0
+        beyond, top = 0, self.heard.get(frame.sender, (-1, now))[0]
         for sample, scores in zip(frame.sample_ids, frame.rows, strict=True):
             if sample in self.finished:
                 self.counters["late_frames"] += 1
@@ -224,6 +233,7 @@ class AggregatorNode(Node):
                 beyond += 1
                 continue
             self.max_seen = max(self.max_seen, sample)
+            top = max(top, sample)
             self.gaps.pop(sample, None)
             a = self.arrivals.get(sample)
             if a is None:
@@ -233,6 +243,8 @@ class AggregatorNode(Node):
             a.payload[key] = payload
             a.header[key] = header
             a.mqtt[key] = mqtt
+        if beyond < len(frame.sample_ids):
+            self.heard[frame.sender] = (top, now)
         if beyond:
             self.counters["rejected_out_of_window"] += beyond - 1
             self.reject(
@@ -254,21 +266,41 @@ class AggregatorNode(Node):
 
     # -- decisions -----------------------------------------------------------------------------
     def next_wakeup(self) -> float | None:
-        times = [a.first + self.deadline for a in self.arrivals.values()]
+        now = self.clock()
+        times = [
+            a.first + (self.deadline if now < a.first + self.deadline else self.stale_after)
+            for a in self.arrivals.values()
+        ]
         times += [w.deadline for w in self.edge_waits.values()]
         times += [w.deadline for w in self.up_waits.values()]
         times += [t + self.deadline for t in self.gaps.values()]
         return min(times, default=None)
 
+    def reached_by_most(self, sample: int, expected: set[int], now: float) -> bool:
+        """Whether most of the expected devices still speaking (heard within the stale time)
+        have reached ``sample``: sent it or a later id."""
+        speaking = [
+            top
+            for k, (top, heard) in self.heard.items()
+            if k in expected and now - heard < self.stale_after
+        ]
+        return 2 * sum(1 for top in speaking if top >= sample) > len(speaking)
+
     def tick(self, now: float) -> None:
         expected = {k for k in range(self.num_devices) if self.alive(f"device_{k}")}
-        ready = [
-            s
-            for s, a in self.arrivals.items()
-            if expected <= set(a.scores) or now >= a.first + self.deadline
-        ]
+        ready: list[int] = []
+        position = self.max_decided
+        for s, a in self.arrivals.items():
+            if expected <= a.scores.keys() or (
+                now >= a.first + self.deadline and self.reached_by_most(s, expected, now)
+            ):
+                ready.append(s)
+                position = max(position, s)
+            elif now >= a.first + self.stale_after:  # most devices never came: not a position
+                ready.append(s)
+                self.counters["decided_stale"] += 1
         if ready:
-            self._decide_local(sorted(ready))
+            self._decide_local(sorted(ready), position)
         edge_ready = [
             s
             for s, w in self.edge_waits.items()
@@ -315,15 +347,17 @@ class AggregatorNode(Node):
             self.publish(self.topics.results, encode_answers(answers), qos=1)
             self.counters["answered"] += sum(1 for a in answers if not a.failed)
 
-    def _decide_local(self, samples: list[int]) -> None:
+    def _decide_local(self, samples: list[int], position: int) -> None:
+        """Fuse and answer ``samples``; the position (highest decided sample that most devices
+        reached) moves to ``position``, and ids it passes with no frame at all become gaps."""
         arrivals = [self.arrivals.pop(s) for s in samples]
         self.finished.add(samples)
-        if samples[-1] > self.max_decided:
+        if position > self.max_decided:
             now = self.clock()
-            for s in range(self.max_decided + 1, samples[-1]):
+            for s in range(self.max_decided + 1, position):
                 if s not in self.arrivals and s not in self.finished:
                     self.gaps[s] = now
-            self.max_decided = samples[-1]
+            self.max_decided = position
         d = self.num_devices
         scores, present = stack_scores([a.scores for a in arrivals], d, self.num_classes)
         with torch.no_grad():

@@ -140,14 +140,19 @@ class DeviceNode(Node):
             self._on_progress(msg.payload)
 
     def _on_progress(self, payload: bytes | bytearray) -> None:
+        """The aggregator's position. The newest message wins, not the largest value: the
+        aggregator's own progress never goes back, so a forged position far ahead (anyone may
+        write on an insecure broker) holds only until the aggregator's next message."""
         p = parse_progress(payload)
         if p.decided > self.decided:
-            self.decided = p.decided
             self._progress_at = self.clock()
             self._backoff = self.resend_after
             for first in [f for f, (last, _) in self.in_flight.items() if last <= p.decided]:
                 del self.in_flight[first]
-        self.latest = max(self.latest, p.latest)
+        elif p.decided < self.decided:
+            self.counters["progress_went_back"] += 1
+        self.decided = p.decided
+        self.latest = p.latest
 
     def _send_features(self, samples: list[int]) -> None:
         """One FEATURES frame per run of consecutive asked samples still in the cache."""
@@ -201,6 +206,11 @@ class DeviceNode(Node):
         self.publish(self.topics.device_scores(self.device), frame)
         self.in_flight[start] = (start + n - 1, frame)
         self.next_sample += n
+        # Under the aggregator's flow control every frame a window behind is decided; older
+        # ones are held only under a forged position: drop them, so the list stays bounded.
+        for first in [f for f, (last, _) in self.in_flight.items() if last < start - self.window]:
+            del self.in_flight[first]
+            self.counters["in_flight_dropped"] += 1
         self.counters["samples"] += n
         self.cache.evict(now)
 
