@@ -371,7 +371,9 @@ def test_a_forged_progress_far_ahead_holds_only_until_the_next_real_one():
     node.poll(0.0)
     node.poll(0.0)  # 0..3 captured, the window is full
     assert node.next_sample == 4
-    node.dispatch(message(TOPICS.progress, json.dumps({"decided": 10**6, "latest": 10**6}).encode()))
+    node.dispatch(
+        message(TOPICS.progress, json.dumps({"decided": 10**6, "latest": 10**6}).encode())
+    )
     for _ in range(20):  # no flow control while the forged position holds ...
         node.poll(0.0)
     assert node.next_sample == 40
