@@ -794,13 +794,14 @@ def duplicate_device_late(ctx: Ctx) -> None:
 
 def forged_instance(ctx: Ctx) -> None:
     """Class 9 through the fencing itself: a retained ``online`` status for device 2 stamped with
-    an instance id that sorts after any real one; then device 2 is restarted."""
+    an instance id that outranks any real one (a well-formed start time 30 s in the future, as
+    text "~" before v2's numeric ids); then device 2 is restarted if it stopped."""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
     ctx.wait_running()
     props = Properties(PacketTypes.PUBLISH)
-    props.UserProperty = [("instance", "~forged")]
+    props.UserProperty = [("instance", f"{time.time_ns() + 30 * 10**9:020d}-ffffffff")]
     client = ctx.attacker()
     client.publish(
         ctx.topics.status("device_2"), b"online", qos=1, retain=True, properties=props

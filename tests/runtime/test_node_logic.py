@@ -451,3 +451,42 @@ def test_an_aggregator_that_comes_back_is_waited_for():
     c.clock.t += 100.0
     c.inbox.put(answer_msg(0))
     assert c.collect(1, ["device_0"], grace=3.0, timeout=600.0) == ""
+
+
+# -- identity ------------------------------------------------------------------------------------
+
+
+def own_status(node, instance: str, payload: bytes = b"online") -> SimpleNamespace:
+    props = SimpleNamespace(UserProperty=[("instance", instance)])
+    return SimpleNamespace(topic=TOPICS.status(node.name), payload=payload, qos=1, properties=props)
+
+
+@pytest.mark.parametrize(
+    "offset_s, rest, fenced",
+    [
+        (-1.0, "ffffffff", False),  # an older instance (a stale retained status)
+        (1.0, "00000000", True),  # a newer one: it serves the node now
+        (9.0, "00000000", True),  # newer, on a host whose clock runs 9 s ahead
+        (11.0, "00000000", False),  # "started" beyond any plausible clock skew: forged
+        (3600.0, "00000000", False),
+    ],
+)
+def test_only_a_plausibly_newer_instance_fences_a_node(run_c, offset_s, rest, fenced):
+    node = wired(AggregatorNode(run_c, SETTINGS, TOPICS, deadline=0.5))
+    mine = int(node.instance.partition("-")[0])
+    node.wall = Clock(mine / 1e9)  # the wall clock reads this instance's start time
+    other = f"{mine + int(offset_s * 1e9):020d}-{rest}"
+    node.client.disconnect = lambda: None
+    node.dispatch(own_status(node, other))
+    assert bool(node.fenced) == fenced and node.stopping == fenced
+    if fenced:
+        assert other in node.fenced
+    else:
+        assert node.counters["rejected_implausible_instance"] == (offset_s > 10)
+
+
+@pytest.mark.parametrize("forged", ["~forged", "9-x", "1" * 21, "abcdefghijklmnopqrst-1", ""])
+def test_an_instance_that_is_not_a_start_time_is_rejected(run_c, forged):
+    node = wired(AggregatorNode(run_c, SETTINGS, TOPICS, deadline=0.5))
+    node.dispatch(own_status(node, forged))
+    assert not node.fenced and node.counters["rejected_implausible_instance"] == 1

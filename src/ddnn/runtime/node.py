@@ -40,6 +40,10 @@ from ddnn.wire import Expect, Frame, FrameDecodeError, decode_frame
 
 log = logging.getLogger(__name__)
 
+# s another host's clock may run ahead of ours: a newer instance started further in the future
+# is forged and fences nobody (so a forged one can hold a node off for at most this long)
+MAX_CLOCK_AHEAD = 10.0
+
 INBOX_BYTES = 64 * 1024 * 1024  # queued payload bytes before new messages are dropped (counted)
 
 
@@ -152,7 +156,7 @@ class Node:
         if len(started) != 20 or not (started.isascii() and started.isdigit()):
             self.reject("implausible_instance", f"{msg.topic}: instance {other[:40]!r}")
             return
-        if int(started) / 1e9 > self.wall() + 60:
+        if int(started) / 1e9 > self.wall() + MAX_CLOCK_AHEAD:
             # a start time in the future is forged (or a clock far off): it fences nobody
             self.reject("implausible_instance", f"{msg.topic}: instance {other[:40]!r}")
             return
