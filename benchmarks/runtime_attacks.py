@@ -53,6 +53,25 @@ from typing import Any
 import numpy as np
 
 from ddnn.runtime.deploy import finish_local, run_local, start_local
+
+try:  # the validated messages of issue 11 (JSON progress, binary since frame format v2's control)
+    from ddnn.runtime.messages import Progress, encode_progress, parse_progress
+except ImportError:  # the runtime as issue 11 reported it: JSON, no parser module
+    from collections import namedtuple
+
+    Progress = namedtuple("Progress", "decided latest")  # type: ignore[misc]
+
+    def encode_progress(p: Any) -> bytes:  # type: ignore[misc]
+        return json.dumps({"decided": p.decided, "latest": p.latest}).encode()
+
+    def parse_progress(payload: bytes) -> Any:  # type: ignore[misc]
+        try:
+            doc = json.loads(payload)
+            return Progress(int(doc["decided"]), int(doc.get("latest", -1)))
+        except (KeyError, TypeError, OverflowError) as exc:
+            raise ValueError(str(exc)) from None
+
+
 from ddnn.runtime.mqtt import close_client, connect_client
 
 PACED = {"rate": 40.0, "deadline": 0.5, "thresholds": "0.5"}
@@ -267,10 +286,10 @@ class Ctx:
             def on_message(msg: Any) -> None:
                 self.events.append((time.monotonic(), msg.topic, bytes(msg.payload)))
                 if msg.topic == self.topics.progress:
-                    try:
-                        doc = json.loads(msg.payload)
-                        self.position[:] = [int(doc["decided"]), int(doc.get("latest", -1))]
-                    except (ValueError, KeyError, TypeError, OverflowError):
+                    try:  # JSON before frame format v2's control messages, binary since
+                        p = parse_progress(msg.payload)
+                        self.position[:] = [p.decided, p.latest]
+                    except ValueError:
                         pass
 
             self.client = connect_client(
@@ -577,7 +596,7 @@ def forged_progress(ctx: Ctx) -> None:
     """Class 1 through flow control: a well-formed progress message far ahead (anyone may write
     ``progress`` on an insecure broker, as anyone may write ``control``)."""
     ctx.wait_running()
-    doc = json.dumps({"decided": 10**6, "latest": 10**6}).encode()
+    doc = encode_progress(Progress(10**6, 10**6))  # in the format of the version under test
     ctx.publish([(ctx.topics.progress, doc)])
 
 
@@ -955,7 +974,7 @@ def check_takeover(ctx: Ctx, out: Outcome) -> None:
     t = ctx.topics
     leaked_up = len(got.get(getattr(t, "up", "") or "-", []))
     leaked_request = sum(1 for p in got.get(t.request, []) if b"local_prediction" in p)
-    other_scores = sum(len(v) for k, v in got.items() if "/device/" in k and "/scores" in k)
+    other_scores = sum(len(got.get(t.device_scores(k), [])) for k in range(6))
     results = len(got.get(t.results, []))
     agg_log = out.logs.get("aggregator", "")
     broker_log = ctx.dep.folder / "broker" / "broker.log"

@@ -149,7 +149,8 @@ def test_a_device_login_cannot_take_the_aggregator_s_session_or_read_up(run_c, t
     assert f"Client ddnn-{t.namespace}-aggregator already connected" not in broker
     got = out.ctx.got
     assert not got.get(t.up) and not got.get(t.results)
-    assert not any("/scores" in topic for topic in got)
+    other = {t.device_scores(k) for k in range(1, 6)} | {t.edge_scores(0)}
+    assert not other & set(got)
     assert not any(b"local_prediction" in p for p in got.get(t.request, []))
     assert_memory_bounded(out)
 

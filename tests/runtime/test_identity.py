@@ -24,9 +24,9 @@ needs_mosquitto = pytest.mark.skipif(
 def test_a_device_reads_only_what_it_needs():
     reads = [line.split()[-1] for line in node_acl("ns", "device_2", []) if " read" in line]
     assert sorted(reads) == [
+        "ddnn/ns/ask",
         "ddnn/ns/control",
-        "ddnn/ns/progress",
-        "ddnn/ns/request",
+        "ddnn/ns/pos",
         "ddnn/ns/status/device_2",
     ]
 
@@ -35,7 +35,7 @@ def test_edges_and_the_cloud_read_the_context_not_the_device_asks():
     for node in ("edge_0", "cloud"):
         lines = node_acl("ns", node, [(0, 1)])
         assert "topic read ddnn/ns/up" in lines
-        assert not any(line.endswith("/request") for line in lines)
+        assert not any(line.endswith("/ask") for line in lines)
 
 
 @needs_mosquitto

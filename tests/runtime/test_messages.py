@@ -42,18 +42,14 @@ def test_deep_nesting_is_refused_not_a_recursion_error(parser):
 @pytest.mark.parametrize(
     "parser, payload",
     [
-        (m.parse_feature_asks, b"[[Infinity, [0]]]"),
-        (m.parse_feature_asks, b'[["a", [10000000]]]'),
-        (m.parse_feature_asks, b"[[1, [0, 0]]]"),  # a device twice
-        (m.parse_feature_asks, b"[[-1, [0]]]"),
-        (m.parse_feature_asks, b"[[1.5, [0]]]"),
-        (m.parse_feature_asks, b"[[true, [0]]]"),
-        (m.parse_feature_asks, b"[[9007199254740992, [0]]]"),  # 2**53: beyond exact JSON ints
-        (m.parse_progress, b'{"decided": 1, "latest": Infinity}'),
-        (m.parse_progress, b'{"decided": NaN, "latest": 1}'),
-        (m.parse_progress, b'{"decided": 1}'),
-        (m.parse_progress, b'{"decided": 1, "latest": 2, "extra": 3}'),
-        (m.parse_progress, b'{"decided": -2, "latest": 2}'),
+        (m.parse_feature_asks, b"[[Infinity, [0]]]"),  # the JSON of before: refused
+        (m.parse_feature_asks, bytes([0x26, 0x01, 0x01, 0x00, 0x00])),  # asks no device
+        (m.parse_feature_asks, bytes([0x26, 0x01, 0x02, 0x00, 0x01])),  # one of two asks
+        (m.parse_feature_asks, bytes([0x26, 0x01, 0x01]) + b"\xff" * 7 + b"\x7f\x01"),  # 2**56
+        (m.parse_progress, b'{"decided": 1, "latest": 2}'),  # the JSON of before: refused
+        (m.parse_progress, bytes([0x25, 0x01])),
+        (m.parse_progress, bytes([0x25, 0x01, 0x01, 0x01])),
+        (m.parse_progress, bytes([0x26, 0x01, 0x01, 0x00, 0x01])),  # an ASKS, not a PROGRESS
         (m.parse_receipts, b"[1, 2]"),
         (m.parse_receipts, b'{"x": {"payload": {}, "mqtt": {}, "flags": []}}'),
         (m.parse_receipts, b'{"1": {"payload": {"0": -5}, "mqtt": {}, "flags": []}}'),
@@ -89,7 +85,10 @@ def test_hostile_payloads_are_refused(parser, payload):
 def test_oversized_messages_are_refused_before_parsing():
     payload = b"[" + b"0," * (m.MAX_MESSAGE_BYTES // 2) + b"0]"
     with pytest.raises(m.MessageError) as info:
-        m.parse_feature_asks(payload)
+        m.parse_requests(payload)
+    assert info.value.reason == "oversized"
+    with pytest.raises(m.MessageError) as info:
+        m.parse_feature_asks(bytes([0x26]) + bytes(m.MAX_MESSAGE_BYTES))
     assert info.value.reason == "oversized"
 
 
@@ -116,9 +115,14 @@ flags = st.lists(st.text(max_size=40), max_size=4)
 times = st.floats(0, 4e9, allow_nan=False)
 
 
-@given(st.lists(st.tuples(samples, ids), max_size=20))
-def test_feature_asks_round_trip(asks):
-    assert m.parse_feature_asks(m.encode_feature_asks(asks)) == [(s, d) for s, d in asks]
+@given(
+    st.dictionaries(samples, ids.filter(bool), min_size=1, max_size=20),
+    st.integers(0, 65535),
+)
+def test_feature_asks_round_trip(asks, device):
+    payload = m.encode_feature_asks(list(asks.items()))
+    assert m.parse_feature_asks(payload) == sorted(asks.items())
+    assert m.samples_asked_of(payload, device) == sorted(s for s, d in asks.items() if device in d)
 
 
 @given(samples, samples)

@@ -19,7 +19,7 @@ from ddnn.runtime.messages import parse_answers, parse_progress
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.protocol import Topics
 from ddnn.runtime.window import FinishedIds
-from ddnn.wire import encode_scores_frame
+from ddnn.wire import encode_scores_frame, encode_varint
 
 SETTINGS = BrokerSettings("127.0.0.1", 1)
 TOPICS = Topics("t")
@@ -48,6 +48,11 @@ class Clock:
 
 def message(topic: str, payload: bytes) -> SimpleNamespace:
     return SimpleNamespace(topic=topic, payload=payload, qos=1, properties=None)
+
+
+def progress(decided: int, latest: int) -> bytes:
+    """A PROGRESS message, laid out by hand (ddnn.wire.control): head, decided + 1, latest + 1."""
+    return bytes([0x25]) + encode_varint(decided + 1) + encode_varint(latest + 1)
 
 
 def wired(node):
@@ -200,8 +205,26 @@ def test_devices_that_fell_silent_do_not_hold_a_sample_past_its_deadline(aggrega
     assert aggregator.max_decided == 1
 
 
+def test_progress_goes_out_every_window_over_8_decisions_or_every_quarter_second(run_c):
+    node = wired(AggregatorNode(run_c, SETTINGS, TOPICS, {"local": 1.0}, window=64))
+    for s in range(20):  # one decision per tick, no time passing
+        send_all_devices(node, s)
+        node.safe_tick()
+    decided = [parse_progress(p).decided for p in node.client.on(TOPICS.progress)]
+    assert decided == [0, 8, 16]  # the first at once, then every 64 / 8 decisions
+    node.clock.t += 0.24
+    node.safe_tick()
+    assert len(node.client.on(TOPICS.progress)) == 3
+    node.clock.t += 0.01
+    node.safe_tick()
+    assert parse_progress(node.client.on(TOPICS.progress)[-1]).decided == 19
+    node.clock.t += 1.0
+    node.safe_tick()  # nothing moved: nothing sent
+    assert len(node.client.on(TOPICS.progress)) == 4
+
+
 def test_a_restarted_aggregator_resumes_from_its_retained_progress(aggregator):
-    aggregator.dispatch(message(TOPICS.progress, b'{"decided": 100, "latest": 103}'))
+    aggregator.dispatch(message(TOPICS.progress, progress(100, 103)))
     assert aggregator.max_decided == 100
     aggregator.dispatch(scores_frame(aggregator, 0, 50))  # long decided
     aggregator.dispatch(scores_frame(aggregator, 0, 108))  # in the window 101..108
@@ -210,7 +233,7 @@ def test_a_restarted_aggregator_resumes_from_its_retained_progress(aggregator):
     assert aggregator.counters["late_frames"] == 1
     assert aggregator.counters["rejected_out_of_window"] == 1
     # only the first progress after a start counts: later ones (our own echo) change nothing
-    aggregator.dispatch(message(TOPICS.progress, b'{"decided": 5000, "latest": 5000}'))
+    aggregator.dispatch(message(TOPICS.progress, progress(5000, 5000)))
     assert aggregator.max_decided == 100
 
 
@@ -220,6 +243,7 @@ def test_a_restarted_aggregator_resumes_from_its_retained_progress(aggregator):
         ("progress", b'{"decided": 1, "latest": Infinity}'),
         ("progress", b"[" * 100_000),
         ("progress", b'{"decided": 1e400, "latest": 2}'),
+        ("progress", bytes([0x25]) + b"\xff" * 7 + b"\x7f\x01"),  # decided 2**56 - 2
         ("results", b'[{"sample": Infinity, "prediction": 0, "exit": "local", "present": []}]'),
         ("results", b'[{"sample": "a", "prediction": 0, "exit": "local", "present": []}]'),
         ("receipts", b"[1, 2]"),
@@ -354,10 +378,10 @@ def test_a_device_resends_its_frames_in_flight_when_progress_stalls():
     node.poll(0.0)
     assert node.counters["resent"] == 4
     # progress: 0..1 decided -> 2 more samples may be captured; 2..3 keep their frame in flight
-    node.dispatch(message(TOPICS.progress, json.dumps({"decided": 1, "latest": 3}).encode()))
+    node.dispatch(message(TOPICS.progress, progress(1, 3)))
     node.poll(0.0)
     assert sorted(node.in_flight) == [0, 4] and node.in_flight[4][0] == 5
-    node.dispatch(message(TOPICS.progress, json.dumps({"decided": 4, "latest": 5}).encode()))
+    node.dispatch(message(TOPICS.progress, progress(4, 5)))
     assert sorted(node.in_flight) == [4]
 
 
@@ -371,16 +395,14 @@ def test_a_forged_progress_far_ahead_holds_only_until_the_next_real_one():
     node.poll(0.0)
     node.poll(0.0)  # 0..3 captured, the window is full
     assert node.next_sample == 4
-    node.dispatch(
-        message(TOPICS.progress, json.dumps({"decided": 10**6, "latest": 10**6}).encode())
-    )
+    node.dispatch(message(TOPICS.progress, progress(10**6, 10**6)))
     for _ in range(20):  # no flow control while the forged position holds ...
         node.poll(0.0)
     assert node.next_sample == 40
     assert max(last for last, _ in node.in_flight.values()) == 39
     assert min(node.in_flight) >= 40 - 2 - 4  # ... but what is in flight stays bounded
     # the aggregator's next message wins: resends count from there
-    node.dispatch(message(TOPICS.progress, json.dumps({"decided": 3, "latest": 5}).encode()))
+    node.dispatch(message(TOPICS.progress, progress(3, 5)))
     assert node.decided == 3 and node.counters["progress_went_back"] == 1
 
 
@@ -388,13 +410,17 @@ def test_a_device_sends_features_only_when_asked_and_only_its_own():
     node = wired(DeviceNode(1, FakeEngine(), np.zeros((4, 2), np.float32), SETTINGS, TOPICS))
     node._begin()
     node.poll(0.0)
-    node.dispatch(message(TOPICS.request, b"[[0, [0, 2]], [1, [1]], [2, [1, 3]], [99, [1]]]"))
+    # ASKS by hand: head 0x26, 1 mask byte, 4 samples; (gap, mask): 0 {0,2}, 1 {1}, 2 {1,3},
+    # 99 {1} (gap 96)
+    asks = bytes([0x26, 0x01, 0x04, 0x00, 0b101, 0x00, 0b10, 0x00, 0b1010, 96, 0b10])
+    node.dispatch(message(TOPICS.request, asks))
     (frame,) = node.client.on(TOPICS.device_features(1))  # samples 1 and 2: one batched frame
     # head 0x24, sender 1, first 1, count 2, model tag 7 (2 B), then 2 rows of 1 packed byte
     assert frame == bytes([0x24, 1, 1, 2, 7, 0, 0, 0])
     assert node.counters["features_expired"] == 1  # 99 was never captured (counted, not fatal)
-    node.dispatch(message(TOPICS.request, b'[[0, ["a", 10000000]]]'))
-    assert node.counters["rejected_malformed"] == 1
+    node.dispatch(message(TOPICS.request, b'[[0, ["a", 10000000]]]'))  # JSON of before
+    node.dispatch(message(TOPICS.request, asks[:-1]))
+    assert node.counters["rejected_version"] == 1 and node.counters["rejected_truncated"] == 1
 
 
 # -- the result collector ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from ddnn.runtime.mqtt import (
     parse_broker_url,
     publish_overhead,
 )
-from ddnn.runtime.protocol import Topics
+from ddnn.runtime.protocol import DEVICE, EDGE_NODE, Topics
 
 needs_mosquitto = pytest.mark.skipif(
     shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
@@ -71,16 +71,19 @@ def test_topics_reject_wildcards_and_find_indices():
     with pytest.raises(ValueError):
         Topics("a/b")
     t = Topics("x")
-    assert Topics.index_in(t.device_scores(4), "device") == 4
-    assert Topics.index_in(t.results, "device") is None
+    assert t.device_scores(4) == "ddnn/x/d/4/s" and t.edge_receipts(1) == "ddnn/x/e/1/r"
+    assert Topics.index_in(t.device_scores(4), DEVICE) == 4
+    assert Topics.index_in(t.edge_features(12), EDGE_NODE) == 12
+    assert Topics.index_in(t.results, DEVICE) is None
+    assert t.is_edge_topic(t.edge_scores(0)) and not t.is_edge_topic(t.device_scores(0))
 
 
 def test_acl_lets_a_device_write_only_its_own_topics():
     lines = node_acl("ns", "device_2", [])
     writes = [line for line in lines if line.startswith("topic write")]
     assert writes == [
-        "topic write ddnn/ns/device/2/scores",
-        "topic write ddnn/ns/device/2/features",
+        "topic write ddnn/ns/d/2/s",
+        "topic write ddnn/ns/d/2/f",
     ]
     assert not any("results" in line for line in lines)
 

@@ -47,7 +47,7 @@ from ddnn.runtime.messages import (
 )
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node
-from ddnn.runtime.protocol import EDGE, LOCAL, Topics
+from ddnn.runtime.protocol import DEVICE, EDGE, EDGE_NODE, LOCAL, Topics
 from ddnn.runtime.window import FinishedIds
 from ddnn.train.checkpoint import load_section
 from ddnn.wire import MAX_COUNT, Expect, FrameKind
@@ -55,6 +55,9 @@ from ddnn.wire import MAX_COUNT, Expect, FrameKind
 log = logging.getLogger(__name__)
 
 STALE_DEADLINES = 10  # a sample most devices never reach is decided after this many deadlines
+PROGRESS_EVERY = 0.25  # s: a moving position is published at least this often ...
+PROGRESS_STEPS = 8  # ... and whenever it moved by window / PROGRESS_STEPS samples
+PROGRESS_REPEAT = 0.01  # s: at most this often again for devices that missed it (late frames)
 
 
 @dataclass
@@ -140,6 +143,7 @@ class AggregatorNode(Node):
         self.upper_timeout = upper_timeout
         self.window = window
         self.stale_after = STALE_DEADLINES * deadline
+        self.progress_step = max(1, window // PROGRESS_STEPS)
         # device -> (highest in-window sample id it has sent, monotonic time last heard)
         self.heard: dict[int, tuple[int, float]] = {}
         self.state: dict[str, str] = {}
@@ -196,13 +200,13 @@ class AggregatorNode(Node):
                 self.up_waits.pop(answer.sample, None)
         elif topic == self.topics.progress:
             self._resume(parse_progress(msg.payload))
-        elif topic.endswith("/receipts"):
+        elif topic == self.topics.edge_receipts(Topics.index_in(topic, EDGE_NODE) or 0):
             for sample, receipt in parse_receipts(msg.payload).items():
                 if sample in self.edge_waits:  # bounded: only samples waiting for their edges
                     self.receipts.setdefault(sample, []).append(receipt)
                 else:
                     self.counters["late_receipts"] += 1
-        elif "/edge/" in topic:
+        elif self.topics.is_edge_topic(topic):
             self._on_edge_scores(msg)
         else:
             self._on_device_scores(msg)
@@ -217,7 +221,7 @@ class AggregatorNode(Node):
             log.info("aggregator resumes after sample %d", p.decided)
 
     def _on_device_scores(self, msg: paho.MQTTMessage) -> None:
-        frame = self.decode(msg, self.device_expect, Topics.index_in(msg.topic, "device"))
+        frame = self.decode(msg, self.device_expect, Topics.index_in(msg.topic, DEVICE))
         if frame is None:
             return
         payload, header, mqtt = self.costs(msg, frame)
@@ -254,7 +258,7 @@ class AggregatorNode(Node):
             )
 
     def _on_edge_scores(self, msg: paho.MQTTMessage) -> None:
-        frame = self.decode(msg, self.edge_expect, Topics.index_in(msg.topic, "edge"))
+        frame = self.decode(msg, self.edge_expect, Topics.index_in(msg.topic, EDGE_NODE))
         if frame is None:
             return
         for sample, scores in zip(frame.sample_ids, frame.rows, strict=True):
@@ -289,18 +293,18 @@ class AggregatorNode(Node):
     def tick(self, now: float) -> None:
         expected = {k for k in range(self.num_devices) if self.alive(f"device_{k}")}
         ready: list[int] = []
-        position = self.max_decided
+        reached = self.max_decided  # the highest ready sample most devices have reached
         for s, a in self.arrivals.items():
             if expected <= a.scores.keys() or (
                 now >= a.first + self.deadline and self.reached_by_most(s, expected, now)
             ):
                 ready.append(s)
-                position = max(position, s)
+                reached = max(reached, s)
             elif now >= a.first + self.stale_after:  # most devices never came: not a position
                 ready.append(s)
                 self.counters["decided_stale"] += 1
         if ready:
-            self._decide_local(sorted(ready), position)
+            self._decide_local(sorted(ready), reached)
         edge_ready = [
             s
             for s, w in self.edge_waits.items()
@@ -313,8 +317,13 @@ class AggregatorNode(Node):
         if late:
             self._fallback(late, "cloud_timeout")
         self._fail_gaps(now)
-        position = (self.max_decided, self.max_seen)
-        if now - self._last_progress > 0.005 and position != self._progress_sent:
+        position, sent, since = (self.max_decided, self.max_seen), self._progress_sent, now
+        since -= self._last_progress
+        if (sent is None and since >= PROGRESS_REPEAT) or (  # a device may have missed it
+            sent is not None
+            and position != sent
+            and (self.max_decided - sent[0] >= self.progress_step or since >= PROGRESS_EVERY)
+        ):
             self.publish(
                 self.topics.progress,
                 encode_progress(Progress(*position)),

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ddnn.runtime.mqtt import BrokerSettings
+from ddnn.runtime.protocol import Topics
 
 log = logging.getLogger(__name__)
 
@@ -51,52 +52,52 @@ def free_port() -> int:
 
 def node_acl(namespace: str, node: str, groups: list[tuple[int, ...]]) -> list[str]:
     """ACL lines for one node's user: what it may publish (write) and subscribe to (read)."""
-    root = f"ddnn/{namespace}"
-    lines = [f"user {node}", f"topic readwrite {root}/status/{node}", f"topic read {root}/control"]
+    t = Topics(namespace)
+    lines = [f"user {node}", f"topic readwrite {t.status(node)}", f"topic read {t.control}"]
     kind, _, index = node.partition("_")
     if kind == "device":
         lines += [
-            f"topic write {root}/device/{index}/scores",
-            f"topic write {root}/device/{index}/features",
-            f"topic read {root}/request",
-            f"topic read {root}/progress",
+            f"topic write {t.device_scores(index)}",
+            f"topic write {t.device_features(index)}",
+            f"topic read {t.request}",
+            f"topic read {t.progress}",
         ]
     elif node == "aggregator":
         lines += [
-            f"topic read {root}/device/+/scores",
-            f"topic read {root}/edge/+/scores",
-            f"topic read {root}/edge/+/receipts",
-            f"topic read {root}/status/#",
-            f"topic readwrite {root}/results",
-            f"topic readwrite {root}/progress",  # it resumes from its own retained progress
-            f"topic write {root}/request",
-            f"topic write {root}/up",
-            f"topic write {root}/forward",
+            f"topic read {t.device_scores('+')}",
+            f"topic read {t.edge_scores('+')}",
+            f"topic read {t.edge_receipts('+')}",
+            f"topic read {t.status('#')}",
+            f"topic readwrite {t.results}",
+            f"topic readwrite {t.progress}",  # it resumes from its own retained progress
+            f"topic write {t.request}",
+            f"topic write {t.up}",
+            f"topic write {t.forward}",
         ]
     elif kind == "edge":
-        lines += [f"topic read {root}/device/{k}/features" for k in groups[int(index)]]
+        lines += [f"topic read {t.device_features(k)}" for k in groups[int(index)]]
         lines += [
-            f"topic read {root}/up",
-            f"topic read {root}/forward",
-            f"topic write {root}/edge/{index}/scores",
-            f"topic write {root}/edge/{index}/features",
-            f"topic write {root}/edge/{index}/receipts",
+            f"topic read {t.up}",
+            f"topic read {t.forward}",
+            f"topic write {t.edge_scores(index)}",
+            f"topic write {t.edge_features(index)}",
+            f"topic write {t.edge_receipts(index)}",
         ]
     elif node == "cloud":
         lines += [
-            f"topic read {root}/up",
-            f"topic read {root}/forward",
-            f"topic read {root}/device/+/features",
-            f"topic read {root}/edge/+/features",
-            f"topic write {root}/results",
+            f"topic read {t.up}",
+            f"topic read {t.forward}",
+            f"topic read {t.device_features('+')}",
+            f"topic read {t.edge_features('+')}",
+            f"topic write {t.results}",
         ]
     elif node == "client":
         lines += [
-            f"topic read {root}/results",
-            f"topic read {root}/status/#",
-            f"topic read {root}/request",  # to count the control bytes devices receive
-            f"topic read {root}/progress",
-            f"topic write {root}/control",
+            f"topic read {t.results}",
+            f"topic read {t.status('#')}",
+            f"topic read {t.request}",  # to count the control bytes devices receive
+            f"topic read {t.progress}",
+            f"topic write {t.control}",
         ]
     else:
         raise ValueError(f"no ACL for node {node!r}")

@@ -23,7 +23,7 @@ import paho.mqtt.client as paho
 
 from ddnn.runtime.engine import DeviceEngine
 from ddnn.runtime.feature_cache import FeatureCache
-from ddnn.runtime.messages import Control, parse_feature_asks, parse_progress
+from ddnn.runtime.messages import Control, parse_progress, samples_asked_of
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node, NodeFenced
 from ddnn.runtime.protocol import Topics
@@ -134,8 +134,7 @@ class DeviceNode(Node):
     # -- messages ------------------------------------------------------------------------------
     def handle(self, msg: paho.MQTTMessage) -> None:
         if msg.topic == self.topics.request:
-            asks = parse_feature_asks(msg.payload)
-            self._send_features(sorted({s for s, devices in asks if self.device in devices}))
+            self._send_features(samples_asked_of(msg.payload, self.device))
         elif msg.topic == self.topics.progress:
             self._on_progress(msg.payload)
 

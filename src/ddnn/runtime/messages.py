@@ -7,16 +7,17 @@ are bounded before parsing, JSON constants ``NaN``/``Infinity`` are refused, nes
 overflow the parser's recursion is refused, every number is an integer or a finite float in its
 range, every list and mapping is bounded.
 
-Messages (all JSON, UTF-8, compact):
+Messages (JSON, UTF-8, compact, except the two every device receives, which are binary):
 
 ============  =====================================================================================
 message       schema
 ============  =====================================================================================
 control       ``stop`` | ``start`` | ``start <unix time>`` (plain ASCII, not JSON)
 status        ``online`` | ``offline`` | ``done`` (plain ASCII)
-progress      ``{"decided": D, "latest": L}``: highest sample id decided, newest in-window id seen
-feature ask   ``[[sample, [device, …]], …]`` on ``request``: which devices send which features;
-              all a device may read about the samples that go up
+progress      binary PROGRESS (:mod:`ddnn.wire.control`): highest sample id decided, newest
+              in-window id seen
+feature ask   binary ASKS on ``request``: which devices send which features (sample ids and
+              device bit masks); all a device may read about the samples that go up
 up / forward  list of :class:`UpRequest` objects (aggregator -> edges / cloud)
 receipts      ``{"<sample>": {"payload": {...}, "mqtt": {...}, "flags": [...]}, …}`` (edge -> agg.)
 results       list of :class:`Answer` objects
@@ -27,8 +28,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from ddnn.wire import FrameDecodeError, control
 
 __all__ = [
     "MAX_SAMPLE_ID",
@@ -50,6 +54,7 @@ __all__ = [
     "parse_receipts",
     "parse_requests",
     "parse_status",
+    "samples_asked_of",
 ]
 
 MAX_SAMPLE_ID = 2**53 - 1  # exact in every JSON reader (IEEE double), and in int64
@@ -239,13 +244,11 @@ class Progress:
 
 
 def encode_progress(p: Progress) -> bytes:
-    return _dump({"decided": p.decided, "latest": p.latest})
+    return control.encode_progress(p.decided, p.latest)
 
 
 def parse_progress(payload: bytes | bytearray) -> Progress:
-    d = _fields(load_json(payload, "progress"), "progress", {"decided", "latest"}, set())
-    decided = _int(d["decided"], "progress 'decided'", -1, MAX_SAMPLE_ID)
-    latest = _int(d["latest"], "progress 'latest'", -1, MAX_SAMPLE_ID)
+    decided, latest = _binary(control.decode_progress, payload, "progress")
     return Progress(decided, max(decided, latest))
 
 
@@ -254,17 +257,32 @@ def parse_progress(payload: bytes | bytearray) -> Progress:
 
 
 def encode_feature_asks(asks: list[tuple[int, list[int]]]) -> bytes:
-    return _dump([[s, ids] for s, ids in asks])
+    return control.encode_asks(sorted(asks))
 
 
 def parse_feature_asks(payload: bytes | bytearray) -> list[tuple[int, list[int]]]:
-    out = []
-    for item in _list(load_json(payload, "request"), "request"):
-        pair = _list(item, "request entry", 2)
-        if len(pair) != 2:
-            raise MessageError("request entry must be [sample, [device, …]]")
-        out.append((_sample(pair[0]), _ids(pair[1], "request devices")))
-    return out
+    return _binary(control.decode_asks, payload, "request")
+
+
+def samples_asked_of(payload: bytes | bytearray, device: int) -> list[int]:
+    """The samples a feature-ask message asks ``device`` for (what a device reads)."""
+    return _binary(lambda b: control.samples_asked_of(b, device), payload, "request")
+
+
+T = TypeVar("T")
+
+
+def _binary(decode: Callable[[bytes | bytearray], T], payload: bytes | bytearray, what: str) -> T:
+    """A binary control message (:mod:`ddnn.wire.control`), bounded and checked."""
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise MessageError(
+            f"{what} message of {len(payload)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit",
+            "oversized",
+        )
+    try:
+        return decode(payload)
+    except FrameDecodeError as exc:
+        raise MessageError(f"{what} message: {exc}", exc.reason) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,34 +1,39 @@
 """The runtime's MQTT protocol: topic names, and who publishes and reads each.
 
-Data frames (class scores, bit-packed features) are the codec's binary frames. Everything else —
-feature requests, results, flow control — is compact JSON whose schemas and validating parsers
+Data frames (class scores, bit-packed features) and the two control messages every device
+receives (feature asks, progress) are binary (:mod:`ddnn.wire`); the rest — the context of the
+samples that go up, results, receipts — is compact JSON whose schemas and validating parsers
 live in :mod:`ddnn.runtime.messages`. Each node may read only what it needs (the broker's ACLs
 enforce it under ``--secure``): devices learn which samples to send features for, not the
 other devices' scores or the local predictions.
 
-Topics, under ``ddnn/<namespace>/`` (one namespace per deployment, so runs never mix):
+Topics, under ``ddnn/<namespace>/`` (one namespace per deployment, so runs never mix). The
+topics on the data path are short, because MQTT repeats the topic name in every packet (a
+long name cost a device more bytes than its frame header); those an operator or application
+reads keep readable names:
 
-=============================  ======================  ==================================
-topic                          publisher → subscriber  payload
-=============================  ======================  ==================================
-``device/K/scores``            device K → aggregator   SCORES frame (phase one)
-``device/K/features``          device K → its edge     FEATURES frame (phase two)
-                               or the cloud
-``request``                    aggregator → devices    JSON: samples that go up and the
-                                                       devices asked for their features
-``up``                         aggregator → edges,     JSON: those samples' context (present
-                               cloud                   devices, bytes so far, local exit)
-``edge/E/scores``              edge E → aggregator     SCORES frame, sender = E
-``edge/E/features``            edge E → cloud          FEATURES frame, sender = E
-``forward``                    aggregator → edges,     JSON: samples the edge exit sends on
-                               cloud
-``results``                    aggregator, cloud →     JSON list of answers
-                               client
-``edge/E/receipts``            edge E → aggregator     JSON: feature bytes it received
-``progress``                   aggregator → devices    JSON: samples decided (flow control)
-``status/NODE``                node → all (retained)   ``online`` / ``offline`` / ``done``
-``control``                    client → all            ``stop`` / ``start [TIME]``
-=============================  ======================  ==================================
+==========================  ======================  ==========================================
+topic                       publisher → subscriber  payload
+==========================  ======================  ==========================================
+``d/K/s``                   device K → aggregator   SCORES frame (phase one)
+``d/K/f``                   device K → its edge     FEATURES frame (phase two)
+                            or the cloud
+``ask``                     aggregator → devices    ASKS: samples that go up and the devices
+                                                    asked for their features
+``up``                      aggregator → edges,     JSON: those samples' context (present
+                            cloud                   devices, bytes so far, local exit)
+``e/E/s``                   edge E → aggregator     SCORES frame, sender = E
+``e/E/f``                   edge E → cloud          FEATURES frame, sender = E
+``fw``                      aggregator → edges,     JSON: samples the edge exit sends on
+                            cloud
+``e/E/r``                   edge E → aggregator     JSON: feature bytes it received (receipts)
+``pos``                     aggregator → devices    PROGRESS: samples decided (flow control),
+                                                    retained
+``results``                 aggregator, cloud →     JSON list of answers
+                            client
+``status/NODE``             node → all (retained)   ``online`` / ``offline`` / ``done``
+``control``                 client → all            ``stop`` / ``start [TIME]``
+==========================  ======================  ==========================================
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ from dataclasses import dataclass
 
 ONLINE, OFFLINE, DONE = b"online", b"offline", b"done"
 STOP = b"stop"
+
+# The topic levels that name a device's or an edge's own topics: ddnn/<ns>/d/K/…, …/e/E/…
+DEVICE, EDGE_NODE = "d", "e"
 
 # Exits of the runtime's answers, in the model's order.
 LOCAL, EDGE, CLOUD = "local", "edge", "cloud"
@@ -60,23 +68,23 @@ class Topics:
         return f"ddnn/{self.namespace}"
 
     def device_scores(self, k: int | str) -> str:
-        return f"{self.root}/device/{k}/scores"
+        return f"{self.root}/{DEVICE}/{k}/s"
 
     def device_features(self, k: int | str) -> str:
-        return f"{self.root}/device/{k}/features"
+        return f"{self.root}/{DEVICE}/{k}/f"
 
     def edge_scores(self, e: int | str) -> str:
-        return f"{self.root}/edge/{e}/scores"
+        return f"{self.root}/{EDGE_NODE}/{e}/s"
 
     def edge_features(self, e: int | str) -> str:
-        return f"{self.root}/edge/{e}/features"
+        return f"{self.root}/{EDGE_NODE}/{e}/f"
 
     def edge_receipts(self, e: int | str) -> str:
-        return f"{self.root}/edge/{e}/receipts"
+        return f"{self.root}/{EDGE_NODE}/{e}/r"
 
     @property
     def request(self) -> str:
-        return f"{self.root}/request"
+        return f"{self.root}/ask"
 
     @property
     def up(self) -> str:
@@ -84,7 +92,7 @@ class Topics:
 
     @property
     def forward(self) -> str:
-        return f"{self.root}/forward"
+        return f"{self.root}/fw"
 
     @property
     def results(self) -> str:
@@ -92,7 +100,7 @@ class Topics:
 
     @property
     def progress(self) -> str:
-        return f"{self.root}/progress"
+        return f"{self.root}/pos"
 
     @property
     def control(self) -> str:
@@ -101,11 +109,15 @@ class Topics:
     def status(self, node: str) -> str:
         return f"{self.root}/status/{node}"
 
+    def is_edge_topic(self, topic: str) -> bool:
+        return topic.startswith(f"{self.root}/{EDGE_NODE}/")
+
     @staticmethod
-    def index_in(topic: str, kind: str) -> int | None:
-        """The K of ``…/<kind>/K/…`` in a topic, or ``None``."""
+    def index_in(topic: str, level: str) -> int | None:
+        """The K of ``…/<level>/K/…`` in a topic (``level`` is :data:`DEVICE` or
+        :data:`EDGE_NODE`), or ``None``."""
         parts = topic.split("/")
         for i, part in enumerate(parts[:-1]):
-            if part == kind and parts[i + 1].isascii() and parts[i + 1].isdigit():
+            if part == level and parts[i + 1].isascii() and parts[i + 1].isdigit():
                 return int(parts[i + 1])
         return None

@@ -36,7 +36,7 @@ from ddnn.runtime.messages import (
 )
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node
-from ddnn.runtime.protocol import CLOUD, Topics
+from ddnn.runtime.protocol import CLOUD, DEVICE, EDGE_NODE, Topics
 from ddnn.runtime.window import FinishedIds
 from ddnn.train.checkpoint import load_section
 from ddnn.wire import (
@@ -280,7 +280,7 @@ class CloudNode(FeatureCollector):
         return [self.topics.up, self.topics.device_features("+")]
 
     def sender_of(self, topic: str) -> int | None:
-        return Topics.index_in(topic, "edge" if self.groups else "device")
+        return Topics.index_in(topic, EDGE_NODE if self.groups else DEVICE)
 
     def wanted(self, req: UpRequest) -> set[int]:
         return set(req.edges) if self.groups else set(req.present)
@@ -369,7 +369,7 @@ class EdgeNode(FeatureCollector):
         return topics
 
     def sender_of(self, topic: str) -> int | None:
-        return Topics.index_in(topic, "device")
+        return Topics.index_in(topic, DEVICE)
 
     def wanted(self, req: UpRequest) -> set[int]:
         return set(req.present)

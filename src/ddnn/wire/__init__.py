@@ -3,7 +3,8 @@
 Modules: :mod:`~ddnn.wire.frame` (the v2 layout, encoders, header parsing),
 :mod:`~ddnn.wire.decode` (what a receiver expects, checked decoding), :mod:`~ddnn.wire.scores`
 (float32 / float16 / int8 score rows), :mod:`~ddnn.wire.bits` (bit-packed ±1 feature maps),
-:mod:`~ddnn.wire.varint` (LEB128), :mod:`~ddnn.wire.accounting` (payload, header and MQTT bytes,
+:mod:`~ddnn.wire.varint` (LEB128), :mod:`~ddnn.wire.control` (the binary PROGRESS and ASKS
+control messages), :mod:`~ddnn.wire.accounting` (payload, header and MQTT bytes,
 SPEC §6's formula), :mod:`~ddnn.wire.measure` (the bytes each link of a hierarchy carries per
 sample, on really encoded frames) and :mod:`~ddnn.wire.errors` (:class:`FrameDecodeError` and its
 reasons).

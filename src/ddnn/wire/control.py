@@ -23,7 +23,7 @@ field. Any violation raises :class:`~ddnn.wire.errors.FrameDecodeError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from enum import IntEnum
 
 from ddnn.wire._array import BytesLike, check_int
@@ -172,7 +172,9 @@ def _head(buf: BytesLike, kind: ControlKind) -> int:
     if head == V1_FIRST_BYTE:
         raise FrameDecodeError("a v1 message (JSON or b'DN' frame)", "version_1")
     if head >> 4 != VERSION:
-        raise FrameDecodeError(f"format version {head >> 4}, this reader knows {VERSION}", "version")
+        raise FrameDecodeError(
+            f"format version {head >> 4}, this reader knows {VERSION}", "version"
+        )
     if head & 0x0F != kind:
         raise FrameDecodeError(f"kind {head & 0x0F} where {kind.name} was expected", "kind")
     return 1
