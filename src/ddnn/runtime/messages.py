@@ -324,7 +324,7 @@ _REQUEST_OPTIONAL = {"edge_prediction", "edges", "edge_payload", "flags"}
 
 
 def encode_requests(requests: list[UpRequest]) -> bytes:
-    return _dump([asdict(r) for r in requests])
+    return _dump([vars(r) for r in requests])  # shallow: json walks the nested values
 
 
 def parse_requests(payload: bytes | bytearray) -> list[UpRequest]:
@@ -438,7 +438,7 @@ _ANSWER_OPTIONAL = set(Answer.__dataclass_fields__) - _ANSWER_REQUIRED
 
 
 def encode_answers(answers: list[Answer]) -> bytes:
-    return _dump([asdict(a) for a in answers])
+    return _dump([vars(a) for a in answers])
 
 
 def parse_answers(payload: bytes | bytearray) -> list[Answer]:
