@@ -19,6 +19,7 @@ from ddnn.wire import (
     capture_field,
     decode_frame,
     encode_features_frame,
+    encode_features_frame_ids,
     encode_scores_frame,
     frame_bytes,
     model_tag,
@@ -151,9 +152,15 @@ def frames(draw: st.DrawFn) -> tuple[FrameKind, dict, np.ndarray, tuple[int, ...
         "first_sample": draw(st.sampled_from([0, 127, 128, 2**31, 2**53 - count])),
         "model_version": draw(st.integers(0, 2**32 - 1)),
     }
+    if kind is FrameKind.FEATURES_IDS:  # strictly increasing ids, not all consecutive
+        gaps = draw(st.lists(st.integers(0, 300), min_size=count - 1, max_size=count - 1))
+        if not any(gaps):
+            count, gaps = 2, [draw(st.integers(1, 2**20))]
+        ids["first_sample"] = min(ids["first_sample"], 2**53 - 1 - (count - 1) - sum(gaps))
+        ids["gaps"] = gaps
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    if kind is FrameKind.FEATURES:
+    if kind.is_features:
         shape = tuple(draw(st.lists(st.integers(1, 9), min_size=1, max_size=3)))
         data = rng.choice([-1.0, 1.0], size=(count, *shape)).astype(np.float32)
     else:
@@ -166,7 +173,16 @@ def frames(draw: st.DrawFn) -> tuple[FrameKind, dict, np.ndarray, tuple[int, ...
 @given(frames(), st.floats(0, 2e9), st.integers(-(2**23) + 1, 2**23 - 1))
 def test_round_trip(frame: tuple, captured: float, skew_ms: int) -> None:
     kind, ids, data, shape = frame
-    if kind is FrameKind.FEATURES:
+    gaps = ids.pop("gaps", [])
+    sample_ids = [ids["first_sample"]]
+    for g in gaps or [0] * (len(data) - 1):
+        sample_ids.append(sample_ids[-1] + g + 1)
+    if kind is FrameKind.FEATURES_IDS:
+        first = ids.pop("first_sample")
+        wire = encode_features_frame_ids(data, **ids, sample_ids=sample_ids, shape=shape)
+        ids["first_sample"] = first
+        expect = Expect(ids["model_version"], {kind}, feature_shapes={ids["sender"]: shape})
+    elif kind is FrameKind.FEATURES:
         wire = encode_features_frame(data, **ids, shape=shape)
         expect = Expect(ids["model_version"], {kind}, feature_shapes={ids["sender"]: shape})
     else:
@@ -180,6 +196,7 @@ def test_round_trip(frame: tuple, captured: float, skew_ms: int) -> None:
         count=len(data),
         num_classes=shape[0],
         feature_shape=shape,
+        gaps=gaps,
     )
     assert len(wire) == fb
     now = round(captured * 1000) / 1000 + skew_ms / 1000
@@ -191,7 +208,8 @@ def test_round_trip(frame: tuple, captured: float, skew_ms: int) -> None:
         len(data),
     )
     assert f.model_tag == ids["model_version"] % 65536
-    if kind is FrameKind.FEATURES:
+    assert list(f.sample_ids) == sample_ids
+    if kind.is_features:
         assert f.captured is None and np.array_equal(f.unpacked(shape), data)
         assert np.array_equal(f.rows, pack_bits_batch(data))
     else:
@@ -366,3 +384,32 @@ def test_frame_decode_error() -> None:
     assert again.reason == "length" and str(again) == "bad"
     with pytest.raises(ValueError, match="FEATURES"):
         decode_frame(F32, ALL, now=0.0).unpacked((3,))
+
+
+def test_features_ids_frame_by_hand() -> None:
+    # 3 rows of 9 values from sender 2, samples 5, 6 and 9, model version 7:
+    # head 0x27 | sender 02 | first 05 | count 03 | tag 07 00 | gaps 00 02 | 3 rows of 2 bytes
+    maps = np.ones((3, 9), dtype=np.float32)
+    maps[:, 1] = -1  # bit 1 clear: 0b1011_1111 0b1000_0000 (MSB first, as pack_bits)
+    wire = encode_features_frame_ids(
+        maps, sender=2, sample_ids=[5, 6, 9], model_version=7, shape=(9,)
+    )
+    assert wire == bytes.fromhex("27 02 05 03 0700 00 02") + bytes([0xBF, 0x80]) * 3
+    expect = Expect(7, {FrameKind.FEATURES, FrameKind.FEATURES_IDS}, feature_shapes={2: (9,)})
+    f = decode_frame(wire, expect)
+    assert f.sample_ids == (5, 6, 9) and f.header_len == 8
+    assert np.array_equal(f.unpacked((9,)), maps)
+    # consecutive ids make a plain FEATURES frame: no gaps on the wire
+    plain = encode_features_frame_ids(
+        maps, sender=2, sample_ids=[5, 6, 7], model_version=7, shape=(9,)
+    )
+    assert plain[0] == 0x24 and len(plain) == len(wire) - 2
+    # a frame claiming gaps it does not carry, or ids past 2**53 - 1
+    assert reason(wire[:7], expect) == "truncated"
+    assert reason(bytes.fromhex("27 02 05 02 0700") + b"\xff" * 7 + b"\x7f" + bytes(4), expect) == (
+        "sample_range"
+    )
+    with pytest.raises(ValueError, match="increase"):
+        encode_features_frame_ids(maps, sender=2, sample_ids=[5, 9, 6], model_version=7, shape=(9,))
+    with pytest.raises(ValueError, match="3 feature rows"):
+        encode_features_frame_ids(maps, sender=2, sample_ids=[5, 9], model_version=7, shape=(9,))

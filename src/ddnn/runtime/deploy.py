@@ -272,7 +272,7 @@ def start_local(
     config = read_run_config(run_dir)
     mc = config.model
     nodes = hierarchy_nodes(mc)
-    namespace = f"run-{uuid.uuid4().hex[:8]}"
+    namespace = f"r{uuid.uuid4().hex[:6]}"  # short: every packet repeats it in its topic
     folder = workdir or Path(tempfile.mkdtemp(prefix="ddnn-deploy-"))
     broker = LocalBroker(
         namespace,

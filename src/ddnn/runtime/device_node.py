@@ -1,7 +1,7 @@
 """The end-device node: replays its sensor's view, publishes class scores, sends features on request.
 
-Two-phase protocol (SPEC §6): every sample costs one SCORES frame; the FEATURES frame is sent only
-when the aggregator asks for it (the sample did not exit locally). Features wait in a cache bounded
+Two-phase protocol (SPEC §6): every sample costs one SCORES frame (one frame per capture batch);
+its features are sent only when the aggregator asks for them (one frame per ask) (the sample did not exit locally). Features wait in a cache bounded
 in entries and in age; a request for an evicted sample is counted and answered by the deadline
 of the tier above, which then fuses without this device.
 
@@ -27,7 +27,7 @@ from ddnn.runtime.messages import Control, parse_progress, samples_asked_of
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node, NodeFenced
 from ddnn.runtime.protocol import Topics
-from ddnn.wire import encode_features_frame, encode_scores_frame
+from ddnn.wire import encode_features_frame_ids, encode_scores_frame
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +154,16 @@ class DeviceNode(Node):
         self.latest = p.latest
 
     def _send_features(self, samples: list[int]) -> None:
-        """One FEATURES frame per run of consecutive asked samples still in the cache."""
+        """One FEATURES frame with every asked sample still in the cache (a feature ask is
+        answered by one message, whether its samples are consecutive or not)."""
         rows = {s: r for s in samples if (r := self.cache.take(s)) is not None}
-        for run in consecutive_runs(sorted(rows)):
-            packed = np.frombuffer(b"".join(rows[s] for s in run), dtype=np.uint8)
-            frame = encode_features_frame(
-                packed.reshape(len(run), -1),
+        if rows:
+            ids = sorted(rows)
+            packed = np.frombuffer(b"".join(rows[s] for s in ids), dtype=np.uint8)
+            frame = encode_features_frame_ids(
+                packed.reshape(len(ids), -1),
                 sender=self.device,
-                first_sample=run[0],
+                sample_ids=ids,
                 model_version=self.model_version,
                 shape=self.engine.feature_shape,
             )

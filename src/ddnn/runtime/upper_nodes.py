@@ -42,7 +42,7 @@ from ddnn.train.checkpoint import load_section
 from ddnn.wire import (
     Expect,
     FrameKind,
-    encode_features_frame,
+    encode_features_frame_ids,
     encode_scores_frame,
     unpack_bits_batch,
 )
@@ -110,7 +110,7 @@ class FeatureCollector(Node):
         self.orphans: dict[int, tuple[float, list[Arrived]]] = {}
         self.expect = Expect(
             version,
-            {FrameKind.FEATURES},
+            {FrameKind.FEATURES, FrameKind.FEATURES_IDS},
             feature_shapes=sender_shapes,
             senders=set(senders),
             max_count=MAX_WAITING,
@@ -384,13 +384,14 @@ class EdgeNode(FeatureCollector):
             self.on_features(msg)
 
     def _forward(self, samples: list[int]) -> None:
-        """Our features of the samples the edge exit sends on: one frame per consecutive run."""
+        """Our features of the samples the edge exit sends on, in one frame."""
         maps = {s: f for s in samples if (f := self.cache.take(s)) is not None}
-        for run in consecutive_runs(sorted(maps)):
-            frame = encode_features_frame(
-                np.stack([maps[s] for s in run]),
+        if maps:
+            ids = sorted(maps)
+            frame = encode_features_frame_ids(
+                np.stack([maps[s] for s in ids]),
                 sender=self.edge,
-                first_sample=run[0],
+                sample_ids=ids,
                 model_version=self.model_version,
                 shape=self.feature_shape,
             )

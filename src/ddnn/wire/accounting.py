@@ -10,6 +10,7 @@ Three layers are counted apart, because SPEC §6 compares only the first with th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,8 +52,11 @@ def feature_payload_bytes(shape: tuple[int, ...]) -> int:
     return packed_bytes(math.prod(check_shape(shape)))
 
 
-def frame_header_bytes(kind: FrameKind, sender: int, first_sample: int, count: int) -> int:
-    """Exact header bytes of a frame: 1 + three varints + 2, plus 3 for a SCORES kind.
+def frame_header_bytes(
+    kind: FrameKind, sender: int, first_sample: int, count: int, gaps: Sequence[int] = ()
+) -> int:
+    """Exact header bytes of a frame: 1 + three varints + 2, plus 3 for a SCORES kind, plus the
+    ``gaps`` varints for FEATURES_IDS (``count - 1`` of them, see :func:`~ddnn.wire.frame.id_gaps`).
 
     Raises:
         ValueError: If a field is out of the range the frame format carries.
@@ -65,7 +69,12 @@ def frame_header_bytes(kind: FrameKind, sender: int, first_sample: int, count: i
         count,
     )
     time = CAPTURE_BYTES if kind.encoding is not None else 0
-    return 1 + sum(varint_len(v) for v in ids) + MODEL_TAG_BYTES + time
+    extra = 0
+    if kind is FrameKind.FEATURES_IDS:
+        if len(gaps) != count - 1:
+            raise ValueError(f"a FEATURES_IDS frame of {count} samples has {count - 1} gaps")
+        extra = sum(varint_len(g) for g in gaps)
+    return 1 + sum(varint_len(v) for v in ids) + MODEL_TAG_BYTES + time + extra
 
 
 def frame_bytes(
@@ -76,6 +85,7 @@ def frame_bytes(
     count: int,
     num_classes: int | None = None,
     feature_shape: tuple[int, ...] | None = None,
+    gaps: Sequence[int] = (),
 ) -> int:
     """Exact length of a frame: its header plus ``count`` payload rows.
 
@@ -85,7 +95,8 @@ def frame_bytes(
         first_sample: First sample id.
         count: Samples in the frame.
         num_classes: Classes per row; required for SCORES kinds.
-        feature_shape: Per-sample feature shape; required for FEATURES.
+        feature_shape: Per-sample feature shape; required for FEATURES kinds.
+        gaps: The id gaps of a FEATURES_IDS frame.
     """
     kind = FrameKind(kind)
     if kind.encoding is not None:
@@ -96,7 +107,7 @@ def frame_bytes(
         if feature_shape is None:
             raise ValueError("FEATURES frames need feature_shape")
         row = feature_payload_bytes(feature_shape)
-    return frame_header_bytes(kind, sender, first_sample, count) + count * row
+    return frame_header_bytes(kind, sender, first_sample, count, gaps) + count * row
 
 
 def formula_bytes_per_device(

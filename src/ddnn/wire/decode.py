@@ -66,7 +66,7 @@ class Expect:
             check_int(s, "feature sender", 0, MAX_SENDER): check_shape(shape, f"shape of {s}")
             for s, shape in self.feature_shapes.items()
         }
-        if FrameKind.FEATURES in kinds and not shapes:
+        if any(k.is_features for k in kinds) and not shapes:
             raise ValueError("feature_shapes is required when FEATURES frames are accepted")
         senders = self.senders
         if senders is not None:
@@ -79,7 +79,7 @@ class Expect:
 
     def sample_bytes(self, kind: FrameKind, sender: int) -> int:
         """Payload bytes per sample of an accepted ``kind`` from ``sender``."""
-        if kind is FrameKind.FEATURES:
+        if kind.is_features:
             return packed_bytes(math.prod(self.feature_shapes[sender]))
         assert kind.encoding is not None and self.num_classes is not None
         return score_bytes(self.num_classes, kind.encoding)
@@ -93,7 +93,8 @@ def _iterable(value: Iterable[int], name: str) -> Iterable[int]:
 
 @dataclass(frozen=True, eq=False)
 class Frame:
-    """One decoded, checked frame: ``count`` consecutive samples of one sender.
+    """One decoded, checked frame: ``count`` samples of one sender (consecutive but for
+    FEATURES_IDS frames, whose ids are in ``ids``).
 
     Attributes:
         encoding: Score encoding for SCORES kinds; None for FEATURES.
@@ -113,15 +114,18 @@ class Frame:
     captured: float | None
     rows: np.ndarray
     header_len: int = 0
+    ids: tuple[int, ...] | None = None  # FEATURES_IDS: every sample id
 
     @property
-    def sample_ids(self) -> range:
+    def sample_ids(self) -> range | tuple[int, ...]:
         """The sample ids of ``rows``, in order."""
+        if self.ids is not None:
+            return self.ids
         return range(self.first_sample, self.first_sample + self.count)
 
     def unpacked(self, shape: tuple[int, ...]) -> np.ndarray:
         """FEATURES rows as a ``(count, *shape)`` float32 ±1 array."""
-        if self.kind is not FrameKind.FEATURES:
+        if not self.kind.is_features:
             raise ValueError(f"unpacked() needs a FEATURES frame, this is {self.kind.name}")
         return unpack_bits_batch(self.rows, shape)
 
@@ -132,7 +136,7 @@ def _check_expected(h: FrameHeader, expect: Expect) -> None:
         raise FrameDecodeError(f"{h.kind.name} frames are not accepted here ({accepted})", "kind")
     if expect.senders is not None and h.sender not in expect.senders:
         raise FrameDecodeError(f"sender {h.sender} is not accepted here", "sender")
-    if h.kind is FrameKind.FEATURES and h.sender not in expect.feature_shapes:
+    if h.kind.is_features and h.sender not in expect.feature_shapes:
         raise FrameDecodeError(f"no feature shape is known for sender {h.sender}", "sender")
     if h.count > expect.max_count:
         raise FrameDecodeError(
@@ -199,4 +203,5 @@ def decode_frame(data: BytesLike, expect: Expect, *, now: float | None = None) -
         captured,
         rows,
         h.header_len,
+        tuple(h.sample_ids) if h.gaps else None,
     )

@@ -8,7 +8,9 @@ payload rows in sample order. Integers are little-endian; ids are unsigned LEB12
 field    size   encoding        meaning
 =======  =====  ==============  =========================================================
 head     1      uint8           ``(VERSION << 4) | kind``; ``VERSION = 2``, kind in the low
-                                nibble: 1 SCORES_F32, 2 SCORES_F16, 3 SCORES_I8, 4 FEATURES
+                                nibble: 1 SCORES_F32, 2 SCORES_F16, 3 SCORES_I8, 4 FEATURES,
+                                7 FEATURES_IDS (5 and 6 are control messages,
+                                :mod:`ddnn.wire.control`)
 sender   1-3    varint          end device id, or the edge id for an edge's features;
                                 0..65535
 first    1-8    varint          id of the first sample in the frame; 0..2**53 - 1 (exact in
@@ -18,6 +20,10 @@ model    2      uint16          ``model_tag(version)``: the low 16 bits of the 3
                                 version; receivers drop frames of another model
 time     3      uint24          SCORES kinds only: capture time, Unix milliseconds mod 2**24
                                 (``capture_field``); FEATURES frames have no time field
+gaps     count  varints         FEATURES_IDS only: for each sample after the first,
+         - 1                    ``id - previous id - 1`` (ids strictly increase): the samples
+                                need not be consecutive, so a device answers one feature ask
+                                with one frame
 payload  count  rows            SCORES: ``score_bytes(C, encoding)`` per sample
          x row                  (:mod:`ddnn.wire.scores`); FEATURES: ``ceil(numel / 8)``
                                 bit-packed bytes per sample (:mod:`ddnn.wire.bits`)
@@ -48,6 +54,7 @@ agree within ±2.33 h.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -71,6 +78,8 @@ __all__ = [
     "FrameKind",
     "capture_field",
     "encode_features_frame",
+    "encode_features_frame_ids",
+    "id_gaps",
     "encode_scores_frame",
     "model_tag",
     "read_header",
@@ -94,7 +103,12 @@ class FrameKind(IntEnum):
     SCORES_F32 = 1
     SCORES_F16 = 2
     SCORES_I8 = 3
-    FEATURES = 4  # bit-packed ±1 feature maps
+    FEATURES = 4  # bit-packed ±1 feature maps of consecutive samples
+    FEATURES_IDS = 7  # the same, for any increasing sample ids (gaps in the header)
+
+    @property
+    def is_features(self) -> bool:
+        return self in (FrameKind.FEATURES, FrameKind.FEATURES_IDS)
 
     @property
     def encoding(self) -> ScoreEncoding | None:
@@ -152,16 +166,39 @@ def unwrap_capture(field: int, now_unix_seconds: float) -> float:
 
 
 def _header(
-    kind: FrameKind, sender: int, first: int, count: int, version: int, time: int | None
+    kind: FrameKind,
+    sender: int,
+    first: int,
+    count: int,
+    version: int,
+    time: int | None,
+    gaps: Sequence[int] = (),
 ) -> bytes:
     sender = check_int(sender, "sender", 0, MAX_SENDER)
     count = check_int(count, "count (samples in the frame)", 1, MAX_COUNT)
-    first = check_int(first, "first_sample", 0, MAX_SAMPLE - count + 1)
+    first = check_int(first, "first_sample", 0, MAX_SAMPLE - count + 1 - sum(gaps))
     head = bytes([(VERSION << 4) | kind]) + encode_varint(sender) + encode_varint(first)
     head += encode_varint(count) + model_tag(version).to_bytes(MODEL_TAG_BYTES, "little")
     if time is not None:
         head += time.to_bytes(CAPTURE_BYTES, "little")
+    if kind is FrameKind.FEATURES_IDS:
+        head += b"".join(encode_varint(g) for g in gaps)
     return head
+
+
+def id_gaps(sample_ids: Sequence[int]) -> list[int]:
+    """The FEATURES_IDS gaps of strictly increasing ids: ``id - previous id - 1`` after the first.
+
+    Raises:
+        ValueError: If the ids are empty or do not strictly increase.
+    """
+    ids = [check_int(s, "sample id", 0, MAX_SAMPLE) for s in sample_ids]
+    if not ids:
+        raise ValueError("a frame carries at least one sample")
+    gaps = [b - a - 1 for a, b in zip(ids, ids[1:], strict=False)]
+    if any(g < 0 for g in gaps):
+        raise ValueError(f"sample ids must strictly increase, got {ids[:8]}…")
+    return gaps
 
 
 def encode_scores_frame(
@@ -246,6 +283,40 @@ def encode_features_frame(
     return head + np.ascontiguousarray(packed).tobytes()
 
 
+def encode_features_frame_ids(
+    features: ArrayLike,
+    *,
+    sender: int,
+    sample_ids: Sequence[int],
+    model_version: int,
+    shape: tuple[int, ...],
+) -> bytes:
+    """Like :func:`encode_features_frame`, for any strictly increasing ``sample_ids`` (one per
+    row): a FEATURES frame when they are consecutive, else a FEATURES_IDS frame.
+
+    Raises:
+        ValueError: As :func:`encode_features_frame`, or if the ids do not strictly increase or
+            are not one per row.
+    """
+    gaps = id_gaps(sample_ids)
+    frame = encode_features_frame(
+        features,
+        sender=sender,
+        first_sample=sample_ids[0],
+        model_version=model_version,
+        shape=shape,
+    )
+    plain = read_header(frame)
+    if plain.count != len(sample_ids):
+        raise ValueError(f"{len(sample_ids)} sample ids for {plain.count} feature rows")
+    if not any(gaps):
+        return frame
+    head = _header(
+        FrameKind.FEATURES_IDS, sender, sample_ids[0], plain.count, model_version, None, gaps
+    )
+    return head + frame[plain.header_len :]
+
+
 # ---------------------------------------------------------------------------------------------
 # decoding
 
@@ -267,6 +338,18 @@ class FrameHeader:
     model_tag: int
     captured_field: int | None
     header_len: int
+    gaps: tuple[int, ...] = ()
+
+    @property
+    def sample_ids(self) -> range | tuple[int, ...]:
+        """The frame's sample ids, in order."""
+        if not self.gaps:
+            return range(self.first_sample, self.first_sample + self.count)
+        ids, s = [self.first_sample], self.first_sample
+        for g in self.gaps:
+            s += g + 1
+            ids.append(s)
+        return tuple(ids)
 
 
 def as_buffer(data: BytesLike) -> bytes | bytearray | memoryview:
@@ -320,8 +403,16 @@ def read_header(data: BytesLike) -> FrameHeader:
         raise FrameDecodeError(f"sender {sender} is over {MAX_SENDER}", "sender")
     if not 1 <= count <= MAX_COUNT:
         raise FrameDecodeError(f"count {count} is not in [1, {MAX_COUNT}]", "count")
-    if first + count - 1 > MAX_SAMPLE:
-        raise FrameDecodeError(
-            f"samples {first}..{first + count - 1} go past {MAX_SAMPLE}", "sample_range"
-        )
-    return FrameHeader(kind, kind.encoding, sender, first, count, tag, time, end)
+    gaps: tuple[int, ...] = ()
+    if kind is FrameKind.FEATURES_IDS:
+        if len(buf) - end < count - 1:  # each gap takes a byte at least: before reading them
+            raise FrameDecodeError(f"{count - 1} gaps do not fit in the frame", "truncated")
+        read = []
+        for _ in range(count - 1):
+            gap, end = decode_varint(buf, end)
+            read.append(gap)
+        gaps = tuple(read)
+    last = first + count - 1 + sum(gaps)
+    if last > MAX_SAMPLE:
+        raise FrameDecodeError(f"samples {first}..{last} go past {MAX_SAMPLE}", "sample_range")
+    return FrameHeader(kind, kind.encoding, sender, first, count, tag, time, end, gaps)
