@@ -417,10 +417,14 @@ def test_a_device_sends_features_only_when_asked_and_only_its_own():
     (frame,) = node.client.on(TOPICS.device_features(1))  # samples 1 and 2: one batched frame
     # head 0x24, sender 1, first 1, count 2, model tag 7 (2 B), then 2 rows of 1 packed byte
     assert frame == bytes([0x24, 1, 1, 2, 7, 0, 0, 0])
+    # samples 0 and 3, not consecutive: still one frame, FEATURES_IDS with the gap (3 - 0 - 1)
+    node.dispatch(message(TOPICS.request, bytes([0x26, 0x01, 0x02, 0x00, 0b10, 0x02, 0b10])))
+    assert node.client.on(TOPICS.device_features(1))[1] == bytes([0x27, 1, 0, 2, 7, 0, 2, 0, 0])
     assert node.counters["features_expired"] == 1  # 99 was never captured (counted, not fatal)
     node.dispatch(message(TOPICS.request, b'[[0, ["a", 10000000]]]'))  # JSON of before
     node.dispatch(message(TOPICS.request, asks[:-1]))
     assert node.counters["rejected_version"] == 1 and node.counters["rejected_truncated"] == 1
+    assert len(node.client.on(TOPICS.device_features(1))) == 2
 
 
 # -- the result collector ---------------------------------------------------------------------------
