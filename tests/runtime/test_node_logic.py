@@ -115,6 +115,22 @@ def test_all_devices_decide_at_once_and_the_window_moves(aggregator):
     assert 10 in aggregator.arrivals and 11 not in aggregator.arrivals
 
 
+def test_answers_carry_schema_class_name_confidence_missing_and_model_version(aggregator):
+    # MP fusion (the tiny run's local aggregation) of identical (2, 0, 0) rows is (2, 0, 0):
+    # softmax 0 = e^2 / (e^2 + 2); sample 1 lacks devices 3 and 5
+    send_all_devices(aggregator, 0)
+    for k in (0, 1, 2, 4):
+        aggregator.dispatch(scores_frame(aggregator, k, 1))
+    aggregator.clock.t += 0.6
+    aggregator.safe_tick()
+    a0, a1 = answers(aggregator)
+    assert (a0.schema, a0.prediction, a0.missing, a1.missing) == (1, 0, [], [3, 5])
+    assert a0.confidence == pytest.approx(np.exp(2) / (np.exp(2) + 2), abs=1e-6)
+    assert a0.class_name == aggregator.class_names[0] and a0.class_name != ""
+    assert a0.model_version == aggregator.model_version
+    assert a0.latency_ms == pytest.approx(1000 * (a0.answered - a0.captured))
+
+
 def test_a_partial_sample_waits_for_the_deadline_then_fuses_without_the_missing(aggregator):
     aggregator.dispatch(scores_frame(aggregator, 0, 0))
     aggregator.dispatch(scores_frame(aggregator, 4, 0))

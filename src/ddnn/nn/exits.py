@@ -42,3 +42,16 @@ def exit_mask(logits: Tensor, threshold: float) -> Tensor:
     if t >= 1.0:
         return logits.new_ones(logits.shape[0], dtype=bool)  # type: ignore[call-overload]
     return exit_decision(entropy_from_logits(logits), t)
+
+
+def confidences(logits: Tensor) -> tuple[list[float], list[int]]:
+    """Each sample's predicted class and its softmax probability, as Python lists.
+
+    Args:
+        logits: (B, C) class scores at an exit.
+
+    Returns:
+        (confidence in [0, 1], predicted class index) per sample.
+    """
+    best, index = torch.softmax(logits.float(), dim=1).max(dim=1)
+    return best.clamp(0.0, 1.0).tolist(), index.tolist()

@@ -30,7 +30,7 @@ import paho.mqtt.client as paho
 import torch
 
 from ddnn.models.sections import LocalAggregatorSection
-from ddnn.nn.exits import exit_mask
+from ddnn.nn.exits import confidences, exit_mask
 from ddnn.runtime.messages import (
     Answer,
     Progress,
@@ -49,7 +49,7 @@ from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node
 from ddnn.runtime.protocol import DEVICE, EDGE, EDGE_NODE, LOCAL, Topics
 from ddnn.runtime.window import FinishedIds
-from ddnn.train.checkpoint import load_section
+from ddnn.train.checkpoint import load_section, run_class_names
 from ddnn.wire import MAX_COUNT, Expect, FrameKind
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,7 @@ class UpWait:
 
     request: UpRequest
     deadline: float
-    fallback: int
-    fallback_exit: str
+    fallback_exit: str  # the exit whose prediction (in the request) answers a silent cloud
 
 
 def stack_scores(
@@ -136,6 +135,7 @@ class AggregatorNode(Node):
             assert isinstance(module, LocalAggregatorSection)
             self.edge_exit = module
         self.has_cloud = config.cloud.enabled
+        self.class_names = run_class_names(run_dir, self.num_classes)
         thresholds = dict(thresholds or {})
         self.local_threshold = thresholds.get("local", 0.8)
         self.edge_threshold = thresholds.get("edge", 0.8)
@@ -377,7 +377,7 @@ class AggregatorNode(Node):
             if is_last
             else exit_mask(logits, self.local_threshold)
         )
-        predictions = logits.argmax(dim=1).tolist()
+        confidence, predictions = confidences(logits)
         now = self.wall()
         answers, requests = [], []
         for b, (sample, a) in enumerate(zip(samples, arrivals, strict=True)):
@@ -392,18 +392,23 @@ class AggregatorNode(Node):
                 a.captured,
                 predictions[b],
                 flags=flags,
+                local_confidence=confidence[b],
             )
             if bool(leaving[b]):
-                answers.append(self._answer_from(req, predictions[b], LOCAL, now))
+                answers.append(self._answer_from(req, LOCAL, now))
             else:
                 requests.append(req)
         self._answer(answers)
         if requests:
             self._send_up(requests)
 
-    def _answer_from(
-        self, req: UpRequest, prediction: int, exit_name: str, now: float, extra: str = ""
-    ) -> Answer:
+    def _answer_from(self, req: UpRequest, exit_name: str, now: float, extra: str = "") -> Answer:
+        """The answer of ``req`` at ``exit_name`` (local or edge: predictions in the request)."""
+        prediction, confidence = (
+            (req.edge_prediction, req.edge_confidence)
+            if exit_name == EDGE
+            else (req.local_prediction, req.local_confidence)
+        )
         return Answer(
             sample=req.sample,
             prediction=prediction,
@@ -416,6 +421,10 @@ class AggregatorNode(Node):
             captured=req.captured,
             answered=now,
             flags=req.flags + ([extra] if extra else []),
+            class_name=self.class_names[prediction],
+            confidence=confidence,
+            missing=sorted(set(range(self.num_devices)) - set(req.present)),
+            model_version=self.model_version,
         )
 
     def _send_up(self, requests: list[UpRequest]) -> None:
@@ -443,26 +452,14 @@ class AggregatorNode(Node):
                     )
                 else:
                     stranded.append(req)
-            self._answer(
-                [
-                    self._answer_from(r, r.local_prediction, LOCAL, wall, "edge_unreachable")
-                    for r in stranded
-                ]
-            )
+            self._answer([self._answer_from(r, LOCAL, wall, "edge_unreachable") for r in stranded])
             requests = keep
         elif not self.alive("cloud"):
-            self._answer(
-                [
-                    self._answer_from(r, r.local_prediction, LOCAL, wall, "cloud_unreachable")
-                    for r in requests
-                ]
-            )
+            self._answer([self._answer_from(r, LOCAL, wall, "cloud_unreachable") for r in requests])
             return
         else:
             for req in requests:
-                self.up_waits[req.sample] = UpWait(
-                    req, now + self.upper_timeout, req.local_prediction, LOCAL
-                )
+                self.up_waits[req.sample] = UpWait(req, now + self.upper_timeout, LOCAL)
                 asks.append((req.sample, req.present))
         if requests:
             # The tier above learns the context first, then the devices are asked for features.
@@ -492,31 +489,25 @@ class AggregatorNode(Node):
             if self.has_cloud
             else torch.ones(len(samples), dtype=torch.bool)
         )
-        predictions = logits.argmax(dim=1).tolist()
+        confidence, predictions = confidences(logits)
         now = self.wall()
         answers, forward = [], []
         for b, w in enumerate(waits):
             req = w.request
-            req.edge_prediction = predictions[b]
+            req.edge_prediction, req.edge_confidence = predictions[b], confidence[b]
             req.edges = sorted(w.scores)
             if not w.scores:  # no edge answered: the local exit is the best we have
-                answers.append(
-                    self._answer_from(req, req.local_prediction, LOCAL, now, "edge_timeout")
-                )
+                answers.append(self._answer_from(req, LOCAL, now, "edge_timeout"))
             elif bool(leaving[b]):
-                answers.append(self._answer_from(req, predictions[b], EDGE, now))
+                answers.append(self._answer_from(req, EDGE, now))
             elif not self.alive("cloud"):
-                answers.append(
-                    self._answer_from(req, predictions[b], EDGE, now, "cloud_unreachable")
-                )
+                answers.append(self._answer_from(req, EDGE, now, "cloud_unreachable"))
             else:
                 forward.append(req)
         self._answer(answers)
         mono = self.clock()
         for req in forward:
-            self.up_waits[req.sample] = UpWait(
-                req, mono + self.upper_timeout, req.edge_prediction, EDGE
-            )
+            self.up_waits[req.sample] = UpWait(req, mono + self.upper_timeout, EDGE)
         if forward:
             self.publish(self.topics.forward, encode_requests(forward), qos=1)
 
@@ -525,5 +516,5 @@ class AggregatorNode(Node):
         answers = []
         for s in samples:
             w = self.up_waits.pop(s)
-            answers.append(self._answer_from(w.request, w.fallback, w.fallback_exit, now, why))
+            answers.append(self._answer_from(w.request, w.fallback_exit, now, why))
         self._answer(answers)

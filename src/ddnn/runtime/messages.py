@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from ddnn.wire import FrameDecodeError, control
 
 __all__ = [
+    "ANSWER_SCHEMA",
     "MAX_SAMPLE_ID",
     "Answer",
     "Control",
@@ -57,6 +58,7 @@ __all__ = [
     "samples_asked_of",
 ]
 
+ANSWER_SCHEMA = 1  # version of the answers on the results topic (documented in the README)
 MAX_SAMPLE_ID = 2**53 - 1  # exact in every JSON reader (IEEE double), and in int64
 MAX_NODE_ID = 0xFFFF  # device and edge ids (the frame header's sender field)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a results message of 512 answers is ~150 KB
@@ -309,6 +311,8 @@ class UpRequest:
     edges: list[int] = field(default_factory=list)
     edge_payload: dict[str, int] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    local_confidence: float = 0.0
+    edge_confidence: float = 0.0
 
 
 _REQUEST_REQUIRED = {
@@ -320,7 +324,14 @@ _REQUEST_REQUIRED = {
     "captured",
     "local_prediction",
 }
-_REQUEST_OPTIONAL = {"edge_prediction", "edges", "edge_payload", "flags"}
+_REQUEST_OPTIONAL = {
+    "edge_prediction",
+    "edges",
+    "edge_payload",
+    "flags",
+    "local_confidence",
+    "edge_confidence",
+}
 
 
 def encode_requests(requests: list[UpRequest]) -> bytes:
@@ -346,6 +357,8 @@ def parse_requests(payload: bytes | bytearray) -> list[UpRequest]:
                 edges=_ids(d.get("edges", []), "edges"),
                 edge_payload=_byte_counts(d.get("edge_payload", {}), "edge_payload"),
                 flags=_flags(d.get("flags", [])),
+                local_confidence=_float(d.get("local_confidence", 0.0), "confidence", 0.0, 1.0),
+                edge_confidence=_float(d.get("edge_confidence", 0.0), "confidence", 0.0, 1.0),
             )
         )
     return out
@@ -408,6 +421,11 @@ class Answer:
         answered: Wall-clock time the answer was published.
         flags: Why an answer is degraded, e.g. ``cloud_unreachable``, ``features_missing``.
         error: Why the sample could not be answered at all (then ``prediction`` is -1).
+        schema: Version of this answer format (:data:`ANSWER_SCHEMA`); applications check it.
+        class_name: Name of the predicted class ("" when failed).
+        confidence: Softmax probability of the predicted class at the answering exit, in [0, 1].
+        missing: Devices of the hierarchy whose frames were not fused.
+        model_version: 32-bit version of the run whose sections produced the answer.
     """
 
     sample: int
@@ -422,10 +440,20 @@ class Answer:
     answered: float = 0.0
     flags: list[str] = field(default_factory=list)
     error: str = ""
+    schema: int = ANSWER_SCHEMA
+    class_name: str = ""
+    confidence: float = 0.0
+    missing: list[int] = field(default_factory=list)
+    model_version: int = 0
 
     @property
     def failed(self) -> bool:
         return bool(self.error)
+
+    @property
+    def latency_ms(self) -> float:
+        """Milliseconds from the first device's capture to the answer."""
+        return 1000.0 * (self.answered - self.captured)
 
 
 def failure(sample: int, error: str, now: float, present: list[int] | None = None) -> Answer:
@@ -464,6 +492,11 @@ def parse_answers(payload: bytes | bytearray) -> list[Answer]:
                 answered=_float(d.get("answered", 0.0), "answered", 0.0),
                 flags=_flags(d.get("flags", [])),
                 error=error,
+                schema=_int(d.get("schema", ANSWER_SCHEMA), "schema", 1, ANSWER_SCHEMA),
+                class_name=_text(d.get("class_name", ""), "class_name"),
+                confidence=_float(d.get("confidence", 0.0), "confidence", 0.0, 1.0),
+                missing=_ids(d.get("missing", []), "missing"),
+                model_version=_int(d.get("model_version", 0), "model_version", 0, 2**32 - 1),
             )
         )
     return out

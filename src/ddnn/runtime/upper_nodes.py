@@ -24,6 +24,7 @@ import torch
 from ddnn.config import ModelConfig
 from ddnn.models.ddnn import upper_input_shape
 from ddnn.models.sections import UpperSection, device_feature_shape
+from ddnn.nn.exits import confidences
 from ddnn.runtime.device_node import consecutive_runs
 from ddnn.runtime.feature_cache import FeatureCache
 from ddnn.runtime.messages import (
@@ -38,7 +39,7 @@ from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node
 from ddnn.runtime.protocol import CLOUD, DEVICE, EDGE_NODE, Topics
 from ddnn.runtime.window import FinishedIds
-from ddnn.train.checkpoint import load_section
+from ddnn.train.checkpoint import load_section, run_class_names
 from ddnn.wire import (
     Expect,
     FrameKind,
@@ -246,6 +247,7 @@ class CloudNode(FeatureCollector):
     ) -> None:
         section, config, version = load_section(run_dir, "cloud")
         assert isinstance(section, UpperSection)
+        self.class_names = run_class_names(run_dir, config.num_classes)
         self.groups = [tuple(g) for g in config.edge.groups]
         if self.groups:
             edge0, _, _ = load_section(run_dir, "edge_0")
@@ -292,10 +294,11 @@ class CloudNode(FeatureCollector):
             self.on_features(msg)
 
     def emit(self, batch: list[Waiting], scores: torch.Tensor, feats: torch.Tensor) -> None:
-        predictions = scores.argmax(dim=1).tolist()
+        confidence, predictions = confidences(scores)
         now = self.wall()
         answers = []
-        for w, pred in zip(batch, predictions, strict=True):
+        everyone = set(range(self.config.num_devices))
+        for w, pred, conf in zip(batch, predictions, confidence, strict=True):
             r = w.request
             payload, mqtt = dict(r.device_payload), dict(r.device_mqtt)
             header = dict(r.device_header)
@@ -320,6 +323,10 @@ class CloudNode(FeatureCollector):
                     captured=r.captured,
                     answered=now,
                     flags=r.flags,
+                    class_name=self.class_names[pred],
+                    confidence=conf,
+                    missing=sorted(everyone - set(r.present)),
+                    model_version=self.model_version,
                 )
             )
         self.publish(self.topics.results, encode_answers(answers), qos=1)

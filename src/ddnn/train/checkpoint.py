@@ -211,6 +211,14 @@ def _read(path: Path, what: str) -> dict[str, Any]:
     return payload
 
 
+def run_class_names(run_dir: str | Path, num_classes: int) -> list[str]:
+    """The class names a run was trained with (``class_K`` where the run does not record them)."""
+    names = _read(Path(run_dir) / CHECKPOINT, "checkpoint").get("extra", {}).get("class_names")
+    if isinstance(names, list) and len(names) == num_classes:
+        return [str(n) for n in names]
+    return [f"class_{k}" for k in range(num_classes)]
+
+
 def load_run(run_dir: str | Path) -> tuple[DDNN, RunConfig, dict[str, Any]]:
     """Rebuild the trained model and its config from a run directory."""
     path = Path(run_dir)
