@@ -10,8 +10,10 @@ from ddnn.wire import FrameDecodeError
 from ddnn.wire.control import (
     decode_asks,
     decode_progress,
+    decode_tick,
     encode_asks,
     encode_progress,
+    encode_tick,
     samples_asked_of,
 )
 
@@ -129,3 +131,25 @@ def test_corrupted_control_messages_raise_only_the_decode_error(asks, data):
                 parse(bad)
             except FrameDecodeError:
                 pass
+
+
+def test_tick_bytes_by_hand():
+    # head 0x28, sample 300 = ac 02, 1.5 s = 1500 ms = dc 0b
+    assert encode_tick(300, 1.5) == bytes([0x28, 0xAC, 0x02, 0xDC, 0x0B])
+    assert decode_tick(bytes([0x28, 0xAC, 0x02, 0xDC, 0x0B])) == (300, 1.5)
+    for bad, reason in [
+        (bytes([0x28, 0x01]), "truncated"),
+        (bytes([0x28, 0x01, 0x01, 0x00]), "length"),
+        (bytes([0x25, 0x01, 0x01]), "kind"),
+    ]:
+        with pytest.raises(FrameDecodeError) as err:
+            decode_tick(bad)
+        assert err.value.reason == reason
+    with pytest.raises(ValueError):
+        encode_tick(1, float("nan"))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**53 - 1), st.integers(0, 2**41))
+def test_tick_round_trip(sample, at_ms):
+    assert decode_tick(encode_tick(sample, at_ms / 1000)) == (sample, at_ms / 1000)

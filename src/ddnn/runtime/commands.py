@@ -17,7 +17,7 @@ from ddnn.runtime.protocol import Topics
 
 log = logging.getLogger(__name__)
 
-ROLES = ("device", "aggregator", "edge", "cloud")
+ROLES = ("device", "aggregator", "edge", "cloud", "trigger")
 
 
 def _checked(key: str) -> Callable[[str], Any]:
@@ -113,9 +113,14 @@ def _connect(nodes: list[Any], connect_timeout: float) -> None:
 def _serve_devices(args: argparse.Namespace, mc: ModelConfig, settings: Any, topics: Topics) -> int:
     """One process serving device ids ``--id`` (one, a list or a range) until they are done."""
     ids = _device_ids(args.id, mc.num_devices)
+    if args.input and args.source:
+        raise ValueError("give --source or its alias --input (replay:FILE.npy), not both")
+    specs = _source_specs(args.source, ids) if args.source else None
     inputs = args.input.split(",") if args.input else [None] * len(ids)
     if len(inputs) != len(ids):
         raise ValueError(f"--input names {len(inputs)} files for {len(ids)} device ids")
+    if specs and all(spec.startswith("replay:") for spec in specs):
+        inputs, specs = [spec.removeprefix("replay:") for spec in specs], None
     from ddnn.runtime.device_node import DeviceNode, load_device_inputs, serve_devices
     from ddnn.runtime.engine import create_engine
 
@@ -123,6 +128,8 @@ def _serve_devices(args: argparse.Namespace, mc: ModelConfig, settings: Any, top
         import torch
 
         torch.set_num_threads(1)
+    if specs:
+        return _serve_live_devices(args, mc, settings, topics, ids, specs)
     nodes = [
         DeviceNode(
             k,
@@ -144,6 +151,71 @@ def _serve_devices(args: argparse.Namespace, mc: ModelConfig, settings: Any, top
     for node in nodes:
         doc = {"node": node.name, "counters": dict(node.counters), "torch": "torch" in sys.modules}
         print(json.dumps(doc), file=sys.stderr)
+    return 0
+
+
+def _source_specs(text: str, ids: list[int]) -> list[str]:
+    """``--source``: one SPEC for every device, or one per device id separated by commas; a
+    ``{id}`` in a SPEC stands for the device id (``folder:/data/cam{id}``)."""
+    specs = text.split(",")
+    if len(specs) == 1:
+        specs = specs * len(ids)
+    if len(specs) != len(ids):
+        raise ValueError(f"--source names {len(specs)} sources for {len(ids)} device ids")
+    return [spec.replace("{id}", str(k)) for spec, k in zip(specs, ids, strict=True)]
+
+
+def _serve_live_devices(
+    args: argparse.Namespace,
+    mc: ModelConfig,
+    settings: Any,
+    topics: Topics,
+    ids: list[int],
+    specs: list[str],
+) -> int:
+    """Devices reading live sources (folder, pipe, MQTT topic) until stopped or their source
+    ends."""
+    from ddnn.runtime.device_node import serve_devices
+    from ddnn.runtime.engine import create_engine
+    from ddnn.runtime.live_device import LiveDeviceNode
+    from ddnn.runtime.sources import open_source
+
+    if sum(spec in ("pipe:-", "pipe:/dev/stdin") for spec in specs) > 1:
+        raise ValueError("only one device of a process can read standard input (pipe:-)")
+    nodes = []
+    for k, spec in zip(ids, specs, strict=True):
+        engine = create_engine(args.engine, args.run, k)
+        source = open_source(spec, tuple(engine.input_shape), on_done=args.on_done)
+        nodes.append(
+            LiveDeviceNode(
+                k,
+                engine,
+                source,
+                settings,
+                topics,
+                triggered=args.trigger,
+                tick_deadline=args.tick_deadline,
+                batch=args.batch,
+                score_encoding=mc.wire.scores,
+                qos=args.qos,
+            )
+        )
+    _connect(nodes, args.connect_timeout)
+    serve_devices(nodes)
+    for node in nodes:
+        print(json.dumps({"node": node.name, "counters": dict(node.counters)}), file=sys.stderr)
+    return 0
+
+
+def _serve_trigger(args: argparse.Namespace, settings: Any, topics: Topics) -> int:
+    from ddnn.runtime.trigger import TriggerNode
+
+    if not args.rate:
+        raise ValueError("serve trigger needs --rate HZ > 0 (capture ticks per second)")
+    node = TriggerNode(settings, topics, args.rate, count=args.count, first=args.first)
+    _connect([node], args.connect_timeout)
+    node.serve()
+    print(json.dumps({"node": node.name, "counters": dict(node.counters)}), file=sys.stderr)
     return 0
 
 
@@ -185,6 +257,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run one node until a stop command, SIGTERM or Ctrl-C."""
     settings = _broker(args)
     topics = Topics(args.namespace)
+    if args.role == "trigger":
+        return _serve_trigger(args, settings, topics)
+    if args.run is None:
+        raise ValueError(f"serve {args.role} needs --run RUN_DIR")
     from ddnn.runtime.deploy import read_run_config
 
     mc = read_run_config(args.run).model
@@ -348,7 +424,7 @@ def add_runtime_parsers(sub: Any) -> None:
     """Adds ``serve``, ``run-client`` and ``deploy`` to the ``ddnn`` subcommands."""
     p = sub.add_parser("serve", help="run one node of a trained hierarchy (MQTT)")
     p.add_argument("role", choices=ROLES)
-    p.add_argument("--run", required=True, help="run directory with per-section checkpoints")
+    p.add_argument("--run", help="run directory with per-section checkpoints (not for trigger)")
     p.add_argument(
         "--id",
         default=None,
@@ -362,7 +438,28 @@ def add_runtime_parsers(sub: Any) -> None:
         help="s to retry the broker",
     )
     g = p.add_argument_group("device")
-    g.add_argument("--input", default=None, help=".npy (N, *shape) sensor data to replay")
+    g.add_argument(
+        "--source",
+        default=None,
+        help="replay:FILE.npy | folder:DIR | pipe:PATH | pipe:- | mqtt:TOPIC; one for all "
+        "devices or one per id (comma-separated); {id} stands for the device id",
+    )
+    g.add_argument("--input", default=None, help="alias of --source replay:FILE.npy")
+    g.add_argument(
+        "--on-done",
+        choices=("keep", "move", "delete"),
+        default="keep",
+        help="folder sources: what to do with a file once read (keep)",
+    )
+    g.add_argument(
+        "--trigger", action="store_true", help="capture on the trigger's ticks (live sources)"
+    )
+    g.add_argument(
+        "--tick-deadline",
+        type=_checked("deadline"),
+        default=0.5,
+        help="s a triggered device waits for a reading after a tick (0.5)",
+    )
     g.add_argument("--split", type=_checked("split"), default="test", help=SPLIT_HELP)
     g.add_argument("--limit", type=_checked("limit"), help="replay only the first N samples")
     g.add_argument(
@@ -380,6 +477,9 @@ def add_runtime_parsers(sub: Any) -> None:
     )
     g.add_argument("--engine", choices=("torch", "c"), default="torch")
     g.add_argument("--wait-for-start", action="store_true", help="wait for a start command")
+    g = p.add_argument_group("trigger (its rate is --rate, in ticks/s)")
+    g.add_argument("--count", type=_checked("limit"), help="ticks to send, then stop (forever)")
+    g.add_argument("--first", type=int, default=None, help="id of the first tick (continues)")
     g = p.add_argument_group("aggregator, edge, cloud")
     g.add_argument("--thresholds", type=_checked("thresholds"), help="T (local) or local=T,edge=T")
     g.add_argument(

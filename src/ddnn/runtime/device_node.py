@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -189,8 +190,14 @@ class DeviceNode(Node):
 
     def _capture(self, n: int) -> None:
         start = self.next_sample
-        captured = self.wall()
-        scores, packed = self.engine.infer_batch(self.inputs[start : start + n])
+        self._send_scores(start, self.inputs[start : start + n], self.wall())
+        self.next_sample += n
+
+    def _send_scores(self, start: int, x: np.ndarray, captured: float) -> None:
+        """Runs the section on consecutive samples ``start, start + 1, …`` and publishes one
+        SCORES frame; their features wait in the cache for the aggregator's ask."""
+        n = len(x)
+        scores, packed = self.engine.infer_batch(x)
         now = self.clock()
         if not self.in_flight:
             self._progress_at = now  # the resend clock runs from the oldest frame in flight
@@ -206,7 +213,6 @@ class DeviceNode(Node):
         )
         self.publish(self.topics.device_scores(self.device), frame)
         self.in_flight[start] = (start + n - 1, frame)
-        self.next_sample += n
         # Under the aggregator's flow control every frame a window behind is decided; older
         # ones are held only under a forged position: drop them, so the list stays bounded.
         for first in [f for f, (last, _) in self.in_flight.items() if last < start - self.window]:
@@ -291,7 +297,7 @@ class DeviceNode(Node):
         serve_devices([self], idle_poll)
 
 
-def serve_devices(nodes: list[DeviceNode], idle_poll: float = 0.05) -> None:
+def serve_devices(nodes: Sequence[DeviceNode], idle_poll: float = 0.05) -> None:
     """Serve one or several devices from one process (each keeps its own MQTT client) until
     every one has been told to stop.
 

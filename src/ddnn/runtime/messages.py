@@ -16,6 +16,7 @@ control       ``stop`` | ``start`` | ``start <unix time>`` (plain ASCII, not JSO
 status        ``online`` | ``offline`` | ``done`` (plain ASCII)
 progress      binary PROGRESS (:mod:`ddnn.wire.control`): highest sample id decided, newest
               in-window id seen
+tick          binary TICK on ``tick`` (trigger -> devices): capture sample K now
 feature ask   binary ASKS on ``request``: which devices send which features (sample ids and
               device bit masks); all a device may read about the samples that go up
 up / forward  list of :class:`UpRequest` objects (aggregator -> edges / cloud)
@@ -55,6 +56,8 @@ __all__ = [
     "parse_receipts",
     "parse_requests",
     "parse_status",
+    "parse_tick",
+    "encode_tick",
     "samples_asked_of",
 ]
 
@@ -269,6 +272,15 @@ def parse_feature_asks(payload: bytes | bytearray) -> list[tuple[int, list[int]]
 def samples_asked_of(payload: bytes | bytearray, device: int) -> list[int]:
     """The samples a feature-ask message asks ``device`` for (what a device reads)."""
     return _binary(lambda b: control.samples_asked_of(b, device), payload, "request")
+
+
+def encode_tick(sample: int, at: float) -> bytes:
+    return control.encode_tick(sample, at)
+
+
+def parse_tick(payload: bytes | bytearray) -> tuple[int, float]:
+    """(sample id to capture, the trigger's Unix time) of a capture tick."""
+    return _binary(control.decode_tick, payload, "tick")
 
 
 T = TypeVar("T")

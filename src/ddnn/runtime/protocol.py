@@ -31,6 +31,8 @@ topic                       publisher → subscriber  payload
                                                     retained
 ``results``                 aggregator, cloud →     JSON list of answers
                             client
+``tick``                    trigger → devices       TICK: capture sample K now (synchronized
+                                                    capture of live sources)
 ``status/NODE``             node → all (retained)   ``online`` / ``offline`` / ``done``
 ``control``                 client → all            ``stop`` / ``start [TIME]``
 ==========================  ======================  ==========================================
@@ -101,6 +103,10 @@ class Topics:
     @property
     def progress(self) -> str:
         return f"{self.root}/pos"
+
+    @property
+    def tick(self) -> str:
+        return f"{self.root}/tick"
 
     @property
     def control(self) -> str:

@@ -1,4 +1,5 @@
-"""Binary control messages: the aggregator's position (PROGRESS) and its feature asks (ASKS).
+"""Binary control messages: the aggregator's position (PROGRESS), its feature asks (ASKS), and the
+trigger's capture ticks (TICK).
 
 Both are sent to every device, so their bytes count on every device's link; they share the frame
 head byte (:mod:`ddnn.wire.frame`), with kinds of their own, and unsigned LEB128 varints.
@@ -14,6 +15,9 @@ ASKS      ``head`` (0x26) | ``mask_bytes`` | ``count`` | ``count`` x (``gap`` | 
           first sample id, then ``sample - previous - 1``. ``mask`` is ``mask_bytes`` bytes,
           little-endian, bit k set when device k is asked. For six devices and nearby samples,
           2 bytes per sample after a 3-byte preamble (JSON took about 20).
+TICK      ``head`` (0x28) | ``sample`` | ``at``: capture tick ``sample`` (every device takes its
+          latest reading as that sample), sent by the trigger at Unix time ``at`` in
+          milliseconds. About 9 bytes.
 ========  ====================================================================================
 
 Every field is checked: a varint must be minimal; a mask must name at least one device and no
@@ -23,6 +27,7 @@ field. Any violation raises :class:`~ddnn.wire.errors.FrameDecodeError`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from enum import IntEnum
 
@@ -36,8 +41,10 @@ __all__ = [
     "ControlKind",
     "decode_asks",
     "decode_progress",
+    "decode_tick",
     "encode_asks",
     "encode_progress",
+    "encode_tick",
     "samples_asked_of",
 ]
 
@@ -46,10 +53,11 @@ MAX_MASK_BYTES = (MAX_SENDER + 8) // 8  # enough bits for every sender id
 
 
 class ControlKind(IntEnum):
-    """Kinds of control messages (low nibble of the head byte; frames use 1-4)."""
+    """Kinds of control messages (low nibble of the head byte; frames use 1-4 and 7)."""
 
     PROGRESS = 5
     ASKS = 6
+    TICK = 8
 
     @property
     def head(self) -> int:
@@ -74,6 +82,34 @@ def decode_progress(buf: BytesLike) -> tuple[int, int]:
     latest, pos = _sample_plus_one(buf, pos, "latest")
     _end(buf, pos)
     return decided, latest
+
+
+MAX_TICK_MS = 2**53 - 1  # Unix milliseconds, exact in a float64
+
+
+def encode_tick(sample: int, at: float) -> bytes:
+    """A TICK message: capture sample ``sample``, triggered at Unix time ``at`` (seconds)."""
+    s = check_int(sample, "sample", 0, MAX_SAMPLE)
+    if not (math.isfinite(at) and 0 <= at * 1000 <= MAX_TICK_MS):
+        raise ValueError(f"tick time must be finite Unix seconds >= 0, got {at}")
+    return bytes([ControlKind.TICK.head]) + encode_varint(s) + encode_varint(round(at * 1000))
+
+
+def decode_tick(buf: BytesLike) -> tuple[int, float]:
+    """``(sample, Unix seconds)`` from a TICK message.
+
+    Raises:
+        FrameDecodeError: If ``buf`` is not exactly one valid TICK message.
+    """
+    pos = _head(buf, ControlKind.TICK)
+    sample, pos = decode_varint(buf, pos)
+    if sample > MAX_SAMPLE:
+        raise FrameDecodeError(f"tick sample {sample} beyond {MAX_SAMPLE}", "sample_range")
+    at_ms, pos = decode_varint(buf, pos)
+    if at_ms > MAX_TICK_MS:
+        raise FrameDecodeError(f"tick time {at_ms} ms beyond {MAX_TICK_MS}", "sample_range")
+    _end(buf, pos)
+    return sample, at_ms / 1000
 
 
 def encode_asks(asks: Iterable[tuple[int, Iterable[int]]]) -> bytes:
