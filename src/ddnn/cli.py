@@ -313,8 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profile)
 
     from ddnn.runtime.commands import add_runtime_parsers
+    from ddnn.runtime.samples import add_samples_parser
 
     add_runtime_parsers(sub)
+    add_samples_parser(sub)
 
     from ddnn.export.cli import add_export_parser
 

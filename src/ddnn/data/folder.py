@@ -204,7 +204,7 @@ def _read_npy(path: Path) -> np.ndarray:
     return out
 
 
-def _read_image(path: Path, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+def read_image(path: Path, channels: int, size: tuple[int, int] | None) -> np.ndarray:
     """(C, H, W) float32 in [0, 1]; ``channels`` 0 = the image's own (1 for grayscale, else 3)."""
     from PIL import Image
 
@@ -248,9 +248,9 @@ def _load_device(folder: Path, paths: list[Path | None]) -> np.ndarray:
         sample = _read_npy(first)
         read: Callable[[Path], np.ndarray] = _read_npy
     else:
-        sample = _read_image(first, 0, None)
+        sample = read_image(first, 0, None)
         size = (sample.shape[2], sample.shape[1])
-        read = partial(_read_image, channels=sample.shape[0], size=size)
+        read = partial(read_image, channels=sample.shape[0], size=size)
     out = np.zeros((len(paths), *sample.shape), dtype=np.float32)
     for i, p in enumerate(paths):
         if p is None:

@@ -256,10 +256,13 @@ class ResultCollector:
         timeout: float,
         progress: Any = None,
         critical: tuple[str, ...] = ("aggregator",),
+        live: bool = False,
     ) -> str:
         """Collect answers until every sample is answered or failed, or no more can come: the
         devices finished (or died) and nothing new arrived for ``grace`` s, or a ``critical``
-        node stayed offline for ``grace`` s, or ``timeout`` s passed.
+        node stayed offline for ``grace`` s, or ``timeout`` s passed. ``live`` devices (reading
+        a live source) never finish: then nothing new for ``grace`` s after the first answer
+        ends it.
 
         Returns:
             Why collection ended early (the reason the samples left get), or ``""``.
@@ -288,7 +291,11 @@ class ResultCollector:
                     return (
                         f"{node} offline (its Last Will came {now - since:.1f} s ago) and not back"
                     )
-            finished = all(self.status.get(d) in ("done", "offline") for d in devices)
+            finished = (
+                self.resolved > 0
+                if live
+                else all(self.status.get(d) in ("done", "offline") for d in devices)
+            )
             if finished and now - quiet_since > grace:
                 gone = [d for d in devices if self.status.get(d) == "offline"]
                 if gone:

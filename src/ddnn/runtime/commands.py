@@ -197,6 +197,7 @@ def _serve_live_devices(
                 tick_deadline=args.tick_deadline,
                 batch=args.batch,
                 score_encoding=mc.wire.scores,
+                wait_for_start=args.wait_for_start,
                 qos=args.qos,
             )
         )
@@ -393,7 +394,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise ValueError("give --local (everything on this machine) or --file FILE --host NAME")
     if args.file:
         load_deployment(args.file, config.model)  # validates it against the run's hierarchy
-    dep = start_local(args.run, options, secure=args.secure, split=args.split, limit=args.limit)
+    dep = start_local(
+        args.run,
+        options,
+        secure=args.secure,
+        split=args.split,
+        limit=args.limit,
+        source=args.source,
+    )
     wall = 0.0
     try:
         wall = run_local(dep, grace=args.grace, timeout=args.timeout)
@@ -513,6 +521,12 @@ def add_runtime_parsers(sub: Any) -> None:
     p.add_argument("--file", default=None, help="deployment file (YAML)")
     p.add_argument("--host", default=None, help="with --file: start this host's nodes")
     p.add_argument("--secure", action="store_true", help="TLS, per-node passwords and ACLs")
+    p.add_argument(
+        "--source",
+        default=None,
+        help="with --local: folder:ROOT, device K reads ROOT/device_K (files named by sample "
+        "id, as `ddnn samples` writes them); ROOT/labels.csv scores the answers",
+    )
     p.add_argument("--split", type=_checked("split"), default="test", help=SPLIT_HELP)
     p.add_argument("--limit", type=_checked("limit"), help="replay only the first N samples")
     p.add_argument(

@@ -185,8 +185,10 @@ def serve_command(
     namespace: str,
     options: dict[str, Any],
     input_path: str | None = None,
+    source: str | None = None,
 ) -> list[str]:
-    """The ``ddnn serve …`` command line of one node."""
+    """The ``ddnn serve …`` command line of one node (a device replays ``input_path``, or reads
+    the live ``source``)."""
     kind, _, index = node.partition("_")
     cmd = [sys.executable, "-m", "ddnn.cli", "serve", kind, "--run", str(run_dir)]
     cmd += ["--broker", broker_url, "--namespace", namespace]
@@ -196,7 +198,9 @@ def serve_command(
         if options.get(key) is not None:
             cmd += [f"--{key.replace('_', '-')}", str(options[key])]
     if kind == "device":
-        if input_path:
+        if source:
+            cmd += ["--source", source]
+        elif input_path:
             cmd += ["--input", input_path]
         if options.get("wait_for_start"):
             cmd.append("--wait-for-start")
@@ -217,6 +221,7 @@ class LocalDeployment:
     config: RunConfig
     folder: Path
     own_folder: bool
+    live: bool = False  # devices read a live source (they never finish on their own)
     stop_reason: str = ""  # why collecting ended before every sample was answered, if it did
     cpu_seconds: float = 0.0  # CPU every node process and the broker used during the run
 
@@ -259,6 +264,47 @@ def write_device_inputs(
     return paths, data.labels.numpy()
 
 
+def folder_sources(
+    source: str, num_devices: int, limit: int | None
+) -> tuple[list[str | None], np.ndarray | None, int]:
+    """Each device's ``folder:ROOT/device_K`` source, the labels of ``ROOT/labels.csv`` as an
+    array over sample ids 0..N-1 (None without the file), and N (without labels, the files
+    named by a sample id in ``device_0``).
+
+    Raises:
+        ValueError: If ``source`` is not ``folder:ROOT``, a device folder is missing, or the
+            labels do not name samples 0..N-1.
+    """
+    from ddnn.runtime.samples import read_labels
+
+    scheme, _, root_text = source.partition(":")
+    if scheme != "folder" or not root_text:
+        raise ValueError(
+            f"deploy --local --source takes folder:ROOT (ROOT/device_K/ per device), got {source!r}"
+        )
+    root = Path(root_text)
+    missing = [k for k in range(num_devices) if not (root / f"device_{k}").is_dir()]
+    if missing:
+        raise ValueError(
+            f"{root} has no device_K folder for device(s) {missing}; write them with "
+            "`ddnn samples RUN --out ROOT` or by hand"
+        )
+    by_sample = read_labels(root)
+    labels: np.ndarray | None
+    if by_sample is None:
+        n = sum(1 for f in (root / "device_0").iterdir() if f.stem.isdigit())
+        labels = None
+    else:
+        n = len(by_sample)
+        if sorted(by_sample) != list(range(n)):
+            raise ValueError(f"{root}/labels.csv must list samples 0..N-1 once each")
+        labels = np.array([by_sample[i] for i in range(n)], dtype=np.int64)
+    if limit is not None:
+        n = min(n, limit)
+        labels = labels[:n] if labels is not None else None
+    return [f"folder:{root / f'device_{k}'}" for k in range(num_devices)], labels, n
+
+
 def start_local(
     run_dir: str | Path,
     options: dict[str, Any],
@@ -267,8 +313,15 @@ def start_local(
     limit: int | None = None,
     workdir: Path | None = None,
     startup_timeout: float = 60.0,
+    source: str | None = None,
 ) -> LocalDeployment:
-    """Start a broker and every node of the run's hierarchy on this machine; devices wait."""
+    """Start a broker and every node of the run's hierarchy on this machine; devices wait.
+
+    ``source`` ``folder:ROOT`` makes device K read the live folder ``ROOT/device_K`` instead of
+    replaying a split (its files named by sample id, as ``ddnn samples`` writes them); the
+    samples collected are those of ``ROOT/labels.csv`` (scored against it), else those in
+    ``ROOT/device_0``.
+    """
     config = read_run_config(run_dir)
     mc = config.model
     nodes = hierarchy_nodes(mc)
@@ -290,14 +343,23 @@ def start_local(
 
             for k in range(mc.num_devices):
                 create_engine("c", run_dir, k)
-        paths, labels = write_device_inputs(config, folder, split, limit)
+        labels: np.ndarray | None
+        if source is None:
+            paths, labels = write_device_inputs(config, folder, split, limit)
+            sources: list[str | None] = [None] * mc.num_devices
+            count = len(labels)
+        else:
+            sources, labels, count = folder_sources(source, mc.num_devices, limit)
+            paths = [""] * mc.num_devices
         topics = Topics(namespace)
-        collector = ResultCollector(broker.settings("client"), topics, samples=len(labels))
+        collector = ResultCollector(broker.settings("client"), topics, samples=count)
         opts = {**options, "wait_for_start": True}
         if secure:
             assert broker.security is not None
             opts["ca_file"] = str(broker.security.ca_file)
         per_process = int(options.get("devices_per_process") or 1)
+        if per_process > 1 and source is not None:
+            raise ValueError("devices_per_process > 1 replays splits; not with a live source")
         if per_process > 1 and secure:
             raise ValueError("devices_per_process > 1 shares one login; not with --secure")
         devices = [n for n in nodes if n.startswith("device_")]
@@ -324,8 +386,10 @@ def start_local(
                     "DDNN_BROKER_USERNAME": name,
                     "DDNN_BROKER_PASSWORD": broker.security.passwords[name],
                 }
-            device_input = paths[int(name[7:])] if name.startswith("device_") else None
-            cmd = serve_command(name, run_dir, url, namespace, opts, device_input)
+            device = int(name[7:]) if name.startswith("device_") else None
+            device_input = paths[device] if device is not None else None
+            device_source = sources[device] if device is not None else None
+            cmd = serve_command(name, run_dir, url, namespace, opts, device_input, device_source)
             processes.start(name, cmd, child_env(env_extra))
         collector.wait_online(nodes, startup_timeout, processes.check_alive)
         return LocalDeployment(
@@ -334,11 +398,12 @@ def start_local(
             topics,
             collector,
             nodes,
-            len(labels),
+            count,
             labels,
             config,
             folder,
             workdir is None,
+            live=source is not None,
         )
     except BaseException:
         if collector is not None:
@@ -397,7 +462,9 @@ def run_local(
     dep.collector.send(start_command(time.time() + 0.05))
     if during is not None:
         during(dep)
-    dep.stop_reason = dep.collector.collect(dep.samples, dep.devices, grace, timeout, progress)
+    dep.stop_reason = dep.collector.collect(
+        dep.samples, dep.devices, grace, timeout, progress, live=dep.live
+    )
     wall = time.perf_counter() - t0
     for pid, start in before.items():  # a process killed mid-run counts until its last reading
         end = cpu_seconds(pid)

@@ -57,6 +57,7 @@ class LiveDeviceNode(DeviceNode):
         feature_ttl: float = 30.0,
         cache_size: int = 20_000,
         score_encoding: str = "float32",
+        wait_for_start: bool = False,
         qos: int = 1,
     ) -> None:
         empty = np.zeros((0, *engine.input_shape), dtype=np.float32)
@@ -70,6 +71,7 @@ class LiveDeviceNode(DeviceNode):
             feature_ttl=feature_ttl,
             cache_size=cache_size,
             score_encoding=score_encoding,
+            wait_for_start=wait_for_start,
             qos=qos,
         )
         if not tick_deadline > 0:
@@ -110,6 +112,8 @@ class LiveDeviceNode(DeviceNode):
         """(sample id, reading) pairs to capture now."""
         readings = self.source.poll()
         if not self.triggered:
+            if all(r.sample is not None for r in readings):  # "10.png" sorts before "2.png"
+                readings = sorted(readings, key=lambda r: r.sample)
             due = []
             for r in readings:
                 sample = r.sample if r.sample is not None else self.next_sample
@@ -147,16 +151,18 @@ class LiveDeviceNode(DeviceNode):
 
     def poll(self, max_wait: float) -> bool:
         """One turn: capture what the source has (and the ticks ask for), else wait."""
+        if not self.started:  # waiting for the start command: the source is not read yet
+            self.step(max_wait)
+            return False
         now = self.clock()
-        due = self._due_readings(now) if self.started else []
-        if self.started:
-            self._resend_if_stalled(now)
+        due = self._due_readings(now)
+        self._resend_if_stalled(now)
         if due:
             self._capture_readings(due)
         if self.source_counters:
             self.counters.update(self.source_counters)
             self.source_counters.clear()
-        if self.started and not self.finished and getattr(self.source, "finished", False):
+        if not self.finished and getattr(self.source, "finished", False):
             if not self.pending:
                 self.finished = True
                 self.announce_done()

@@ -1,0 +1,55 @@
+"""Live sources end to end: real mosquitto, every node a process, devices reading folders.
+
+The files ``ddnn samples`` writes, read back by live devices, must give exactly the answers
+``model.infer`` gives on the same samples (the PNGs hold the 8-bit inputs exactly).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_deploy import SLOW_OPTIONS, deploy, reference
+
+from ddnn.runtime.samples import write_samples
+
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
+        reason="mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)",
+    ),
+    pytest.mark.slow,
+]
+
+
+def test_folder_sources_give_the_answers_of_model_infer(run_c, tmp_path):
+    n = 24
+    write_samples(run_c, tmp_path / "live", "test", n, "png")
+    # one device's folder lacks sample 5: that sample is fused without it, flagged
+    (tmp_path / "live" / "device_3" / "5.png").unlink()
+    thresholds = {"local": 0.5}
+    preds, exits, _, labels = reference(run_c, thresholds)
+    report, _ = deploy(
+        run_c, {**SLOW_OPTIONS, "thresholds": "local=0.5"}, source=f"folder:{tmp_path / 'live'}"
+    )
+    assert report.failed == {} and sorted(report.answers) == list(range(n))
+    full = [s for s in range(n) if s != 5]
+    got = report.answers
+    assert [got[s].prediction for s in full] == preds[full].tolist()
+    assert [got[s].exit for s in full] == [exits[s] for s in full]
+    assert got[5].missing == [3] and any("devices_missing" in f for f in got[5].flags)
+    doc = report.as_dict()
+    assert doc["overall_accuracy"] == pytest.approx(
+        float(np.mean([got[s].prediction == labels[s] for s in range(n)]))
+    )
+
+
+def test_samples_refuses_png_for_inputs_that_are_not_images(run_c, tmp_path):
+    # the tiny run's inputs are 8-bit images: npy always works, and holds them exactly
+    write_samples(run_c, tmp_path / "npy", "test", 3, "npy")
+    x = np.load(tmp_path / "npy" / "device_0" / "2.npy")
+    assert x.dtype == np.float32 and np.allclose(x * 255, np.rint(x * 255), atol=1e-4)
+    with pytest.raises(ValueError, match="format"):
+        write_samples(run_c, tmp_path / "bad", "test", 3, "gif")
