@@ -6,13 +6,16 @@ The files ``ddnn samples`` writes, read back by live devices, must give exactly 
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_deploy import SLOW_OPTIONS, deploy, reference
 
+from ddnn.runtime.deploy import finish_local, run_local, start_local
 from ddnn.runtime.samples import write_samples
 
 pytestmark = [
@@ -53,3 +56,33 @@ def test_samples_refuses_png_for_inputs_that_are_not_images(run_c, tmp_path):
     assert x.dtype == np.float32 and np.allclose(x * 255, np.rint(x * 255), atol=1e-4)
     with pytest.raises(ValueError, match="format"):
         write_samples(run_c, tmp_path / "bad", "test", 3, "gif")
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_ffmpeg_testsrc_through_pipes_is_answered_end_to_end(run_c, tmp_path):
+    """Six FIFOs fed by ffmpeg's test pattern (a real video pipeline, no camera): every frame
+    is one capture, numbered in order on every device, so sample k fuses frame k of each."""
+    frames = 12
+    for k in range(6):
+        os.mkfifo(tmp_path / f"cam{k}.fifo")
+    dep = start_local(
+        run_c,
+        {**SLOW_OPTIONS, "thresholds": "local=0.5"},
+        limit=frames,
+        source=f"pipe:{tmp_path}/cam{{id}}.fifo",
+    )
+    feeders = []
+    try:
+        for k in range(6):
+            cmd = ["ffmpeg", "-loglevel", "error", "-f", "lavfi"]
+            cmd += ["-i", f"testsrc=size=32x32:rate=25:duration=10,hue=h={60 * k}"]
+            cmd += ["-frames:v", str(frames), "-pix_fmt", "rgb24", "-f", "rawvideo", "-y"]
+            feeders.append(subprocess.Popen([*cmd, str(tmp_path / f"cam{k}.fifo")]))
+        run_local(dep, grace=3.0, timeout=120.0)
+    finally:
+        report = finish_local(dep, 0.0)
+        for f in feeders:
+            f.wait(timeout=30)
+    assert [f.returncode for f in feeders] == [0] * 6
+    assert report.failed == {} and sorted(report.answers) == list(range(frames))
+    assert all(a.present == list(range(6)) and not a.flags for a in report.answers.values())

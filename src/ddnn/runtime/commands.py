@@ -525,7 +525,8 @@ def add_runtime_parsers(sub: Any) -> None:
         "--source",
         default=None,
         help="with --local: folder:ROOT, device K reads ROOT/device_K (files named by sample "
-        "id, as `ddnn samples` writes them); ROOT/labels.csv scores the answers",
+        "id, as `ddnn samples` writes them; ROOT/labels.csv scores the answers), or "
+        "pipe:PATTERN with {id} (one FIFO per device; needs --limit)",
     )
     p.add_argument("--split", type=_checked("split"), default="test", help=SPLIT_HELP)
     p.add_argument("--limit", type=_checked("limit"), help="replay only the first N samples")

@@ -264,25 +264,37 @@ def write_device_inputs(
     return paths, data.labels.numpy()
 
 
-def folder_sources(
+def live_sources(
     source: str, num_devices: int, limit: int | None
 ) -> tuple[list[str | None], np.ndarray | None, int]:
-    """Each device's ``folder:ROOT/device_K`` source, the labels of ``ROOT/labels.csv`` as an
-    array over sample ids 0..N-1 (None without the file), and N (without labels, the files
-    named by a sample id in ``device_0``).
+    """Each device's live source, the labels to score the answers with (None if unknown), and
+    the number of samples N to collect (ids 0..N-1).
+
+    ``folder:ROOT``: device K reads ``ROOT/device_K``; the labels come from ``ROOT/labels.csv``
+    (N = its rows), else N = the files named by a sample id in ``ROOT/device_0``.
+    ``pipe:PATTERN``: device K reads the FIFO or file ``PATTERN`` with ``{id}`` replaced by K;
+    N = ``limit`` (required), no labels.
 
     Raises:
-        ValueError: If ``source`` is not ``folder:ROOT``, a device folder is missing, or the
-            labels do not name samples 0..N-1.
+        ValueError: On another scheme, a missing device folder, labels that do not name
+            samples 0..N-1, or a pipe pattern without ``{id}`` or without a limit.
     """
     from ddnn.runtime.samples import read_labels
 
-    scheme, _, root_text = source.partition(":")
-    if scheme != "folder" or not root_text:
+    scheme, _, arg = source.partition(":")
+    if scheme == "pipe":
+        if "{id}" not in arg or limit is None:
+            raise ValueError(
+                "deploy --local --source pipe:PATTERN needs {id} in PATTERN (one pipe per "
+                f"device) and --limit N (the samples to collect), got {source!r}"
+            )
+        return [f"pipe:{arg.replace('{id}', str(k))}" for k in range(num_devices)], None, limit
+    if scheme != "folder" or not arg:
         raise ValueError(
-            f"deploy --local --source takes folder:ROOT (ROOT/device_K/ per device), got {source!r}"
+            "deploy --local --source takes folder:ROOT (ROOT/device_K/ per device) or "
+            f"pipe:PATTERN (with {{id}}), got {source!r}"
         )
-    root = Path(root_text)
+    root = Path(arg)
     missing = [k for k in range(num_devices) if not (root / f"device_{k}").is_dir()]
     if missing:
         raise ValueError(
@@ -317,10 +329,8 @@ def start_local(
 ) -> LocalDeployment:
     """Start a broker and every node of the run's hierarchy on this machine; devices wait.
 
-    ``source`` ``folder:ROOT`` makes device K read the live folder ``ROOT/device_K`` instead of
-    replaying a split (its files named by sample id, as ``ddnn samples`` writes them); the
-    samples collected are those of ``ROOT/labels.csv`` (scored against it), else those in
-    ``ROOT/device_0``.
+    ``source`` makes the devices read live sources instead of replaying a split:
+    ``folder:ROOT`` or ``pipe:PATTERN`` (see :func:`live_sources`).
     """
     config = read_run_config(run_dir)
     mc = config.model
@@ -349,7 +359,7 @@ def start_local(
             sources: list[str | None] = [None] * mc.num_devices
             count = len(labels)
         else:
-            sources, labels, count = folder_sources(source, mc.num_devices, limit)
+            sources, labels, count = live_sources(source, mc.num_devices, limit)
             paths = [""] * mc.num_devices
         topics = Topics(namespace)
         collector = ResultCollector(broker.settings("client"), topics, samples=count)
