@@ -313,10 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profile)
 
     from ddnn.runtime.commands import add_runtime_parsers
+    from ddnn.runtime.gateway import add_gateway_parser
     from ddnn.runtime.samples import add_samples_parser
+    from ddnn.runtime.watch import add_watch_parser
 
     add_runtime_parsers(sub)
     add_samples_parser(sub)
+    add_watch_parser(sub)
+    add_gateway_parser(sub)
 
     from ddnn.export.cli import add_export_parser
 

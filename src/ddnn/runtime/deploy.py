@@ -271,7 +271,8 @@ def live_sources(
     the number of samples N to collect (ids 0..N-1).
 
     ``folder:ROOT``: device K reads ``ROOT/device_K``; the labels come from ``ROOT/labels.csv``
-    (N = its rows), else N = the files named by a sample id in ``ROOT/device_0``.
+    (N = its rows), else N = ``limit``, else the files named by a sample id in
+    ``ROOT/device_0``.
     ``pipe:PATTERN``: device K reads the FIFO or file ``PATTERN`` with ``{id}`` replaced by K;
     N = ``limit`` (required), no labels.
 
@@ -303,8 +304,12 @@ def live_sources(
         )
     by_sample = read_labels(root)
     labels: np.ndarray | None
-    if by_sample is None:
-        n = sum(1 for f in (root / "device_0").iterdir() if f.stem.isdigit())
+    if by_sample is None:  # the samples to come (--limit), else the files there now
+        n = (
+            limit
+            if limit is not None
+            else sum(1 for f in (root / "device_0").iterdir() if f.stem.isdigit())
+        )
         labels = None
     else:
         n = len(by_sample)
