@@ -153,3 +153,18 @@ def test_the_trigger_continues_after_the_deployments_newest_sample_at_its_rate()
 def test_bad_trigger_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         TriggerNode(SETTINGS, TOPICS, **{"rate": 1.0, **kwargs})
+
+
+def test_an_mqtt_sensor_topic_feeds_the_device_through_its_own_client():
+    from ddnn.runtime.sources import MqttSource
+
+    source = MqttSource("plant/sensor0", (2,))
+    node = wired(LiveDeviceNode(0, FakeEngine(), source, SETTINGS, TOPICS))
+    node._begin()
+    assert "plant/sensor0" in node.subscriptions()
+    node.dispatch(message("plant/sensor0", b"[0.25, 0.5]"))
+    node.dispatch(message("plant/sensor0", bytes([51, 102])))  # raw uint8: k / 255
+    node.dispatch(message("plant/sensor0", b"[1, 2, 3]"))  # wrong size: counted
+    node.poll(0.0)
+    assert [ids for ids, _ in sent(node)] == [[0, 1]]
+    assert node.counters["rejected_payload_size"] + node.counters["rejected_malformed"] == 1
