@@ -119,8 +119,11 @@ def _serve_devices(args: argparse.Namespace, mc: ModelConfig, settings: Any, top
     inputs = args.input.split(",") if args.input else [None] * len(ids)
     if len(inputs) != len(ids):
         raise ValueError(f"--input names {len(inputs)} files for {len(ids)} device ids")
-    if specs and all(spec.startswith("replay:") for spec in specs):
+    replays = [spec.startswith("replay:") for spec in specs or []]
+    if specs and all(replays):
         inputs, specs = [spec.removeprefix("replay:") for spec in specs], None
+    elif any(replays):
+        raise ValueError("the devices of one process replay files or read live sources, not both")
     from ddnn.runtime.device_node import DeviceNode, load_device_inputs, serve_devices
     from ddnn.runtime.engine import create_engine
 

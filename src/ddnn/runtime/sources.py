@@ -71,7 +71,7 @@ from ddnn.data.folder import read_image as read_training_image  # the training c
 log = logging.getLogger(__name__)
 
 SCHEMES = ("folder", "pipe", "mqtt")
-ACCEPTED = "accepted: folder:DIR, pipe:PATH (pipe:- for stdin), mqtt:TOPIC"
+ACCEPTED = "accepted: folder:DIR, pipe:PATH (pipe:- for stdin), mqtt:TOPIC, replay:FILE.npy"
 ON_DONE = ("keep", "move", "delete")
 MAX_QUEUE = 256  # readings a pipe / MQTT source holds before dropping the oldest
 LOG_FIRST, LOG_EVERY = 5, 1000  # log the first few occurrences of a reason, then every 1000th
