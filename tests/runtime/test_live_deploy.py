@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -85,4 +86,41 @@ def test_ffmpeg_testsrc_through_pipes_is_answered_end_to_end(run_c, tmp_path):
             f.wait(timeout=30)
     assert [f.returncode for f in feeders] == [0] * 6
     assert report.failed == {} and sorted(report.answers) == list(range(frames))
+    assert all(a.present == list(range(6)) and not a.flags for a in report.answers.values())
+
+
+def test_the_trigger_fuses_the_latest_frame_of_every_device_per_tick(run_c, tmp_path):
+    """Cameras on their own clocks (FIFOs fed continuously at 40 frames/s): on each of 8 ticks
+    every device takes its latest frame, so each sample fuses all six, numbered by the tick."""
+    ticks = 8
+    for k in range(6):
+        os.mkfifo(tmp_path / f"cam{k}.fifo")
+    dep = start_local(
+        run_c,
+        {**SLOW_OPTIONS, "thresholds": "local=0.5"},
+        limit=ticks,
+        source=f"pipe:{tmp_path}/cam{{id}}.fifo",
+        trigger_rate=5.0,
+    )
+    stop = threading.Event()
+
+    def camera(k: int) -> None:
+        frame = bytes([(17 * k + i) % 256 for i in range(32 * 32 * 3)])
+        with open(tmp_path / f"cam{k}.fifo", "wb") as fifo:
+            while not stop.is_set():
+                fifo.write(frame)
+                fifo.flush()
+                stop.wait(0.025)
+
+    cameras = [threading.Thread(target=camera, args=(k,), daemon=True) for k in range(6)]
+    try:
+        for c in cameras:
+            c.start()
+        run_local(dep, grace=3.0, timeout=120.0)
+    finally:
+        stop.set()
+        report = finish_local(dep, 0.0)
+        for c in cameras:
+            c.join(timeout=10)
+    assert report.failed == {} and sorted(report.answers) == list(range(ticks))
     assert all(a.present == list(range(6)) and not a.flags for a in report.answers.values())

@@ -204,6 +204,8 @@ def serve_command(
             cmd += ["--input", input_path]
         if options.get("wait_for_start"):
             cmd.append("--wait-for-start")
+        if options.get("trigger"):
+            cmd.append("--trigger")
     return cmd
 
 
@@ -222,6 +224,7 @@ class LocalDeployment:
     folder: Path
     own_folder: bool
     live: bool = False  # devices read a live source (they never finish on their own)
+    trigger: list[str] | None = None  # the trigger's command line, started by run_local
     stop_reason: str = ""  # why collecting ended before every sample was answered, if it did
     cpu_seconds: float = 0.0  # CPU every node process and the broker used during the run
 
@@ -331,11 +334,14 @@ def start_local(
     workdir: Path | None = None,
     startup_timeout: float = 60.0,
     source: str | None = None,
+    trigger_rate: float | None = None,
 ) -> LocalDeployment:
     """Start a broker and every node of the run's hierarchy on this machine; devices wait.
 
     ``source`` makes the devices read live sources instead of replaying a split:
-    ``folder:ROOT`` or ``pipe:PATTERN`` (see :func:`live_sources`).
+    ``folder:ROOT`` or ``pipe:PATTERN`` (see :func:`live_sources`). With ``trigger_rate`` they
+    capture on the ticks of a trigger process (started by :func:`run_local`), which sends one
+    tick per sample to collect, ids 0..N-1.
     """
     config = read_run_config(run_dir)
     mc = config.model
@@ -368,7 +374,9 @@ def start_local(
             paths = [""] * mc.num_devices
         topics = Topics(namespace)
         collector = ResultCollector(broker.settings("client"), topics, samples=count)
-        opts = {**options, "wait_for_start": True}
+        opts = {**options, "wait_for_start": True, "trigger": trigger_rate is not None}
+        if trigger_rate is not None and (source is None or secure):
+            raise ValueError("a trigger drives live sources (--source), without --secure")
         if secure:
             assert broker.security is not None
             opts["ca_file"] = str(broker.security.ca_file)
@@ -419,6 +427,13 @@ def start_local(
             folder,
             workdir is None,
             live=source is not None,
+            trigger=None
+            if trigger_rate is None
+            else [
+                *[sys.executable, "-m", "ddnn.cli", "serve", "trigger", "--broker", broker.url],
+                *["--namespace", namespace, "--rate", str(trigger_rate)],
+                *["--count", str(count), "--first", "0"],
+            ],
         )
     except BaseException:
         if collector is not None:
@@ -475,6 +490,8 @@ def run_local(
     before = {pid: cpu_seconds(pid) for pid in dep.pids()}
     t0 = time.perf_counter()
     dep.collector.send(start_command(time.time() + 0.05))
+    if dep.trigger is not None:
+        dep.processes.start("trigger", dep.trigger, child_env())
     if during is not None:
         during(dep)
     dep.stop_reason = dep.collector.collect(
