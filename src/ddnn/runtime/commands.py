@@ -404,6 +404,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         split=args.split,
         limit=args.limit,
         source=args.source,
+        trigger_rate=args.trigger_rate,
     )
     wall = 0.0
     try:
@@ -530,6 +531,12 @@ def add_runtime_parsers(sub: Any) -> None:
         help="with --local: folder:ROOT, device K reads ROOT/device_K (files named by sample "
         "id, as `ddnn samples` writes them; ROOT/labels.csv scores the answers), or "
         "pipe:PATTERN with {id} (one FIFO per device; needs --limit)",
+    )
+    p.add_argument(
+        "--trigger-rate",
+        type=_checked("rate"),
+        default=None,
+        help="with --source: a trigger sends --limit capture ticks at this rate (ticks/s)",
     )
     p.add_argument("--split", type=_checked("split"), default="test", help=SPLIT_HELP)
     p.add_argument("--limit", type=_checked("limit"), help="replay only the first N samples")

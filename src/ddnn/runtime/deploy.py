@@ -375,8 +375,11 @@ def start_local(
         topics = Topics(namespace)
         collector = ResultCollector(broker.settings("client"), topics, samples=count)
         opts = {**options, "wait_for_start": True, "trigger": trigger_rate is not None}
-        if trigger_rate is not None and (source is None or secure):
-            raise ValueError("a trigger drives live sources (--source), without --secure")
+        if trigger_rate is not None and (source is None or secure or not trigger_rate > 0):
+            raise ValueError(
+                "a trigger drives live sources (--source), without --secure, at a rate > 0 "
+                f"ticks/s (got {trigger_rate})"
+            )
         if secure:
             assert broker.security is not None
             opts["ca_file"] = str(broker.security.ca_file)
