@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import math
 
+import paho.mqtt.client as paho
+
 from ddnn.runtime.messages import encode_tick, parse_progress
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node
@@ -47,8 +49,8 @@ class TriggerNode(Node):
     def subscriptions(self) -> list[str]:
         return [self.topics.progress]
 
-    def handle(self, msg: object) -> None:
-        p = parse_progress(msg.payload)  # type: ignore[attr-defined]
+    def handle(self, msg: paho.MQTTMessage) -> None:
+        p = parse_progress(msg.payload)
         self.position = max(self.position, p.decided, p.latest)
 
     def next_wakeup(self) -> float | None:
