@@ -124,3 +124,17 @@ def test_the_trigger_fuses_the_latest_frame_of_every_device_per_tick(run_c, tmp_
             c.join(timeout=10)
     assert report.failed == {} and sorted(report.answers) == list(range(ticks))
     assert all(a.present == list(range(6)) and not a.flags for a in report.answers.values())
+
+
+def test_a_device_whose_folder_stays_empty_is_reported_missing(run_c, tmp_path):
+    n = 6
+    write_samples(run_c, tmp_path / "live", "test", n, "png")
+    for f in (tmp_path / "live" / "device_4").iterdir():
+        f.unlink()  # camera 4 delivers nothing
+    report, _ = deploy(
+        run_c, {**SLOW_OPTIONS, "thresholds": "local=0.5"}, source=f"folder:{tmp_path / 'live'}"
+    )
+    assert report.failed == {} and sorted(report.answers) == list(range(n))
+    for a in report.answers.values():
+        assert a.present == [0, 1, 2, 3, 5] and a.missing == [4]
+        assert any(f.startswith("devices_missing:[4]") for f in a.flags)
