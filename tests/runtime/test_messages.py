@@ -23,6 +23,7 @@ PARSERS = [
     m.parse_requests,
     m.parse_receipts,
     m.parse_answers,
+    m.parse_answer_samples,
 ]
 
 
@@ -54,6 +55,9 @@ def test_deep_nesting_is_refused_not_a_recursion_error(parser):
         (m.parse_receipts, b'{"x": {"payload": {}, "mqtt": {}, "flags": []}}'),
         (m.parse_receipts, b'{"1": {"payload": {"0": -5}, "mqtt": {}, "flags": []}}'),
         (m.parse_answers, b'{"sample": 1}'),
+        (m.parse_answer_samples, b'[{"sample": -1}]'),
+        (m.parse_answer_samples, b'[{"prediction": 1}]'),
+        (m.parse_answer_samples, b"[[1]]"),
         (m.parse_answers, b'[{"sample": 1, "prediction": 0, "exit": "moon", "present": []}]'),
         (m.parse_answers, b'[{"sample": 1, "prediction": -1, "exit": "local", "present": []}]'),
         (
@@ -233,3 +237,8 @@ def _numbers(value):
     elif hasattr(value, "__dataclass_fields__"):
         for name in value.__dataclass_fields__:
             yield from _numbers(getattr(value, name))
+
+
+def test_answer_samples_are_read_without_building_the_answers():
+    answers = [m.Answer(7, 1, "cloud", [0, 1]), m.failure(9, "lost", 1.7e9)]
+    assert m.parse_answer_samples(m.encode_answers(answers)) == [7, 9]

@@ -41,7 +41,7 @@ from ddnn.runtime.messages import (
     encode_progress,
     encode_requests,
     failure,
-    parse_answers,
+    parse_answer_samples,
     parse_progress,
     parse_receipts,
 )
@@ -195,9 +195,9 @@ class AggregatorNode(Node):
             status = self.status_of(msg)
             if status is not None:
                 self.state[status[0]] = status[1]
-        elif topic == self.topics.results:
-            for answer in parse_answers(msg.payload):
-                self.up_waits.pop(answer.sample, None)
+        elif topic == self.topics.results:  # the cloud answered these: no fallback needed
+            for sample in parse_answer_samples(msg.payload):
+                self.up_waits.pop(sample, None)
         elif topic == self.topics.progress:
             self._resume(parse_progress(msg.payload))
         elif topic == self.topics.edge_receipts(Topics.index_in(topic, EDGE_NODE) or 0):

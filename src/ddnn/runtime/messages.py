@@ -49,6 +49,7 @@ __all__ = [
     "encode_progress",
     "encode_receipts",
     "encode_requests",
+    "parse_answer_samples",
     "parse_answers",
     "parse_control",
     "parse_feature_asks",
@@ -479,6 +480,17 @@ _ANSWER_OPTIONAL = set(Answer.__dataclass_fields__) - _ANSWER_REQUIRED
 
 def encode_answers(answers: list[Answer]) -> bytes:
     return _dump([vars(a) for a in answers])
+
+
+def parse_answer_samples(payload: bytes | bytearray) -> list[int]:
+    """Only the sample ids of a results message (what the aggregator needs to know that the
+    cloud answered), each checked; the rest of each answer is not validated or built."""
+    out = []
+    for item in _list(load_json(payload, "results"), "results"):
+        if not isinstance(item, dict) or "sample" not in item:
+            raise MessageError(f"answer must be an object with a sample id, got {_show(item)}")
+        out.append(_sample(item["sample"]))
+    return out
 
 
 def parse_answers(payload: bytes | bytearray) -> list[Answer]:
