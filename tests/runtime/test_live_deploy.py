@@ -138,3 +138,38 @@ def test_a_device_whose_folder_stays_empty_is_reported_missing(run_c, tmp_path):
     for a in report.answers.values():
         assert a.present == [0, 1, 2, 3, 5] and a.missing == [4]
         assert any(f.startswith("devices_missing:[4]") for f in a.flags)
+
+
+def test_mqtt_sensor_topics_feed_the_devices(run_c, tmp_path):
+    """Sensors that already publish on the broker: raw rgb24 frames of the test images on
+    sensors/camK, in order; sample i fuses every camera's i-th reading."""
+    from ddnn.data.registry import load_dataset
+    from ddnn.runtime.mqtt import close_client, connect_client
+    from ddnn.runtime.samples import image_pixels
+    from ddnn.train.checkpoint import load_run
+
+    n = 6
+    model, config, _ = load_run(run_c)
+    test = load_dataset(config.data).test
+    expected = model.infer(test.x[:n], {"local": 0.5}).predictions.tolist()
+
+    def publish(dep):
+        sensor = connect_client("sensors", dep.broker.settings("client"), lambda m: None, [])
+        try:
+            for i in range(n):
+                for k in range(6):
+                    frame = image_pixels(test.device_input(k)[i].numpy()).tobytes()
+                    sensor.publish(f"sensors/cam{k}", frame, qos=1).wait_for_publish(10)
+        finally:
+            close_client(sensor)
+
+    dep = start_local(
+        run_c, {**SLOW_OPTIONS, "thresholds": "local=0.5"}, limit=n, source="mqtt:sensors/cam{id}"
+    )
+    try:
+        run_local(dep, grace=3.0, timeout=120.0, during=publish)
+    finally:
+        report = finish_local(dep, 0.0)
+    assert report.failed == {} and sorted(report.answers) == list(range(n))
+    assert [report.answers[i].prediction for i in range(n)] == expected
+    assert all(a.present == list(range(6)) for a in report.answers.values())

@@ -530,7 +530,8 @@ def add_runtime_parsers(sub: Any) -> None:
         default=None,
         help="with --local: folder:ROOT, device K reads ROOT/device_K (files named by sample "
         "id, as `ddnn samples` writes them; ROOT/labels.csv scores the answers), or "
-        "pipe:PATTERN with {id} (one FIFO per device; needs --limit)",
+        "pipe:PATTERN or mqtt:PATTERN with {id} (one FIFO or sensor topic per device; "
+        "needs --limit)",
     )
     p.add_argument(
         "--trigger-rate",

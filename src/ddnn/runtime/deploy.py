@@ -276,27 +276,32 @@ def live_sources(
     ``folder:ROOT``: device K reads ``ROOT/device_K``; the labels come from ``ROOT/labels.csv``
     (N = its rows), else N = ``limit``, else the files named by a sample id in
     ``ROOT/device_0``.
-    ``pipe:PATTERN``: device K reads the FIFO or file ``PATTERN`` with ``{id}`` replaced by K;
-    N = ``limit`` (required), no labels.
+    ``pipe:PATTERN`` / ``mqtt:PATTERN``: device K reads the FIFO or file, or the sensor topic on
+    the deployment's broker, ``PATTERN`` with ``{id}`` replaced by K; N = ``limit`` (required),
+    no labels.
 
     Raises:
         ValueError: On another scheme, a missing device folder, labels that do not name
-            samples 0..N-1, or a pipe pattern without ``{id}`` or without a limit.
+            samples 0..N-1, or a pipe or MQTT pattern without ``{id}`` or without a limit.
     """
     from ddnn.runtime.samples import read_labels
 
     scheme, _, arg = source.partition(":")
-    if scheme == "pipe":
+    if scheme in ("pipe", "mqtt"):
         if "{id}" not in arg or limit is None:
             raise ValueError(
-                "deploy --local --source pipe:PATTERN needs {id} in PATTERN (one pipe per "
-                f"device) and --limit N (the samples to collect), got {source!r}"
+                f"deploy --local --source {scheme}:PATTERN needs {{id}} in PATTERN (one "
+                f"{scheme} source per device) and --limit N (the samples to collect), "
+                f"got {source!r}"
             )
-        return [f"pipe:{arg.replace('{id}', str(k))}" for k in range(num_devices)], None, limit
+        specs: list[str | None] = [
+            f"{scheme}:{arg.replace('{id}', str(k))}" for k in range(num_devices)
+        ]
+        return specs, None, limit
     if scheme != "folder" or not arg:
         raise ValueError(
-            "deploy --local --source takes folder:ROOT (ROOT/device_K/ per device) or "
-            f"pipe:PATTERN (with {{id}}), got {source!r}"
+            "deploy --local --source takes folder:ROOT (ROOT/device_K/ per device), "
+            f"pipe:PATTERN or mqtt:PATTERN (with {{id}}), got {source!r}"
         )
     root = Path(arg)
     missing = [k for k in range(num_devices) if not (root / f"device_{k}").is_dir()]
@@ -374,6 +379,8 @@ def start_local(
             paths = [""] * mc.num_devices
         topics = Topics(namespace)
         collector = ResultCollector(broker.settings("client"), topics, samples=count)
+        if secure and source is not None and source.startswith("mqtt:"):
+            raise ValueError("mqtt sensor topics are outside a --secure deployment's ACLs")
         opts = {**options, "wait_for_start": True, "trigger": trigger_rate is not None}
         if trigger_rate is not None and (source is None or secure or not trigger_rate > 0):
             raise ValueError(
