@@ -133,3 +133,17 @@ def test_verifying_a_run_with_a_manifest_needs_no_torch(runs):
     assert result.returncode == 0, result.stderr
     manifest = json.loads((run / "manifest.json").read_text())
     assert result.stdout.split() == [str(manifest["model_version"])]
+
+
+def test_class_names_are_read_from_the_manifest_or_else_the_checkpoint(tmp_path):
+    from ddnn.train.checkpoint import run_class_names
+
+    c = CONFIG.model.num_classes
+    names = [f"name{k}" for k in range(c)]
+    named = save_run(tmp_path / "named", DDNN(CONFIG.model), CONFIG, {"class_names": names})
+    assert json.loads((named / "manifest.json").read_text())["class_names"] == names
+    assert run_class_names(named, c) == names
+    (named / "manifest.json").unlink()  # a run saved before manifests held them
+    assert run_class_names(named, c) == names  # from the checkpoint's extra
+    plain = save_run(tmp_path / "plain", DDNN(CONFIG.model), CONFIG)
+    assert run_class_names(plain, c) == [f"class_{k}" for k in range(c)]

@@ -103,6 +103,8 @@ def save_run(
         "model_version": version,
         "files": {name: _digest(out / name) for name in written},
     }
+    if extra and "class_names" in extra:  # nodes name their answers without loading weights
+        manifest["class_names"] = list(extra["class_names"])
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
@@ -212,8 +214,17 @@ def _read(path: Path, what: str) -> dict[str, Any]:
 
 
 def run_class_names(run_dir: str | Path, num_classes: int) -> list[str]:
-    """The class names a run was trained with (``class_K`` where the run does not record them)."""
-    names = _read(Path(run_dir) / CHECKPOINT, "checkpoint").get("extra", {}).get("class_names")
+    """The class names a run was trained with (``class_K`` where the run does not record them).
+
+    Read from ``manifest.json``; runs saved before it held them are read from the checkpoint.
+    """
+    names = None
+    try:
+        names = json.loads((Path(run_dir) / MANIFEST).read_text()).get("class_names")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        pass
+    if names is None:
+        names = _read(Path(run_dir) / CHECKPOINT, "checkpoint").get("extra", {}).get("class_names")
     if isinstance(names, list) and len(names) == num_classes:
         return [str(n) for n in names]
     return [f"class_{k}" for k in range(num_classes)]
