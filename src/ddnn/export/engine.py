@@ -105,7 +105,7 @@ def _build(run_dir: Path, device: int, root: Path, digest: str, cflags: list[str
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _to_pixels(a: np.ndarray) -> np.ndarray:
+def to_pixels(a: np.ndarray) -> np.ndarray:
     """Float pixels ``k / 255`` -> contiguous uint8 ``k``; anything off that grid is refused."""
     if not np.issubdtype(a.dtype, np.floating):
         raise ValueError(f"input must be float pixels k/255 (k = 0..255), got dtype {a.dtype}")
@@ -222,7 +222,7 @@ class CDeviceEngine:
                 f"inputs must have shape (B, {', '.join(map(str, self.input_shape))}), "
                 f"got {a.shape}"
             )
-        pixels = _to_pixels(a)
+        pixels = to_pixels(a)
         n = len(pixels)
         scores = np.empty((n, self.num_classes), dtype=np.float32)
         packed = np.empty((n, self._feature_bytes), dtype=np.uint8)

@@ -22,14 +22,15 @@ FORMATS = ("png", "npy")
 
 def image_pixels(x: np.ndarray) -> np.ndarray | None:
     """(C, H, W) float k/255 with C in (1, 3) -> (H, W) or (H, W, 3) uint8; None if ``x`` is not
-    an 8-bit image (another shape, or values off the k/255 grid)."""
+    an 8-bit image (another shape, or values off the k/255 grid the C engine also requires)."""
+    from ddnn.export.engine import to_pixels
+
     if x.ndim != 3 or x.shape[0] not in (1, 3):
         return None
-    levels = x * np.float32(255)
-    q = np.rint(levels)
-    if not (np.abs(levels - q).max(initial=0) <= 1e-3 and q.min() >= 0 and q.max() <= 255):
+    try:
+        pixels = to_pixels(x)
+    except ValueError:
         return None
-    pixels = q.astype(np.uint8)
     return pixels[0] if x.shape[0] == 1 else pixels.transpose(1, 2, 0)
 
 
