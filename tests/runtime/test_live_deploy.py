@@ -10,22 +10,15 @@ import os
 import shutil
 import subprocess
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
-from test_deploy import SLOW_OPTIONS, deploy, reference
+from test_deploy import SLOW_OPTIONS, deploy, needs_mosquitto, reference
 
 from ddnn.runtime.deploy import finish_local, run_local, start_local
 from ddnn.runtime.samples import write_samples
 
-pytestmark = [
-    pytest.mark.skipif(
-        shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
-        reason="mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)",
-    ),
-    pytest.mark.slow,
-]
+pytestmark = [needs_mosquitto, pytest.mark.slow]
 
 
 def test_folder_sources_give_the_answers_of_model_infer(run_c, tmp_path):
@@ -59,19 +52,25 @@ def test_samples_refuses_png_for_inputs_that_are_not_images(run_c, tmp_path):
         write_samples(run_c, tmp_path / "bad", "test", 3, "gif")
 
 
+def fifo_deployment(run_c, tmp_path, samples: int, **kw):
+    """A local deployment whose device K reads the FIFO ``tmp_path/camK.fifo`` (made here)."""
+    for k in range(6):
+        os.mkfifo(tmp_path / f"cam{k}.fifo")
+    return start_local(
+        run_c,
+        {**SLOW_OPTIONS, "thresholds": "local=0.5"},
+        limit=samples,
+        source=f"pipe:{tmp_path}/cam{{id}}.fifo",
+        **kw,
+    )
+
+
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 def test_ffmpeg_testsrc_through_pipes_is_answered_end_to_end(run_c, tmp_path):
     """Six FIFOs fed by ffmpeg's test pattern (a real video pipeline, no camera): every frame
     is one capture, numbered in order on every device, so sample k fuses frame k of each."""
     frames = 12
-    for k in range(6):
-        os.mkfifo(tmp_path / f"cam{k}.fifo")
-    dep = start_local(
-        run_c,
-        {**SLOW_OPTIONS, "thresholds": "local=0.5"},
-        limit=frames,
-        source=f"pipe:{tmp_path}/cam{{id}}.fifo",
-    )
+    dep = fifo_deployment(run_c, tmp_path, frames)
     feeders = []
     try:
         for k in range(6):
@@ -93,15 +92,7 @@ def test_the_trigger_fuses_the_latest_frame_of_every_device_per_tick(run_c, tmp_
     """Cameras on their own clocks (FIFOs fed continuously at 40 frames/s): on each of 8 ticks
     every device takes its latest frame, so each sample fuses all six, numbered by the tick."""
     ticks = 8
-    for k in range(6):
-        os.mkfifo(tmp_path / f"cam{k}.fifo")
-    dep = start_local(
-        run_c,
-        {**SLOW_OPTIONS, "thresholds": "local=0.5"},
-        limit=ticks,
-        source=f"pipe:{tmp_path}/cam{{id}}.fifo",
-        trigger_rate=5.0,
-    )
+    dep = fifo_deployment(run_c, tmp_path, ticks, trigger_rate=5.0)
     stop = threading.Event()
 
     def camera(k: int) -> None:
