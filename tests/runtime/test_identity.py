@@ -27,8 +27,22 @@ def test_a_device_reads_only_what_it_needs():
         "ddnn/ns/ask",
         "ddnn/ns/control",
         "ddnn/ns/pos",
+        "ddnn/ns/rollout",
+        "ddnn/ns/rollout/b/device_2",
         "ddnn/ns/status/device_2",
     ]
+
+
+def test_only_the_operator_login_may_roll_a_model_out():
+    groups = [(0, 1), (2, 3), (4, 5)]
+    for node in ("device_0", "aggregator", "edge_1", "cloud"):
+        writes = [ln.split()[-1] for ln in node_acl("ns", node, groups) if "write" in ln]
+        assert not any(t in ("ddnn/ns/rollout", "ddnn/ns/control") for t in writes), node
+        assert not any(t.startswith("ddnn/ns/rollout/b/") for t in writes), node
+        assert f"ddnn/ns/rollout/ok/{node}" in writes  # its own reply only
+    operator = node_acl("ns", "client", groups)
+    assert "topic write ddnn/ns/rollout" in operator
+    assert "topic write ddnn/ns/rollout/b/+" in operator
 
 
 def test_edges_and_the_cloud_read_the_context_not_the_device_asks():

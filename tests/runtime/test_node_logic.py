@@ -115,7 +115,7 @@ def test_all_devices_decide_at_once_and_the_window_moves(aggregator):
     assert 10 in aggregator.arrivals and 11 not in aggregator.arrivals
 
 
-def test_answers_carry_schema_class_name_confidence_missing_and_model_version(aggregator):
+def test_answers_carry_schema_class_name_confidence_missing_and_model_version(aggregator, run_c):
     # MP fusion (the tiny run's local aggregation) of identical (2, 0, 0) rows is (2, 0, 0):
     # softmax 0 = e^2 / (e^2 + 2); sample 1 lacks devices 3 and 5
     send_all_devices(aggregator, 0)
@@ -126,7 +126,8 @@ def test_answers_carry_schema_class_name_confidence_missing_and_model_version(ag
     a0, a1 = answers(aggregator)
     assert (a0.schema, a0.prediction, a0.missing, a1.missing) == (1, 0, [], [3, 5])
     assert a0.confidence == pytest.approx(np.exp(2) / (np.exp(2) + 2), abs=1e-6)
-    assert a0.class_name == aggregator.class_names[0] and a0.class_name != ""
+    names = json.loads((run_c / "manifest.json").read_text())["class_names"]
+    assert a0.class_name == names[0] and a0.class_name != ""
     assert a0.model_version == aggregator.model_version
     assert a0.latency_ms == pytest.approx(1000 * (a0.answered - a0.captured))
 

@@ -82,6 +82,7 @@ def test_acl_lets_a_device_write_only_its_own_topics():
     lines = node_acl("ns", "device_2", [])
     writes = [line for line in lines if line.startswith("topic write")]
     assert writes == [
+        "topic write ddnn/ns/rollout/ok/device_2",
         "topic write ddnn/ns/d/2/s",
         "topic write ddnn/ns/d/2/f",
     ]

@@ -23,7 +23,28 @@ def test_progress_bytes_by_hand():
     assert encode_progress(-1, -1) == bytes([0x25, 0x00, 0x00])
     # decided 299 -> 300 = 0xac 0x02; latest 126 -> 127 = 0x7f
     assert encode_progress(299, 126) == bytes([0x25, 0xAC, 0x02, 0x7F])
-    assert decode_progress(bytes([0x25, 0xAC, 0x02, 0x7F])) == (299, 126)
+    assert decode_progress(bytes([0x25, 0xAC, 0x02, 0x7F])) == (299, 126, None)
+
+
+def test_progress_with_a_model_switch_by_hand():
+    # ... then switch_at 428 = 0xac 0x03, tag 0xbeef little-endian = 0xef 0xbe
+    got = encode_progress(299, 126, (428, 0xBEEF))
+    assert got == bytes([0x25, 0xAC, 0x02, 0x7F, 0xAC, 0x03, 0xEF, 0xBE])
+    assert decode_progress(got) == (299, 126, (428, 0xBEEF))
+
+
+@pytest.mark.parametrize(
+    "tail, reason",
+    [
+        (bytes([0xAC, 0x03, 0xEF]), "truncated"),  # one byte of the tag
+        (bytes([0xAC, 0x03, 0xEF, 0xBE, 0x00]), "length"),  # a byte after the tag
+        (bytes([0xAC]), "truncated"),  # a varint cut short
+    ],
+)
+def test_a_damaged_model_switch_is_refused(tail, reason):
+    with pytest.raises(FrameDecodeError) as exc:
+        decode_progress(bytes([0x25, 0x01, 0x01]) + tail)
+    assert exc.value.reason == reason
 
 
 def test_asks_bytes_by_hand():
@@ -66,7 +87,7 @@ def test_bad_asks_are_refused_when_encoding(asks, why):
         (b"DN\x01", "version_1"),
         (bytes([0x26, 0x00, 0x00]), "kind"),  # ASKS where PROGRESS is expected
         (bytes([0x25, 0x01]), "truncated"),
-        (bytes([0x25, 0x01, 0x01, 0x00]), "length"),  # a byte after the end
+        (bytes([0x25, 0x01, 0x01, 0x00]), "truncated"),  # a model switch without its tag
         (bytes([0x25, 0x80, 0x00, 0x01]), "varint"),  # non-minimal
         (bytes([0x25]) + b"\xff" * 8 + b"\x01\x00", "varint"),  # longer than 8 bytes
         (bytes([0x25]) + b"\xff" * 7 + b"\x7f\x00", "sample_range"),  # 2**56 - 2
@@ -115,7 +136,7 @@ def test_asks_round_trip(asks, device):
 @settings(max_examples=200, deadline=None)
 @given(st.integers(-1, 2**53 - 1), st.integers(-1, 2**53 - 1))
 def test_progress_round_trip(decided, latest):
-    assert decode_progress(encode_progress(decided, latest)) == (decided, latest)
+    assert decode_progress(encode_progress(decided, latest)) == (decided, latest, None)
 
 
 @settings(max_examples=300, deadline=None)

@@ -33,6 +33,7 @@ from ddnn.models.sections import LocalAggregatorSection
 from ddnn.nn.exits import confidences, exit_mask
 from ddnn.runtime.messages import (
     Answer,
+    Control,
     Progress,
     Receipt,
     UpRequest,
@@ -48,9 +49,10 @@ from ddnn.runtime.messages import (
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node
 from ddnn.runtime.protocol import DEVICE, EDGE, EDGE_NODE, LOCAL, Topics
+from ddnn.runtime.rollout import Versions
 from ddnn.runtime.window import FinishedIds
 from ddnn.train.checkpoint import load_section, run_class_names
-from ddnn.wire import MAX_COUNT, Expect, FrameKind
+from ddnn.wire import MAX_COUNT, Expect, FrameKind, model_tag
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,17 @@ class UpWait:
     fallback_exit: str  # the exit whose prediction (in the request) answers a silent cloud
 
 
+@dataclass
+class LocalModel:
+    """What the aggregator serves of one model version."""
+
+    local: LocalAggregatorSection
+    edge_exit: LocalAggregatorSection | None
+    class_names: list[str]
+    device_expect: Expect
+    edge_expect: Expect
+
+
 def stack_scores(
     per_sample: list[dict[int, np.ndarray]], num_inputs: int, num_classes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,27 +128,20 @@ class AggregatorNode(Node):
         thresholds: dict[str, float] | None = None,
         deadline: float = 0.5,
         upper_timeout: float = 3.0,
-        window: int = 64,
+        window: int = 128,
         qos: int = 1,
     ) -> None:
-        local, config, version = load_section(run_dir, "local")
-        assert isinstance(local, LocalAggregatorSection)
+        _, config, version = load_section(run_dir, "local")
         super().__init__("aggregator", settings, topics, version, qos)
         if not (deadline > 0 and upper_timeout > 0):
             raise ValueError("the device deadline and the upper-tier timeout must be > 0 s")
         if window < 1:
             raise ValueError(f"the sample window must be >= 1, got {window}")
-        self.local = local
+        self.config = config
         self.num_devices = config.num_devices
         self.num_classes = config.num_classes
         self.groups = [tuple(g) for g in config.edge.groups]
-        self.edge_exit: LocalAggregatorSection | None = None
-        if self.groups:
-            module, _, _ = load_section(run_dir, "edge_exit")
-            assert isinstance(module, LocalAggregatorSection)
-            self.edge_exit = module
         self.has_cloud = config.cloud.enabled
-        self.class_names = run_class_names(run_dir, self.num_classes)
         thresholds = dict(thresholds or {})
         self.local_threshold = thresholds.get("local", 0.8)
         self.edge_threshold = thresholds.get("edge", 0.8)
@@ -157,24 +163,109 @@ class AggregatorNode(Node):
         self._last_progress = 0.0
         self._progress_sent: tuple[int, int] | None = (-1, -1)
         self.max_seen = -1  # newest in-window sample any device has sent
+        self.models = Versions(version, self._load(Path(run_dir), version))
+        self.switch_point: tuple[int, int] | None = None  # (first sample, tag) of the last rollout
+        self._switch_heard: tuple[int, int] | None = None  # from retained progress, on restart
+
+    def _load(self, run_dir: Path, version: int) -> LocalModel:
+        """The local (and edge) exit sections of a run, warmed up."""
+        local, config, loaded = load_section(run_dir, "local")
+        assert isinstance(local, LocalAggregatorSection)
+        if loaded != version:
+            raise ValueError(f"sections/local.pt is of model version {loaded}, not {version}")
+        edge_exit = None
+        if self.groups:
+            module, _, _ = load_section(run_dir, "edge_exit")
+            assert isinstance(module, LocalAggregatorSection)
+            edge_exit = module
         scores_kind = {FrameKind.for_scores(config.wire.scores)}
-        self.device_expect = Expect(
-            version,
-            scores_kind,
-            self.num_classes,
-            senders=set(range(self.num_devices)),
-            max_count=window,
-        )
-        self.edge_expect = Expect(
-            version,
-            scores_kind,
-            self.num_classes,
-            senders=set(range(len(self.groups))),
-            max_count=MAX_COUNT,
+        model = LocalModel(
+            local,
+            edge_exit,
+            run_class_names(run_dir, config.num_classes),
+            Expect(
+                version,
+                scores_kind,
+                config.num_classes,
+                senders=set(range(config.num_devices)),
+                max_count=self.window,
+            ),
+            Expect(
+                version,
+                scores_kind,
+                config.num_classes,
+                senders=set(range(len(self.groups))),
+                max_count=MAX_COUNT,
+            ),
         )
         with torch.no_grad():  # warm up before going online
-            d, c = self.num_devices, self.num_classes
+            d, c = config.num_devices, config.num_classes
             local(torch.zeros(1, d, c), torch.ones(1, d, dtype=torch.bool))
+        return model
+
+    # -- rollout -------------------------------------------------------------------------------
+    def prepare_model(self, run_dir: Path, version: int) -> None:
+        _, new, _ = load_section(run_dir, "local")
+        old = self.config
+        for what, a, b in [
+            ("devices", new.num_devices, old.num_devices),
+            ("classes", new.num_classes, old.num_classes),
+            ("edge groups", new.edge.groups, old.edge.groups),
+            ("cloud", new.cloud.enabled, old.cloud.enabled),
+            ("score encoding", new.wire.scores, old.wire.scores),
+        ]:
+            if a != b:
+                raise ValueError(
+                    f"the new run's {what} ({a}) differ from the running one's ({b}): a rollout "
+                    "keeps the hierarchy"
+                )
+        self.models.add(version, self._load(run_dir, version))
+        self._apply_heard_switch()
+
+    def holds_model(self, version: int) -> bool:
+        return version in self.models.models
+
+    def on_control(self, control: Control) -> None:
+        if control.command != "switch" or control.version is None:
+            return
+        version = control.version
+        if version not in self.models.models:
+            self.reject("switch_unprepared", f"switch to model version {version}: not prepared")
+            return
+        if self.models.newest == version:
+            self._progress_sent = None  # repeat where it switched
+            return
+        # past every id a device may have captured: devices run at most a window ahead of
+        # the decided samples (the aggregator's window is at least theirs), and learn the
+        # switch from the progress that would let them go further
+        at = max(self.max_decided, self.max_seen) + self.window + 1
+        self.models.switch(at, version)
+        self.switch_point = (at, model_tag(version))
+        self._progress_sent = None  # tell the devices now
+        log.info("aggregator: model version %d serves samples from %d on", version, at)
+        self.counters["rollouts"] += 1
+
+    def _apply_heard_switch(self) -> None:
+        """A restarted aggregator learns an earlier switch from its retained progress."""
+        if self._switch_heard is None:
+            return
+        at, tag = self._switch_heard
+        version = self.models.by_tag(tag)
+        if version is not None and self.models.switch(at, version):
+            self.switch_point = self._switch_heard
+            self._switch_heard = None
+
+    def _expects(self, kind: str) -> list[Expect]:
+        newest = self.models.newest  # tried first: after a switch, most frames are its
+        order = [newest, *(v for v in self.models.models if v != newest)]
+        return [getattr(self.models.models[v], kind) for v in order]
+
+    def _by_version(self, samples: list[int]) -> list[tuple[int, list[int]]]:
+        """``samples`` split by the model version that serves them (one group but in a switch)."""
+        groups: dict[int, list[int]] = {}
+        for s in samples:
+            groups.setdefault(self.models.version_for(s), []).append(s)
+        return list(groups.items())
 
     def subscriptions(self) -> list[str]:
         # progress first: a restarted aggregator resumes from it before frames come in
@@ -213,6 +304,9 @@ class AggregatorNode(Node):
 
     def _resume(self, p: Progress) -> None:
         """Our own retained progress, on (re)connect: a restarted aggregator resumes there."""
+        if p.switch is not None and self.switch_point is None:
+            self._switch_heard = p.switch
+            self._apply_heard_switch()
         if self.max_decided < 0 and not self.arrivals and p.decided > self.max_decided:
             self.max_decided = p.decided
             self.max_seen = max(self.max_seen, p.decided)
@@ -221,14 +315,18 @@ class AggregatorNode(Node):
             log.info("aggregator resumes after sample %d", p.decided)
 
     def _on_device_scores(self, msg: paho.MQTTMessage) -> None:
-        frame = self.decode(msg, self.device_expect, Topics.index_in(msg.topic, DEVICE))
+        frame = self.decode(msg, self._expects("device_expect"), Topics.index_in(msg.topic, DEVICE))
         if frame is None:
             return
         payload, header, mqtt = self.costs(msg, frame)
         key, now = str(frame.sender), self.clock()
         captured = frame.captured if frame.captured is not None else self.wall()
         beyond, top = 0, self.heard.get(frame.sender, (-1, now))[0]
+        version = self.models.by_tag(frame.model_tag)
         for sample, scores in zip(frame.sample_ids, frame.rows, strict=True):
+            if self.models.version_for(sample) != version:  # the other side of a switch
+                self.reject("wrong_model_for_sample", f"{msg.topic}: sample {sample}")
+                continue
             if sample in self.finished:
                 self.counters["late_frames"] += 1
                 self._progress_sent = None  # the device may have missed progress: repeat it
@@ -258,12 +356,17 @@ class AggregatorNode(Node):
             )
 
     def _on_edge_scores(self, msg: paho.MQTTMessage) -> None:
-        frame = self.decode(msg, self.edge_expect, Topics.index_in(msg.topic, EDGE_NODE))
+        frame = self.decode(
+            msg, self._expects("edge_expect"), Topics.index_in(msg.topic, EDGE_NODE)
+        )
         if frame is None:
             return
+        version = self.models.by_tag(frame.model_tag)
         for sample, scores in zip(frame.sample_ids, frame.rows, strict=True):
             w = self.edge_waits.get(sample)
-            if w is None:
+            if w is not None and self.models.version_for(sample) != version:
+                self.reject("wrong_model_for_sample", f"{msg.topic}: sample {sample}")
+            elif w is None:
                 self.counters["late_frames"] += 1
             else:
                 w.scores[frame.sender] = scores
@@ -317,6 +420,9 @@ class AggregatorNode(Node):
         if late:
             self._fallback(late, "cloud_timeout")
         self._fail_gaps(now)
+        if self.models.switches:  # a switch point every open sample has passed is settled
+            open_ids = [*self.arrivals, *self.edge_waits, *self.up_waits, self.max_decided + 1]
+            self.models.settle(min(open_ids))
         position, sent, since = (self.max_decided, self.max_seen), self._progress_sent, now
         since -= self._last_progress
         if (sent is None and since >= PROGRESS_REPEAT) or (  # a device may have missed it
@@ -326,7 +432,7 @@ class AggregatorNode(Node):
         ):
             self.publish(
                 self.topics.progress,
-                encode_progress(Progress(*position)),
+                encode_progress(Progress(*position, self.switch_point)),
                 qos=0,
                 retain=True,  # a device that rejoins learns where the deployment is
             )
@@ -367,10 +473,20 @@ class AggregatorNode(Node):
                 if s not in self.arrivals and s not in self.finished:
                     self.gaps[s] = now
             self.max_decided = position
+        by_sample = dict(zip(samples, arrivals, strict=True))
+        for version, group in self._by_version(samples):
+            self._fuse_local(
+                group, [by_sample[s] for s in group], self.models.models[version], version
+            )
+
+    def _fuse_local(
+        self, samples: list[int], arrivals: list[Arrivals], model: LocalModel, version: int
+    ) -> None:
+        """The local exit of samples served by one model version."""
         d = self.num_devices
         scores, present = stack_scores([a.scores for a in arrivals], d, self.num_classes)
         with torch.no_grad():
-            logits = self.local(scores, present)
+            logits = model.local(scores, present)
         is_last = not self.groups and not self.has_cloud
         leaving = (
             torch.ones(len(samples), dtype=torch.bool)
@@ -393,6 +509,7 @@ class AggregatorNode(Node):
                 predictions[b],
                 flags=flags,
                 local_confidence=confidence[b],
+                model_version=version,
             )
             if bool(leaving[b]):
                 answers.append(self._answer_from(req, LOCAL, now))
@@ -404,6 +521,7 @@ class AggregatorNode(Node):
 
     def _answer_from(self, req: UpRequest, exit_name: str, now: float, extra: str = "") -> Answer:
         """The answer of ``req`` at ``exit_name`` (local or edge: predictions in the request)."""
+        version = self.models.version_for(req.sample)
         prediction, confidence = (
             (req.edge_prediction, req.edge_confidence)
             if exit_name == EDGE
@@ -421,11 +539,15 @@ class AggregatorNode(Node):
             captured=req.captured,
             answered=now,
             flags=req.flags + ([extra] if extra else []),
-            class_name=self.class_names[prediction],
+            class_name=self._class_name(version, prediction),
             confidence=confidence,
             missing=sorted(set(range(self.num_devices)) - set(req.present)),
-            model_version=self.model_version,
+            model_version=version,
         )
+
+    def _class_name(self, version: int, prediction: int) -> str:
+        model = self.models.models.get(version)
+        return model.class_names[prediction] if model is not None else f"class_{prediction}"
 
     def _send_up(self, requests: list[UpRequest]) -> None:
         """Phase two: ask the present devices for their features, towards the edges or cloud."""
@@ -467,8 +589,17 @@ class AggregatorNode(Node):
             self.publish(self.topics.request, encode_feature_asks(asks), qos=1)
 
     def _decide_edge(self, samples: list[int]) -> None:
-        assert self.edge_exit is not None
-        waits = [self.edge_waits.pop(s) for s in samples]
+        waits_all = {s: self.edge_waits.pop(s) for s in samples}
+        groups: dict[int, list[EdgeWait]] = {}
+        for s in samples:
+            groups.setdefault(self.models.version_for(s), []).append(waits_all[s])
+        for version, waits in groups.items():
+            self._fuse_edge(waits, self.models.models[version])
+
+    def _fuse_edge(self, waits: list[EdgeWait], model: LocalModel) -> None:
+        """The edge exit of samples served by one model version."""
+        assert model.edge_exit is not None
+        samples = [w.request.sample for w in waits]
         scores, present = stack_scores(
             [w.scores for w in waits], len(self.groups), self.num_classes
         )
@@ -483,7 +614,7 @@ class AggregatorNode(Node):
             if not w.expected <= set(w.scores):
                 w.request.flags.append(f"edges_missing:{sorted(w.expected - set(w.scores))}")
         with torch.no_grad():
-            logits = self.edge_exit(scores, present)
+            logits = model.edge_exit(scores, present)
         leaving = (
             exit_mask(logits, self.edge_threshold)
             if self.has_cloud

@@ -54,6 +54,12 @@ def node_acl(namespace: str, node: str, groups: list[tuple[int, ...]]) -> list[s
     """ACL lines for one node's user: what it may publish (write) and subscribe to (read)."""
     t = Topics(namespace)
     lines = [f"user {node}", f"topic readwrite {t.status(node)}", f"topic read {t.control}"]
+    if node != "client":  # every node may take part in a rollout, which only the operator starts
+        lines += [
+            f"topic read {t.rollout}",
+            f"topic read {t.rollout_bundle(node)}",
+            f"topic write {t.rollout_reply(node)}",
+        ]
     kind, _, index = node.partition("_")
     if kind == "device":
         lines += [
@@ -98,6 +104,9 @@ def node_acl(namespace: str, node: str, groups: list[tuple[int, ...]]) -> list[s
             f"topic read {t.request}",  # to count the control bytes devices receive
             f"topic read {t.progress}",
             f"topic write {t.control}",
+            f"topic write {t.rollout}",  # the operator login: only it may roll a model out
+            f"topic write {t.rollout_bundle('+')}",
+            f"topic read {t.rollout_reply('+')}",
         ]
     else:
         raise ValueError(f"no ACL for node {node!r}")

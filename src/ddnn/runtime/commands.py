@@ -142,19 +142,27 @@ def _serve_devices(args: argparse.Namespace, mc: ModelConfig, settings: Any, top
             topics,
             rate=args.rate,
             batch=args.batch,
-            window=args.window or 32,
+            window=args.window or 64,
             score_encoding=mc.wire.scores,
             wait_for_start=args.wait_for_start,
             qos=args.qos,
         )
         for k, path in zip(ids, inputs, strict=True)
     ]
+    for node in nodes:  # a rollout's sections are loaded with the same engine
+        node.engine_factory = _engine_factory(args.engine, node.device)
     _connect(nodes, args.connect_timeout)
     serve_devices(nodes)
     for node in nodes:
         doc = {"node": node.name, "counters": dict(node.counters), "torch": "torch" in sys.modules}
         print(json.dumps(doc), file=sys.stderr)
     return 0
+
+
+def _engine_factory(kind: str, device: int) -> Callable[[Any], Any]:
+    from ddnn.runtime.engine import create_engine
+
+    return lambda run_dir: create_engine(kind, run_dir, device)
 
 
 def _source_specs(text: str, ids: list[int]) -> list[str]:
@@ -204,6 +212,8 @@ def _serve_live_devices(
                 qos=args.qos,
             )
         )
+    for node in nodes:  # a rollout's sections are loaded with the same engine
+        node.engine_factory = _engine_factory(args.engine, node.device)
     _connect(nodes, args.connect_timeout)
     serve_devices(nodes)
     for node in nodes:
@@ -247,7 +257,7 @@ def _upper_node(args: argparse.Namespace, mc: ModelConfig, settings: Any, topics
             thresholds,
             deadline=args.deadline,
             upper_timeout=args.upper_timeout,
-            window=args.window or 64,
+            window=args.window or 128,
             qos=args.qos,
         )
     from ddnn.runtime.upper_nodes import CloudNode, EdgeNode
@@ -255,6 +265,33 @@ def _upper_node(args: argparse.Namespace, mc: ModelConfig, settings: Any, topics
     if args.role == "edge":
         return EdgeNode(args.run, edge_id, settings, topics, deadline=args.deadline, qos=args.qos)
     return CloudNode(args.run, settings, topics, deadline=args.deadline, qos=args.qos)
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """``ddnn rollout``: 0 switched (or set to switch), 1 a node refused or stayed silent."""
+    from ddnn.runtime.mqtt import BrokerError
+    from ddnn.runtime.rollout import RolloutError, run_rollout
+
+    def say(line: str) -> None:
+        if not args.json:
+            print(f"rollout: {line}", flush=True)
+
+    try:
+        result = run_rollout(
+            _broker(args), Topics(args.namespace), args.run, timeout=args.timeout, say=say
+        )
+    except BrokerError as exc:
+        raise ValueError(str(exc)) from None
+    except RolloutError as exc:
+        print(f"ddnn rollout: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(vars(result)))
+    elif result.switched:
+        print(f"rollout: done; the deployment passed sample {result.switch_at}")
+    else:
+        print(f"rollout: set; the deployment switches when it reaches sample {result.switch_at}")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -478,14 +515,17 @@ def add_runtime_parsers(sub: Any) -> None:
         "--rate", type=_checked("rate"), default=0.0, help="samples/s (0: as fast as possible)"
     )
     g.add_argument(
-        "--batch", type=_checked("batch"), default=8, help="samples per device inference call"
+        "--batch",
+        type=_checked("batch"),
+        default=16,
+        help="most samples per device inference call and frame (16; fewer when fewer are due)",
     )
     g.add_argument(
         "--window",
         type=_checked("window"),
         default=None,
-        help="devices: samples a device runs ahead of the aggregator's decisions (32); "
-        "aggregator: sample ids accepted ahead of them, >= every device's window (64)",
+        help="devices: samples a device runs ahead of the aggregator's decisions (64); "
+        "aggregator: sample ids accepted ahead of them, >= every device's window (128)",
     )
     g.add_argument("--engine", choices=("torch", "c"), default="torch")
     g.add_argument("--wait-for-start", action="store_true", help="wait for a start command")
@@ -519,6 +559,20 @@ def add_runtime_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run_client)
 
+    p = sub.add_parser(
+        "rollout", help="switch a running deployment to a new run's model, losing no sample"
+    )
+    p.add_argument("--run", required=True, help="the new run directory (same hierarchy)")
+    _add_broker_arguments(p)
+    p.add_argument(
+        "--timeout",
+        type=_checked("upper_timeout"),
+        default=120.0,
+        help="s the nodes have to prepare the model (120; C devices compile)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rollout)
+
     p = sub.add_parser("deploy", help="start a hierarchy's nodes: all locally, or one host's")
     p.add_argument("--run", required=True)
     p.add_argument("--local", action="store_true", help="broker + every node on this machine")
@@ -551,7 +605,7 @@ def add_runtime_parsers(sub: Any) -> None:
     p.add_argument(
         "--rate", type=_checked("rate"), default=0.0, help="samples/s per device (0: at once)"
     )
-    p.add_argument("--batch", type=_checked("batch"), default=8)
+    p.add_argument("--batch", type=_checked("batch"), default=16)
     p.add_argument("--engine", choices=("torch", "c"), default="torch")
     p.add_argument("--deadline", type=_checked("deadline"), help="s (default: serve's)")
     p.add_argument("--upper-timeout", type=_checked("upper_timeout"), help="s (default: serve's)")

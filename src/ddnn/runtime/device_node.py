@@ -15,8 +15,9 @@ back-off, so a lost window never stalls the deployment.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from ddnn.runtime.messages import Control, parse_progress, samples_asked_of
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node, NodeFenced
 from ddnn.runtime.protocol import Topics
+from ddnn.runtime.rollout import Versions
 from ddnn.wire import encode_features_frame_ids, encode_scores_frame
 
 log = logging.getLogger(__name__)
@@ -86,8 +88,8 @@ class DeviceNode(Node):
         topics: Topics,
         *,
         rate: float = 0.0,
-        batch: int = 8,
-        window: int = 32,
+        batch: int = 16,
+        window: int = 64,
         feature_ttl: float = 30.0,
         cache_size: int = 20_000,
         wait_for_start: bool = False,
@@ -109,7 +111,10 @@ class DeviceNode(Node):
                 "rate must be >= 0; batch, window, feature TTL, cache size and resend time > 0"
             )
         self.device = device
-        self.engine = engine
+        self.engine = engine  # the one it started with (every version has its shapes)
+        self.engines: Versions[DeviceEngine] = Versions(engine.model_version, engine)
+        # builds the engine of a rolled-out version from its files (set by `ddnn serve`)
+        self.engine_factory: Callable[[Path], DeviceEngine] | None = None
         self.inputs = inputs
         self.rate = rate
         self.batch = batch
@@ -119,7 +124,9 @@ class DeviceNode(Node):
         self.decided = -1  # highest sample id the aggregator has decided (flow control)
         self.latest = -1  # newest sample any device has sent (where a rejoining device starts)
         self.t_start = 0.0
-        self.cache: FeatureCache[bytes] = FeatureCache(feature_ttl, self.counters, cache_size)
+        self.cache: FeatureCache[tuple[int, bytes]] = FeatureCache(
+            feature_ttl, self.counters, cache_size
+        )
         self.finished = False
         self.score_encoding = score_encoding
         # SCORES frames sent and not all decided: first sample -> (last sample, frame)
@@ -127,6 +134,7 @@ class DeviceNode(Node):
         self.resend_after = resend_after
         self._backoff = resend_after
         self._progress_at = 0.0  # monotonic time progress last moved (or we last resent)
+        self._switches_seen: set[int] = set()
         engine.infer_batch(inputs[:1])  # warm up (first calls allocate) before going online
 
     def subscriptions(self) -> list[str]:
@@ -153,19 +161,64 @@ class DeviceNode(Node):
             self.counters["progress_went_back"] += 1
         self.decided = p.decided
         self.latest = p.latest
+        if p.switch is not None:
+            self._on_switch(*p.switch)
+
+    def _on_switch(self, at: int, tag: int) -> None:
+        """A rollout: samples from ``at`` on are served by the model whose frame tag is ``tag``."""
+        version = self.engines.by_tag(tag)
+        if version is None:
+            if self.engines.switches and self.engines.switches[-1][0] == at:
+                return
+            self.counters["rollout_switch_unprepared"] += 1
+            if self.counters["rollout_switch_unprepared"] in (1, 1000):
+                log.error(
+                    "%s: the deployment switches models at sample %d to one this device "
+                    "has not prepared (tag %04x); its frames from then on are refused",
+                    self.name,
+                    at,
+                    tag,
+                )
+            return
+        if self.engines.switch(at, version) and at not in self._switches_seen:
+            self._switches_seen.add(at)
+            log.info("%s: model version %d serves samples from %d on", self.name, version, at)
+
+    # -- rollout -------------------------------------------------------------------------------
+    def prepare_model(self, run_dir: Path, version: int) -> None:
+        if self.engine_factory is None:
+            raise ValueError("this device cannot load other models (no engine factory)")
+        engine = self.engine_factory(run_dir)
+        if engine.model_version != version:
+            raise ValueError(f"the section is of model version {engine.model_version}")
+        for what in ("input_shape", "feature_shape", "num_classes"):
+            if getattr(engine, what) != getattr(self.engine, what):
+                raise ValueError(
+                    f"the new device section's {what} is {getattr(engine, what)}, the running "
+                    f"one's {getattr(self.engine, what)}: a rollout keeps the hierarchy"
+                )
+        engine.infer_batch(
+            self.inputs[:1] if len(self.inputs) else np.zeros((1, *engine.input_shape), np.float32)
+        )
+        self.engines.add(version, engine)
+
+    def holds_model(self, version: int) -> bool:
+        return version in self.engines.models
 
     def _send_features(self, samples: list[int]) -> None:
         """One FEATURES frame with every asked sample still in the cache (a feature ask is
         answered by one message, whether its samples are consecutive or not)."""
         rows = {s: r for s in samples if (r := self.cache.take(s)) is not None}
-        if rows:
-            ids = sorted(rows)
-            packed = np.frombuffer(b"".join(rows[s] for s in ids), dtype=np.uint8)
+        by_version: dict[int, list[int]] = {}
+        for s in sorted(rows):  # one frame per model version (two only across a rollout)
+            by_version.setdefault(rows[s][0], []).append(s)
+        for version, ids in by_version.items():
+            packed = np.frombuffer(b"".join(rows[s][1] for s in ids), dtype=np.uint8)
             frame = encode_features_frame_ids(
                 packed.reshape(len(ids), -1),
                 sender=self.device,
                 sample_ids=ids,
-                model_version=self.model_version,
+                model_version=version,
                 shape=self.engine.feature_shape,
             )
             self.publish(self.topics.device_features(self.device), frame)
@@ -195,19 +248,26 @@ class DeviceNode(Node):
 
     def _send_scores(self, start: int, x: np.ndarray, captured: float) -> None:
         """Runs the section on consecutive samples ``start, start + 1, …`` and publishes one
-        SCORES frame; their features wait in the cache for the aggregator's ask."""
+        SCORES frame (two when a model switch falls inside); their features wait in the cache
+        for the aggregator's ask."""
         n = len(x)
-        scores, packed = self.engine.infer_batch(x)
+        version = self.engines.version_for(start)
+        for at, _ in self.engines.switches:
+            if start < at < start + n:  # every sample of a frame is served by one model
+                self._send_scores(start, x[: at - start], captured)
+                self._send_scores(at, x[at - start :], captured)
+                return
+        scores, packed = self.engines.models[version].infer_batch(x)
         now = self.clock()
         if not self.in_flight:
             self._progress_at = now  # the resend clock runs from the oldest frame in flight
         for i in range(n):
-            self.cache.put(start + i, packed[i].tobytes(), now)
+            self.cache.put(start + i, (version, packed[i].tobytes()), now)
         frame = encode_scores_frame(
             scores,
             sender=self.device,
             first_sample=start,
-            model_version=self.model_version,
+            model_version=version,
             encoding=self.score_encoding,
             captured=captured,
         )
@@ -276,13 +336,22 @@ class DeviceNode(Node):
             self.finished = True
             self.announce_done()
             log.info("%s replayed %d samples", self.name, len(self.inputs))
-        wait = max_wait
-        if self.started and not self.finished:  # (a progress message also ends the wait)
-            due = self.t_start + (self.next_sample / self.rate if self.rate > 0 else 0.0)
-            wait = min(wait, due - now) if due > now else min(wait, 0.005)
-        self.step(wait)
+        self.step(min(max_wait, self.idle_wait(now)))
         self.cache.evict(self.clock())
         return False
+
+    def idle_wait(self, now: float) -> float:
+        """Seconds until time alone gives this device something to do: the next sample due at
+        its rate, or the resend check of frames in flight. (A message ends any wait sooner: the
+        progress that opens a full window arrives as one.)"""
+        if not self.started or self.finished:
+            return float("inf")
+        wait = float("inf")
+        if self.rate > 0 or now < self.t_start:
+            wait = self.t_start + (self.next_sample / self.rate if self.rate > 0 else 0.0) - now
+        if self.in_flight:
+            wait = min(wait, self._progress_at + self._backoff - now)
+        return max(0.0, wait)
 
     def safe_poll(self, max_wait: float) -> bool:
         """:meth:`poll` that never raises: an unexpected error is counted and logged."""
@@ -310,14 +379,22 @@ def serve_devices(nodes: Sequence[DeviceNode], idle_poll: float = 0.05) -> None:
         if node.started:
             node.await_progress()
             node._begin()
+    wake = threading.Event()  # set by every node's inbox: one wait covers them all
+    for node in nodes:
+        node.inbox.wake = wake
     try:
         while not all(node.stopping for node in nodes):
+            if len(nodes) == 1:
+                nodes[0].safe_poll(idle_poll)
+                continue
+            wake.clear()  # before polling: a message that arrives meanwhile ends the wait
             busy = False
             for node in nodes:
                 if not node.stopping:
-                    busy |= node.safe_poll(0.0 if len(nodes) > 1 else idle_poll)
-            if len(nodes) > 1 and not busy:
-                time.sleep(0.001)
+                    busy |= node.safe_poll(0.0)
+            if not busy:
+                now = nodes[0].clock()
+                wake.wait(min([idle_poll, *(n.idle_wait(now) for n in nodes if not n.stopping)]))
     finally:
         for node in nodes:
             node.close()

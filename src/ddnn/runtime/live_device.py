@@ -53,7 +53,7 @@ class LiveDeviceNode(DeviceNode):
         *,
         triggered: bool = False,
         tick_deadline: float = 0.5,
-        batch: int = 8,
+        batch: int = 16,
         feature_ttl: float = 30.0,
         cache_size: int = 20_000,
         score_encoding: str = "float32",

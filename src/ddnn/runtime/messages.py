@@ -27,11 +27,12 @@ results       list of :class:`Answer` objects
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
+
+import orjson
 
 from ddnn.wire import FrameDecodeError, control
 
@@ -86,10 +87,6 @@ class MessageError(ValueError):
 # primitive checks
 
 
-def _refuse_constant(name: str) -> Any:
-    raise MessageError(f"non-finite number {name} is not allowed")
-
-
 def load_json(payload: bytes | bytearray | memoryview, what: str) -> Any:
     """Parses a JSON message: bounded size, no NaN/Infinity, no recursion overflow."""
     if len(payload) > MAX_MESSAGE_BYTES:
@@ -97,11 +94,9 @@ def load_json(payload: bytes | bytearray | memoryview, what: str) -> Any:
             f"{what} message of {len(payload)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit",
             "oversized",
         )
-    try:
-        return json.loads(bytes(payload), parse_constant=_refuse_constant)
-    except RecursionError:
-        raise MessageError(f"{what} message is nested too deeply") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    try:  # orjson: strict RFC 8259 (no NaN / Infinity), UTF-8 checked, nesting limited
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
         raise MessageError(f"{what} message is not valid JSON: {exc}") from None
 
 
@@ -195,7 +190,8 @@ def _fields(item: Any, what: str, required: set[str], optional: set[str]) -> dic
 
 
 def _dump(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    """Compact JSON (orjson; our encoders put only finite numbers in)."""
+    return orjson.dumps(doc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,19 +200,30 @@ def _dump(doc: Any) -> bytes:
 
 @dataclass(frozen=True)
 class Control:
-    """A command on the control topic: ``stop``, or ``start`` at an optional wall-clock time."""
+    """A command on the control topic: ``stop``, ``start`` at an optional wall-clock time, or
+    ``switch VERSION`` (the aggregator switches the deployment to a prepared rollout)."""
 
     command: str
     at: float | None = None
+    version: int | None = None
 
 
 def parse_control(payload: bytes | bytearray) -> Control:
     raw = bytes(payload)
     if len(raw) > 64:
-        raise MessageError(f"control message of {len(raw)} bytes; accepted: stop, start [TIME]")
+        raise MessageError(
+            f"control message of {len(raw)} bytes; accepted: stop, start [TIME], switch VERSION"
+        )
     word, _, arg = raw.partition(b" ")
     if word == b"stop" and not arg:
         return Control("stop")
+    if word == b"switch":
+        text = arg.decode("ascii", errors="replace")
+        if not (text.isascii() and text.isdigit() and int(text) <= 0xFFFFFFFF):
+            raise MessageError(
+                f"control 'switch {_show(text)}': the model version must be 0..2**32-1"
+            )
+        return Control("switch", version=int(text))
     if word == b"start":
         if not arg:
             return Control("start")
@@ -227,7 +234,9 @@ def parse_control(payload: bytes | bytearray) -> Control:
         if not math.isfinite(at) or at < 0:
             raise MessageError(f"control 'start {_show(arg)}': the time must be a finite Unix time")
         return Control("start", at)
-    raise MessageError(f"unknown control message {_show(raw)}; accepted: stop, start [TIME]")
+    raise MessageError(
+        f"unknown control message {_show(raw)}; accepted: stop, start [TIME], switch VERSION"
+    )
 
 
 def parse_status(payload: bytes | bytearray) -> str:
@@ -243,19 +252,21 @@ def parse_status(payload: bytes | bytearray) -> str:
 
 @dataclass(frozen=True)
 class Progress:
-    """Flow control: the highest sample decided, and the newest sample seen inside the window."""
+    """Flow control: the highest sample decided, and the newest sample seen inside the window;
+    after a rollout, ``switch`` = (first sample of the new model, its 16-bit frame tag)."""
 
     decided: int
     latest: int
+    switch: tuple[int, int] | None = None
 
 
 def encode_progress(p: Progress) -> bytes:
-    return control.encode_progress(p.decided, p.latest)
+    return control.encode_progress(p.decided, p.latest, p.switch)
 
 
 def parse_progress(payload: bytes | bytearray) -> Progress:
-    decided, latest = _binary(control.decode_progress, payload, "progress")
-    return Progress(decided, max(decided, latest))
+    decided, latest, switch = _binary(control.decode_progress, payload, "progress")
+    return Progress(decided, max(decided, latest), switch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +337,7 @@ class UpRequest:
     flags: list[str] = field(default_factory=list)
     local_confidence: float = 0.0
     edge_confidence: float = 0.0
+    model_version: int | None = None  # the model serving the sample (None: the node's own)
 
 
 _REQUEST_REQUIRED = {
@@ -344,11 +356,12 @@ _REQUEST_OPTIONAL = {
     "flags",
     "local_confidence",
     "edge_confidence",
+    "model_version",
 }
 
 
 def encode_requests(requests: list[UpRequest]) -> bytes:
-    return _dump([vars(r) for r in requests])  # shallow: json walks the nested values
+    return _dump([vars(r) for r in requests])  # shallow: orjson walks the nested values
 
 
 def parse_requests(payload: bytes | bytearray) -> list[UpRequest]:
@@ -372,6 +385,9 @@ def parse_requests(payload: bytes | bytearray) -> list[UpRequest]:
                 flags=_flags(d.get("flags", [])),
                 local_confidence=_float(d.get("local_confidence", 0.0), "confidence", 0.0, 1.0),
                 edge_confidence=_float(d.get("edge_confidence", 0.0), "confidence", 0.0, 1.0),
+                model_version=None
+                if d.get("model_version") is None
+                else _int(d["model_version"], "model_version", 0, 0xFFFFFFFF),
             )
         )
     return out

@@ -21,7 +21,8 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -36,6 +37,7 @@ from ddnn.runtime.mqtt import (
     message_overhead,
 )
 from ddnn.runtime.protocol import DONE, OFFLINE, ONLINE, Topics
+from ddnn.runtime.rollout import Reply, RolloutParticipant, encode_reply
 from ddnn.wire import Expect, Frame, FrameDecodeError, decode_frame
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class Inbox:
         self.bytes = 0
         self.max_bytes = max_bytes
         self.counters = counters
+        self.wake: threading.Event | None = None  # also set on each message (shared wake-up)
 
     def put(self, msg: paho.MQTTMessage) -> None:
         n = len(msg.payload)
@@ -69,6 +72,8 @@ class Inbox:
                 return
             self.bytes += n
         self._q.put(msg)
+        if self.wake is not None:
+            self.wake.set()
 
     def get(self, timeout: float | None) -> paho.MQTTMessage | None:
         try:
@@ -112,6 +117,9 @@ class Node:
         self.instance = f"{time.time_ns():020d}-{secrets.token_hex(4)}"  # orders by start time
         self.clock: Callable[[], float] = time.monotonic
         self.wall: Callable[[], float] = time.time
+        self.rollout = RolloutParticipant(
+            name, self.prepare_model, self._rollout_reply, self.holds_model
+        )
 
     # -- wiring --------------------------------------------------------------------------------
     def subscriptions(self) -> list[str]:
@@ -120,7 +128,8 @@ class Node:
 
     def connect(self, connect_timeout: float = 10.0) -> None:
         status = self.topics.status(self.name)
-        subs = [(t, 1) for t in [*self.subscriptions(), self.topics.control, status]]
+        rollout = [self.topics.rollout, self.topics.rollout_bundle(self.name)]
+        subs = [(t, 1) for t in [*self.subscriptions(), self.topics.control, status, *rollout]]
         self.client = connect_client(
             f"ddnn-{self.topics.namespace}-{self.name}",
             self.settings,
@@ -173,6 +182,19 @@ class Node:
         props = instance_properties(self.instance)
         self.publish(self.topics.status(self.name), DONE, qos=1, retain=True, properties=props)
 
+    # -- rollout -------------------------------------------------------------------------------
+    def prepare_model(self, run_dir: Path, version: int) -> None:
+        """Load (and check) the sections of ``version`` from ``run_dir`` next to the ones
+        served (subclasses with a model); raises ``ValueError`` if they do not fit."""
+
+    def holds_model(self, version: int) -> bool:
+        """Whether ``version`` is loaded (nodes without a model hold every version)."""
+        return True
+
+    def _rollout_reply(self, reply: Reply) -> None:
+        self.counters["rollout_prepared" if reply.ok else "rollout_refused"] += 1
+        self.publish(self.topics.rollout_reply(self.name), encode_reply(reply), qos=1)
+
     # -- validation ----------------------------------------------------------------------------
     def reject(self, reason: str, detail: str) -> None:
         """Count and log a message we cannot use; never raises."""
@@ -182,20 +204,26 @@ class Node:
             log.warning("%s rejected a message (%s, %d so far): %s", self.name, reason, n, detail)
 
     def decode(
-        self, msg: paho.MQTTMessage, expect: Expect, topic_sender: int | None
+        self, msg: paho.MQTTMessage, expect: Expect | Sequence[Expect], topic_sender: int | None
     ) -> Frame | None:
-        """The v2 frame in ``msg`` if it is what ``expect`` accepts and comes from the sender its
-        topic names; else ``None``, counted as ``rejected_<reason>`` (e.g. ``version_1``,
-        ``length``, ``wrong_model``, ``non_finite``).
+        """The v2 frame in ``msg`` if it is what ``expect`` accepts (one of them, during a
+        rollout: one per model version held) and comes from the sender its topic names; else
+        ``None``, counted as ``rejected_<reason>`` (e.g. ``version_1``, ``length``,
+        ``wrong_model``, ``non_finite``).
 
         Sizes are checked from the header before the payload is touched, so an oversized or
         foreign frame costs no allocation.
         """
-        try:
-            frame = decode_frame(msg.payload, expect, now=self.wall())
-        except FrameDecodeError as exc:
-            self.reject(exc.reason, f"{msg.topic}: {exc}")
-            return None
+        expects = [expect] if isinstance(expect, Expect) else list(expect)
+        for i, e in enumerate(expects):
+            try:
+                frame = decode_frame(msg.payload, e, now=self.wall())
+                break
+            except FrameDecodeError as exc:
+                if exc.reason == "wrong_model" and i + 1 < len(expects):
+                    continue  # another model version's frame
+                self.reject(exc.reason, f"{msg.topic}: {exc}")
+                return None
         if topic_sender != frame.sender:
             self.reject("topic_mismatch", f"{msg.topic}: frame from sender {frame.sender}")
             return None
@@ -237,6 +265,10 @@ class Node:
         try:
             if msg.topic == self.topics.status(self.name):
                 self._own_status(msg)
+            elif msg.topic == self.topics.rollout:
+                self.rollout.on_announce(msg.payload)
+            elif msg.topic == self.topics.rollout_bundle(self.name):
+                self.rollout.on_bundle(msg.payload)
             elif msg.topic == self.topics.control:
                 control = parse_control(msg.payload)
                 if control.command == "stop":
@@ -299,5 +331,6 @@ class Node:
                 self.client, None if self.fenced else (self.topics.status(self.name), OFFLINE)
             )
             self.client = None
+        self.rollout.close()
         if self.counters:
             log.info("%s counters: %s", self.name, dict(self.counters))

@@ -34,7 +34,13 @@ topic                       publisher → subscriber  payload
 ``tick``                    trigger → devices       TICK: capture sample K now (synchronized
                                                     capture of live sources)
 ``status/NODE``             node → all (retained)   ``online`` / ``offline`` / ``done``
-``control``                 client → all            ``stop`` / ``start [TIME]``
+``control``                 client → all            ``stop`` / ``start [TIME]`` /
+                                                    ``switch VERSION`` (to the aggregator)
+``rollout``                 operator → all          JSON: a model version to prepare and the
+                            (retained)              sha256 of its run's manifest
+``rollout/b/NODE``          operator → NODE         zip: the manifest, config and the NODE's
+                            (retained)              section files of that version
+``rollout/ok/NODE``         NODE → operator         JSON: prepared (or why not)
 ==========================  ======================  ==========================================
 """
 
@@ -114,6 +120,16 @@ class Topics:
 
     def status(self, node: str) -> str:
         return f"{self.root}/status/{node}"
+
+    @property
+    def rollout(self) -> str:
+        return f"{self.root}/rollout"
+
+    def rollout_bundle(self, node: str) -> str:
+        return f"{self.root}/rollout/b/{node}"
+
+    def rollout_reply(self, node: str) -> str:
+        return f"{self.root}/rollout/ok/{node}"
 
     def is_edge_topic(self, topic: str) -> bool:
         return topic.startswith(f"{self.root}/{EDGE_NODE}/")

@@ -38,6 +38,7 @@ from ddnn.runtime.messages import (
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node
 from ddnn.runtime.protocol import CLOUD, DEVICE, EDGE_NODE, Topics
+from ddnn.runtime.rollout import Versions
 from ddnn.runtime.window import FinishedIds
 from ddnn.train.checkpoint import load_section, run_class_names
 from ddnn.wire import (
@@ -62,6 +63,7 @@ class Waiting:
     request: UpRequest
     expected: set[int]  # sender ids (device or edge) we wait for
     deadline: float
+    version: int  # the model version serving the sample
     features: dict[int, np.ndarray] = field(default_factory=dict)
     payload: dict[str, int] = field(default_factory=dict)
     header: dict[str, float] = field(default_factory=dict)
@@ -78,6 +80,16 @@ class Arrived:
     payload: int
     header: float
     mqtt: float
+    version: int  # of the model that computed the features
+
+
+@dataclass
+class UpperModel:
+    """What an edge or the cloud serves of one model version."""
+
+    section: UpperSection
+    expect: Expect
+    class_names: list[str]
 
 
 class FeatureCollector(Node):
@@ -96,11 +108,11 @@ class FeatureCollector(Node):
         input_shape: tuple[int, ...],
         deadline: float,
         qos: int,
+        class_names: list[str] | None = None,
     ) -> None:
         super().__init__(name, settings, topics, version, qos)
         if deadline <= 0:
             raise ValueError(f"deadline must be > 0 s, got {deadline}")
-        self.section = section
         self.config = config
         self.senders = senders  # in the order of the section's input slots
         self.slot = {s: i for i, s in enumerate(senders)}
@@ -109,18 +121,52 @@ class FeatureCollector(Node):
         self.deadline = deadline
         self.waiting: dict[int, Waiting] = {}
         self.orphans: dict[int, tuple[float, list[Arrived]]] = {}
-        self.expect = Expect(
-            version,
-            {FrameKind.FEATURES, FrameKind.FEATURES_IDS},
-            feature_shapes=sender_shapes,
-            senders=set(senders),
-            max_count=MAX_WAITING,
-        )
         self.orphan_count = 0
         self.done = FinishedIds(keep=4 * MAX_WAITING)
-        with torch.no_grad():  # warm up (first calls allocate) before going online
-            n = len(senders)
-            section(torch.zeros(1, n, *input_shape), torch.ones(1, n, dtype=torch.bool))
+        names = class_names or [f"class_{k}" for k in range(config.num_classes)]
+        self.models = Versions(version, self._model(section, version, names))
+
+    def _model(self, section: UpperSection, version: int, class_names: list[str]) -> UpperModel:
+        """One version's section, warmed up (the first calls allocate) and checked to take
+        this node's inputs."""
+        n = len(self.senders)
+        with torch.no_grad():
+            try:
+                section(torch.zeros(1, n, *self.input_shape), torch.ones(1, n, dtype=torch.bool))
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"the section does not take this node's inputs ({n} x {self.input_shape}): "
+                    f"{str(exc)[:200]}"
+                ) from None
+        expect = Expect(
+            version,
+            {FrameKind.FEATURES, FrameKind.FEATURES_IDS},
+            feature_shapes=self.sender_shapes,
+            senders=set(self.senders),
+            max_count=MAX_WAITING,
+        )
+        return UpperModel(section, expect, class_names)
+
+    # -- rollout -------------------------------------------------------------------------------
+    def prepare_model(self, run_dir: Path, version: int) -> None:
+        section, config, loaded = load_section(run_dir, self.name)
+        assert isinstance(section, UpperSection)
+        if loaded != version:
+            raise ValueError(f"sections/{self.name}.pt is of model version {loaded}")
+        if config.num_classes != self.config.num_classes:
+            raise ValueError(
+                f"the new run has {config.num_classes} classes, the running one "
+                f"{self.config.num_classes}: a rollout keeps the hierarchy"
+            )
+        self.models.add(
+            version, self._model(section, version, run_class_names(run_dir, config.num_classes))
+        )
+
+    def holds_model(self, version: int) -> bool:
+        return version in self.models.models
+
+    def _expects(self) -> list[Expect]:
+        return [m.expect for m in reversed(self.models.models.values())]  # newest first
 
     # -- hooks -----------------------------------------------------------------------------------
     def sender_of(self, topic: str) -> int | None:
@@ -129,7 +175,9 @@ class FeatureCollector(Node):
     def wanted(self, req: UpRequest) -> set[int]:
         raise NotImplementedError
 
-    def emit(self, batch: list[Waiting], scores: torch.Tensor, feats: torch.Tensor) -> None:
+    def emit(
+        self, batch: list[Waiting], scores: torch.Tensor, feats: torch.Tensor, version: int
+    ) -> None:
         raise NotImplementedError
 
     # -- joining ---------------------------------------------------------------------------------
@@ -139,34 +187,46 @@ class FeatureCollector(Node):
             expected = self.wanted(req) & set(self.senders)
             if not expected or req.sample in self.done or req.sample in self.waiting:
                 continue
+            version = self.models.base if req.model_version is None else req.model_version
+            if version not in self.models.models:  # the aggregator's timeout answers it instead
+                self.reject("unknown_model", f"sample {req.sample}: model version {version}")
+                continue
             if len(self.waiting) >= MAX_WAITING:  # the aggregator's timeout answers it instead
                 self.reject("overloaded", f"sample {req.sample}: {MAX_WAITING} samples waiting")
                 continue
-            w = Waiting(req, expected, now + self.deadline)
+            w = Waiting(req, expected, now + self.deadline, version)
             self.waiting[req.sample] = w
             entry = self.orphans.pop(req.sample, None)
             if entry is not None:
                 self.orphan_count -= len(entry[1])
                 for a in entry[1]:
+                    if a.version != version:
+                        self.reject("wrong_model_for_sample", f"sample {req.sample}")
+                        continue
                     shape = self.sender_shapes[a.sender]
                     maps = unpack_bits_batch(a.features[None], shape)[0]
-                    self._attach(w, Arrived(a.sender, maps, a.payload, a.header, a.mqtt))
+                    self._attach(w, Arrived(a.sender, maps, a.payload, a.header, a.mqtt, version))
 
     def on_features(self, msg: paho.MQTTMessage) -> None:
-        frame = self.decode(msg, self.expect, self.sender_of(msg.topic))
+        frame = self.decode(msg, self._expects(), self.sender_of(msg.topic))
         if frame is None:
             return
+        version = self.models.by_tag(frame.model_tag)
+        assert version is not None  # it decoded with that version's expectation
         payload, header, mqtt = self.costs(msg, frame)
         shape = self.sender_shapes[frame.sender]
-        for sample, row in zip(frame.sample_ids, frame.rows, strict=True):
+        maps = unpack_bits_batch(frame.rows, shape)  # (count, *shape) ±1, the frame at once
+        for i, (sample, row) in enumerate(zip(frame.sample_ids, frame.rows, strict=True)):
             w = self.waiting.get(sample)
-            if w is not None:
-                maps = unpack_bits_batch(row[None], shape)[0]  # (*shape) ±1
-                self._attach(w, Arrived(frame.sender, maps, payload, header, mqtt))
+            if w is not None and w.version != version:
+                self.reject("wrong_model_for_sample", f"{msg.topic}: sample {sample}")
+            elif w is not None:
+                self._attach(w, Arrived(frame.sender, maps[i], payload, header, mqtt, version))
             elif sample in self.done:
                 self.counters["late_frames"] += 1
             else:  # kept packed while it waits: 1 bit per value, not 32
-                self._keep_orphan(sample, Arrived(frame.sender, row.copy(), payload, header, mqtt))
+                orphan = Arrived(frame.sender, row.copy(), payload, header, mqtt, version)
+                self._keep_orphan(sample, orphan)
 
     @staticmethod
     def _attach(w: Waiting, a: Arrived) -> None:
@@ -216,7 +276,15 @@ class FeatureCollector(Node):
         return feats
 
     def _run(self, samples: list[int]) -> None:
-        batch = [self.waiting.pop(s) for s in samples]
+        groups: dict[int, list[Waiting]] = {}
+        for s in samples:
+            w = self.waiting.pop(s)
+            groups.setdefault(w.version, []).append(w)
+        for version, batch in groups.items():  # one group but across a rollout's switch
+            self._run_model(batch, version)
+
+    def _run_model(self, batch: list[Waiting], version: int) -> None:
+        samples = [w.request.sample for w in batch]
         n = len(self.senders)
         x = np.zeros((len(batch), n, *self.input_shape), dtype=np.float32)
         present = np.zeros((len(batch), n), dtype=bool)
@@ -229,9 +297,11 @@ class FeatureCollector(Node):
                 w.request.flags.append(f"features_missing:{self.name}:{missing}")
                 self.counters["deadline_expired"] += 1
         with torch.no_grad():
-            scores, feats = self.section(torch.from_numpy(x), torch.from_numpy(present))
+            scores, feats = self.models.models[version].section(
+                torch.from_numpy(x), torch.from_numpy(present)
+            )
         self.done.add(samples)
-        self.emit(batch, scores, feats)
+        self.emit(batch, scores, feats, version)
 
 
 class CloudNode(FeatureCollector):
@@ -274,6 +344,7 @@ class CloudNode(FeatureCollector):
             input_shape,
             deadline,
             qos,
+            self.class_names,
         )
 
     def subscriptions(self) -> list[str]:
@@ -293,7 +364,10 @@ class CloudNode(FeatureCollector):
         else:
             self.on_features(msg)
 
-    def emit(self, batch: list[Waiting], scores: torch.Tensor, feats: torch.Tensor) -> None:
+    def emit(
+        self, batch: list[Waiting], scores: torch.Tensor, feats: torch.Tensor, version: int
+    ) -> None:
+        class_names = self.models.models[version].class_names
         confidence, predictions = confidences(scores)
         now = self.wall()
         answers = []
@@ -323,10 +397,10 @@ class CloudNode(FeatureCollector):
                     captured=r.captured,
                     answered=now,
                     flags=r.flags,
-                    class_name=self.class_names[pred],
+                    class_name=class_names[pred],
                     confidence=conf,
                     missing=sorted(everyone - set(r.present)),
-                    model_version=self.model_version,
+                    model_version=version,
                 )
             )
         self.publish(self.topics.results, encode_answers(answers), qos=1)
@@ -366,7 +440,9 @@ class EdgeNode(FeatureCollector):
         self.edge = edge
         self.feature_shape = tuple(section.feature_shape)
         self.emits_features = config.cloud.enabled
-        self.cache: FeatureCache[np.ndarray] = FeatureCache(cache_ttl, self.counters, MAX_WAITING)
+        self.cache: FeatureCache[tuple[int, np.ndarray]] = FeatureCache(
+            cache_ttl, self.counters, MAX_WAITING
+        )
 
     def subscriptions(self) -> list[str]:
         topics = [self.topics.up]
@@ -393,18 +469,22 @@ class EdgeNode(FeatureCollector):
     def _forward(self, samples: list[int]) -> None:
         """Our features of the samples the edge exit sends on, in one frame."""
         maps = {s: f for s in samples if (f := self.cache.take(s)) is not None}
-        if maps:
-            ids = sorted(maps)
+        by_version: dict[int, list[int]] = {}
+        for s in sorted(maps):  # one frame per model version (two only across a rollout)
+            by_version.setdefault(maps[s][0], []).append(s)
+        for version, ids in by_version.items():
             frame = encode_features_frame_ids(
-                np.stack([maps[s] for s in ids]),
+                np.stack([maps[s][1] for s in ids]),
                 sender=self.edge,
                 sample_ids=ids,
-                model_version=self.model_version,
+                model_version=version,
                 shape=self.feature_shape,
             )
             self.publish(self.topics.edge_features(self.edge), frame)
 
-    def emit(self, batch: list[Waiting], scores: torch.Tensor, feats: torch.Tensor) -> None:
+    def emit(
+        self, batch: list[Waiting], scores: torch.Tensor, feats: torch.Tensor, version: int
+    ) -> None:
         now = self.clock()
         receipts = {
             w.request.sample: Receipt(w.payload, w.header, w.mqtt, w.request.flags) for w in batch
@@ -414,7 +494,7 @@ class EdgeNode(FeatureCollector):
         samples = [w.request.sample for w in batch]
         if self.emits_features:
             for b, sample in enumerate(samples):
-                self.cache.put(sample, feats[b].numpy(), now)
+                self.cache.put(sample, (version, feats[b].numpy()), now)
         row = {sample: b for b, sample in enumerate(samples)}
         scores_np = scores.numpy()
         for run in consecutive_runs(samples):
@@ -422,7 +502,7 @@ class EdgeNode(FeatureCollector):
                 scores_np[[row[s] for s in run]],
                 sender=self.edge,
                 first_sample=run[0],
-                model_version=self.model_version,
+                model_version=version,
                 encoding=self.config.wire.scores,
                 captured=self.wall(),
             )

@@ -7,9 +7,12 @@ head byte (:mod:`ddnn.wire.frame`), with kinds of their own, and unsigned LEB128
 ========  ====================================================================================
 message   layout
 ========  ====================================================================================
-PROGRESS  ``head`` (0x25) | ``decided + 1`` | ``latest + 1``: the highest sample id decided and
-          the newest in-window id any device sent, -1 (encoded 0) meaning none yet. 3 bytes
-          while both ids are below 127, at most 17.
+PROGRESS  ``head`` (0x25) | ``decided + 1`` | ``latest + 1`` [| ``switch_at`` | ``tag``]: the
+          highest sample id decided and the newest in-window id any device sent, -1 (encoded
+          0) meaning none yet. 3 bytes while both ids are below 127, at most 17. After a model
+          rollout the aggregator appends where the deployment switches: samples from
+          ``switch_at`` (varint) on are served by the model whose 16-bit frame tag is ``tag``
+          (2 bytes, little-endian) — 3 to 6 bytes more.
 ASKS      ``head`` (0x26) | ``mask_bytes`` | ``count`` | ``count`` x (``gap`` | ``mask``): which
           devices send which samples' features. Samples are strictly increasing; ``gap`` is the
           first sample id, then ``sample - previous - 1``. ``mask`` is ``mask_bytes`` bytes,
@@ -64,15 +67,22 @@ class ControlKind(IntEnum):
         return (VERSION << 4) | self
 
 
-def encode_progress(decided: int, latest: int) -> bytes:
-    """A PROGRESS message: highest sample decided and newest seen, each -1 for none."""
+def encode_progress(decided: int, latest: int, switch: tuple[int, int] | None = None) -> bytes:
+    """A PROGRESS message: highest sample decided and newest seen, each -1 for none, and
+    optionally the model switch ``(switch_at, tag)`` of a rollout."""
     d = check_int(decided, "decided", -1, MAX_SAMPLE)
     lt = check_int(latest, "latest", -1, MAX_SAMPLE)
-    return bytes([ControlKind.PROGRESS.head]) + encode_varint(d + 1) + encode_varint(lt + 1)
+    out = bytes([ControlKind.PROGRESS.head]) + encode_varint(d + 1) + encode_varint(lt + 1)
+    if switch is not None:
+        at = check_int(switch[0], "switch_at", 0, MAX_SAMPLE)
+        tag = check_int(switch[1], "tag", 0, 0xFFFF)
+        out += encode_varint(at) + tag.to_bytes(2, "little")
+    return out
 
 
-def decode_progress(buf: BytesLike) -> tuple[int, int]:
-    """``(decided, latest)`` from a PROGRESS message.
+def decode_progress(buf: BytesLike) -> tuple[int, int, tuple[int, int] | None]:
+    """``(decided, latest, switch)`` from a PROGRESS message; ``switch`` is ``(switch_at, tag)``
+    or ``None``.
 
     Raises:
         FrameDecodeError: If ``buf`` is not exactly one valid PROGRESS message.
@@ -80,8 +90,17 @@ def decode_progress(buf: BytesLike) -> tuple[int, int]:
     pos = _head(buf, ControlKind.PROGRESS)
     decided, pos = _sample_plus_one(buf, pos, "decided")
     latest, pos = _sample_plus_one(buf, pos, "latest")
+    switch = None
+    if pos < len(buf):
+        at, pos = decode_varint(buf, pos)
+        if at > MAX_SAMPLE:
+            raise FrameDecodeError(f"switch_at {at} beyond {MAX_SAMPLE}", "sample_range")
+        if len(buf) < pos + 2:
+            raise FrameDecodeError("PROGRESS ends inside its model tag", "truncated")
+        switch = (at, int.from_bytes(bytes(buf[pos : pos + 2]), "little"))
+        pos += 2
     _end(buf, pos)
-    return decided, latest
+    return decided, latest, switch
 
 
 MAX_TICK_MS = 2**53 - 1  # Unix milliseconds, exact in a float64

@@ -1,0 +1,171 @@
+"""Model rollout: bundles checked against the manifest, the switch point, and a rollout in the
+middle of a live deployment that loses no sample and mixes no models."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_deploy import needs_mosquitto
+
+from ddnn.cli import main
+from ddnn.config import resolve_config
+from ddnn.data.registry import load_dataset
+from ddnn.runtime.rollout import Announce, Versions, make_bundle, node_files, unpack_bundle
+from ddnn.train.checkpoint import load_run, run_model_version
+from ddnn.wire import model_tag
+
+
+def announce_of(run: Path) -> Announce:
+    digest = hashlib.sha256((run / "manifest.json").read_bytes()).hexdigest()
+    return Announce(run_model_version(run), digest)
+
+
+# -- which model serves which sample -------------------------------------------------------------
+
+
+def test_versions_switch_at_a_sample_and_settle():
+    v = Versions(0x10001, "old")
+    v.add(0x20002, "new")
+    assert [v.version_for(s) for s in (0, 99)] == [0x10001, 0x10001]
+    assert v.switch(100, 0x20002)
+    assert (v.version_for(99), v.version_for(100), v.newest) == (0x10001, 0x20002, 0x20002)
+    assert v.model_for(100) == "new" and v.by_tag(0x0002) == 0x20002
+    assert not v.switch(200, 0x30003)  # not prepared: nothing changes
+    v.settle(99)  # sample 99 still open
+    assert v.version_for(99) == 0x10001
+    v.settle(100)
+    assert v.version_for(5) == 0x20002 and v.switches == []
+
+
+def test_a_version_with_the_running_ones_frame_tag_is_refused():
+    v = Versions(0x1234_0001, "old")
+    with pytest.raises(ValueError, match="16-bit frame tag"):
+        v.add(0x9999_0001, "new")  # low 16 bits equal: frames could not tell them apart
+
+
+# -- bundles ----------------------------------------------------------------------------------------
+
+
+def test_a_bundle_holds_what_the_node_loads_and_unpacks_checked(run_c, tmp_path):
+    config = load_run(run_c)[1].model
+    files = node_files(config, "device_3")
+    assert files == ["manifest.json", "config.yaml", "sections/device_3.pt"]
+    assert node_files(config, "aggregator")[2:] == ["sections/local.pt"]
+    with pytest.raises(ValueError, match="keeps the hierarchy"):
+        node_files(config, "device_6")
+    bundle = make_bundle(run_c, files)
+    out = unpack_bundle(bundle, announce_of(run_c), tmp_path / "ok")
+    assert (out / "sections/device_3.pt").read_bytes() == (
+        run_c / "sections/device_3.pt"
+    ).read_bytes()
+
+
+def _rezip(bundle: bytes, change) -> bytes:
+    src = zipfile.ZipFile(io.BytesIO(bundle))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name in src.namelist():
+            data = change(name, src.read(name))
+            if data is not None:
+                z.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        (lambda n, d: d[:-1] + bytes([d[-1] ^ 1]) if n.endswith(".pt") else d, "sha256 differs"),
+        (lambda n, d: None if n == "manifest.json" else d, "no manifest.json"),
+        (
+            lambda n, d: d.replace(b'"size"', b'"size" ') if n == "manifest.json" else d,
+            "not the one",
+        ),
+    ],
+)
+def test_a_tampered_bundle_is_refused(run_c, tmp_path, change, why):
+    bundle = make_bundle(run_c, node_files(load_run(run_c)[1].model, "device_0"))
+    with pytest.raises(ValueError, match=why):
+        unpack_bundle(_rezip(bundle, change), announce_of(run_c), tmp_path / "x")
+
+
+def test_a_bundle_with_an_extra_or_unsafe_file_is_refused(run_c, tmp_path):
+    bundle = make_bundle(run_c, node_files(load_run(run_c)[1].model, "device_0"))
+    extra = bundle
+    buf = io.BytesIO(extra)
+    with zipfile.ZipFile(buf, "a") as z:
+        z.writestr("sections/cloud.pt", b"not listed with this content")
+    with pytest.raises(ValueError, match="sections/cloud.pt"):
+        unpack_bundle(buf.getvalue(), announce_of(run_c), tmp_path / "x")
+    buf = io.BytesIO(extra)
+    with zipfile.ZipFile(buf, "a") as z:
+        z.writestr("../escape.pt", b"x")
+    with pytest.raises(ValueError, match="unsafe path"):
+        unpack_bundle(buf.getvalue(), announce_of(run_c), tmp_path / "y")
+    assert not (tmp_path / "escape.pt").exists()
+
+
+def test_a_bundle_of_another_run_is_refused(run_c, run_f, tmp_path):
+    bundle = make_bundle(run_f, node_files(load_run(run_f)[1].model, "device_0"))
+    with pytest.raises(ValueError, match="not the one announced"):
+        unpack_bundle(bundle, announce_of(run_c), tmp_path / "x")
+
+
+# -- a rollout mid-stream -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_c_retrained(run_c, tmp_path_factory) -> Path:
+    """The same hierarchy and data as ``run_c``, trained for fewer epochs: other weights."""
+    out = tmp_path_factory.mktemp("run-c2")
+    args = ["train", "--data", "synthetic-mvmc", "--out", str(out), "--epochs", "5", "--seed", "2"]
+    args += ["data.num_train=600", "data.num_test=96", "model.cloud.filters=[8]"]
+    assert main(args) == 0
+    return out
+
+
+@needs_mosquitto
+@pytest.mark.slow
+def test_a_rollout_mid_stream_loses_nothing_and_mixes_no_models(run_c, run_c_retrained, capsys):
+    from ddnn.runtime.deploy import finish_local, run_local, start_local
+
+    old, new = run_model_version(run_c), run_model_version(run_c_retrained)
+    assert model_tag(old) != model_tag(new)
+    codes: list[int] = []
+
+    def roll_out(dep) -> None:
+        def go() -> None:
+            time.sleep(0.5)
+            url = dep.broker.settings().url
+            ns = dep.topics.namespace
+            args = ["rollout", "--run", str(run_c_retrained), "--broker", url, "--namespace", ns]
+            codes.append(main([*args, "--timeout", "60"]))
+
+        threading.Thread(target=go, daemon=True).start()
+
+    options = {"rate": 12.0, "window": 8, "deadline": 2.0, "upper_timeout": 10.0}
+    dep = start_local(run_c, {**options, "thresholds": "local=0.5"})
+    try:
+        run_local(dep, grace=2.0, timeout=120, during=roll_out)
+    finally:
+        report = finish_local(dep, 0.0)
+    assert codes == [0], capsys.readouterr()
+    assert len(report.answers) == dep.samples and not report.failed  # nothing lost
+    versions = [report.answers[s].model_version for s in range(dep.samples)]
+    switch = versions.index(new)  # one switch point: old before it, new from it on
+    assert 0 < switch and set(versions[:switch]) == {old} and set(versions[switch:]) == {new}
+    # each side answered exactly as its own model does in-process on the same inputs
+    config = resolve_config(overrides=["data.num_train=600", "data.num_test=96"])
+    test = load_dataset(load_run(run_c)[1].data).test
+    assert config.data.num_test == len(test)
+    for run, samples in ((run_c, range(switch)), (run_c_retrained, range(switch, dep.samples))):
+        model = load_run(run)[0]
+        result = model.infer(test.x, {"local": 0.5})
+        got = [report.answers[s].prediction for s in samples]
+        np.testing.assert_array_equal(got, result.predictions.numpy()[list(samples)])
