@@ -67,6 +67,25 @@ def test_a_bundle_holds_what_the_node_loads_and_unpacks_checked(run_c, tmp_path)
     ).read_bytes()
 
 
+def test_a_c_engine_device_compiles_the_rolled_out_section_from_its_bundle(run_c, tmp_path):
+    from ddnn.export.build import find_compiler
+    from ddnn.runtime.engine import create_engine
+
+    try:
+        find_compiler()
+    except Exception:  # noqa: BLE001 - no C compiler here: the C engine cannot be tested
+        pytest.skip("no C compiler")
+    config = load_run(run_c)[1].model
+    bundle = make_bundle(run_c, node_files(config, "device_2"))
+    folder = unpack_bundle(bundle, announce_of(run_c), tmp_path / "v")
+    engine = create_engine("c", folder, 2)
+    assert (folder / "c_build").is_dir()  # compiled next to the bundle, not in the run
+    x = load_dataset(load_run(run_c)[1].data).test.x[:5, 2].numpy()
+    torch_engine = create_engine("torch", run_c, 2)
+    for got, want in zip(engine.infer_batch(x), torch_engine.infer_batch(x), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def _rezip(bundle: bytes, change) -> bytes:
     src = zipfile.ZipFile(io.BytesIO(bundle))
     buf = io.BytesIO()
@@ -100,9 +119,14 @@ def test_a_bundle_with_an_extra_or_unsafe_file_is_refused(run_c, tmp_path):
     extra = bundle
     buf = io.BytesIO(extra)
     with zipfile.ZipFile(buf, "a") as z:
-        z.writestr("sections/cloud.pt", b"not listed with this content")
-    with pytest.raises(ValueError, match="sections/cloud.pt"):
+        z.writestr("sections/cloud.pt", b"listed, with other content")
+    with pytest.raises(ValueError, match="sections/cloud.pt does not match the manifest"):
         unpack_bundle(buf.getvalue(), announce_of(run_c), tmp_path / "x")
+    buf = io.BytesIO(extra)
+    with zipfile.ZipFile(buf, "a") as z:
+        z.writestr("sections/extra.pt", b"not listed")
+    with pytest.raises(ValueError, match="sections/extra.pt is not in the manifest"):
+        unpack_bundle(buf.getvalue(), announce_of(run_c), tmp_path / "z")
     buf = io.BytesIO(extra)
     with zipfile.ZipFile(buf, "a") as z:
         z.writestr("../escape.pt", b"x")

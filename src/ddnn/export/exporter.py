@@ -45,7 +45,9 @@ def fold_run_device(run_dir: str | Path, device: int) -> tuple[FoldedDevice, int
     from ddnn.train.checkpoint import load_section, verify_run
 
     check_device_index(run_dir, device)
-    verify_run(run_dir)  # a section copied from another run would carry the wrong version
+    # a section copied from another run would carry the wrong version (only the section is
+    # needed: a rollout bundle holds the manifest and this section, not the whole run)
+    verify_run(run_dir, required=[f"sections/device_{device}.pt"])
     module, _, version = load_section(run_dir, f"device_{device}")
     assert isinstance(module, DeviceSection)
     try:

@@ -180,7 +180,7 @@ def unpack_bundle(payload: bytes, announce: Announce, dest: Path) -> Path:
             target = dest / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(z.read(name))
-    version = verify_run(dest, partial=True)
+    version = verify_run(dest, required=[n for n in names if n != MANIFEST])
     if version != announce.version:
         raise ValueError(
             f"the bundle's manifest is of model version {version}, the announce says "

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import zlib
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,11 +141,12 @@ def _read_manifest(path: Path, where: str) -> tuple[int, dict[str, dict[str, Any
     return version, files
 
 
-def verify_run(run_dir: str | Path, partial: bool = False) -> int:
+def verify_run(run_dir: str | Path, required: Collection[str] | None = None) -> int:
     """Check that a run directory's files are the ones ``save_run`` wrote; returns its model version.
 
-    ``partial``: the directory holds only some of the run's files (a rollout bundle): those
-    there must all be in the manifest and match it; the others may be missing.
+    ``required``: the files the caller needs (e.g. one device's section, or what a rollout
+    bundle holds); they must be there, and the manifest's other files must match where present.
+    ``None``: every file of the manifest must be there.
 
     With ``manifest.json``, every file it lists must be there with its recorded size and sha256.
     The hashes pin each section file to the one ``save_run`` stamped with the run's model version,
@@ -166,16 +168,10 @@ def verify_run(run_dir: str | Path, partial: bool = False) -> int:
         )
         return _verify_model_versions(run, where)
     version, files = _read_manifest(path, where)
-    if partial:
-        extra = sorted(
-            str(f.relative_to(run))
-            for f in run.rglob("*")
-            if f.is_file() and f.name != MANIFEST and str(f.relative_to(run)) not in files
-        )
-        if extra:
-            raise ValueError(f"{where}: {extra[0]} is not in the manifest")
+    for name in sorted(set(required or ()) - set(files)):
+        raise ValueError(f"{where}: {name} is not in the manifest")
     for name, expected in files.items():
-        if partial and not (run / name).exists():
+        if required is not None and name not in required and not (run / name).exists():
             continue
         if not (run / name).is_file():
             raise ValueError(
