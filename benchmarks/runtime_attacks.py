@@ -558,9 +558,13 @@ def deploy(
 
 
 def far_ahead_and_phantom_ids(ctx: Ctx) -> None:
-    """Class 1: one valid SCORES frame 115 samples ahead; 400 frames with ids >= 10**6."""
+    """Class 1: one valid SCORES frame 115 samples ahead; 400 frames with ids >= 10**6.
+
+    "Ahead" of the newest position seen and of the run's last sample: the position the attacker
+    saw may lag the aggregator's (progress goes out every few decisions), and the frame must be
+    beyond the aggregator's 64-sample window whenever it arrives."""
     ctx.wait_running()
-    ahead = max(ctx.position) + 115
+    ahead = max(*ctx.position, ctx.dep.samples - 1) + 115
     ctx.marks["forged_ahead"] = ahead
     ctx.publish(
         [

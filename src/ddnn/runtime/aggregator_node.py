@@ -128,7 +128,7 @@ class AggregatorNode(Node):
         thresholds: dict[str, float] | None = None,
         deadline: float = 0.5,
         upper_timeout: float = 3.0,
-        window: int = 128,
+        window: int = 64,
         qos: int = 1,
     ) -> None:
         _, config, version = load_section(run_dir, "local")

@@ -257,7 +257,7 @@ def _upper_node(args: argparse.Namespace, mc: ModelConfig, settings: Any, topics
             thresholds,
             deadline=args.deadline,
             upper_timeout=args.upper_timeout,
-            window=args.window or 128,
+            window=args.window or 64,
             qos=args.qos,
         )
     from ddnn.runtime.upper_nodes import CloudNode, EdgeNode
@@ -525,7 +525,7 @@ def add_runtime_parsers(sub: Any) -> None:
         type=_checked("window"),
         default=None,
         help="devices: samples a device runs ahead of the aggregator's decisions (64); "
-        "aggregator: sample ids accepted ahead of them, >= every device's window (128)",
+        "aggregator: sample ids accepted ahead of them, >= every device's window (64)",
     )
     g.add_argument("--engine", choices=("torch", "c"), default="torch")
     g.add_argument("--wait-for-start", action="store_true", help="wait for a start command")
