@@ -113,3 +113,34 @@ def test_a_second_process_serving_the_same_node_fences_the_first():
         with pytest.raises(NodeFenced, match="device_3"):
             first.serve()  # a fenced node refuses to serve again: it says why
         second.close()
+
+
+@needs_mosquitto
+def test_under_secure_a_node_login_cannot_announce_a_rollout_the_operator_can():
+    nodes = ["aggregator", "device_0"]
+    topics = Topics("sec")
+    with LocalBroker("sec", nodes, [], secure=True) as broker:
+        seen: queue.SimpleQueue = queue.SimpleQueue()
+        aggregator = connect_client(
+            "ddnn-sec-aggregator", broker.settings("aggregator"), seen.put, [(topics.rollout, 1)]
+        )
+        ignore = lambda m: None  # noqa: E731
+        device = connect_client("ddnn-sec-device_0", broker.settings("device_0"), ignore, [])
+        operator = connect_client("ddnn-sec-client", broker.settings("client"), ignore, [])
+        # retained, as a real announce is: had the broker taken it, the aggregator's subscription
+        # would deliver it however late that subscription settles
+        for topic in (topics.rollout, topics.rollout_bundle("aggregator")):
+            device.publish(topic, b"forged", qos=1, retain=True).wait_for_publish(5)
+        got = None  # subscriptions settle asynchronously: the operator repeats until it is heard
+        for _ in range(40):
+            operator.publish(topics.rollout, b"operator", qos=1).wait_for_publish(5)
+            try:
+                got = seen.get(timeout=0.5)
+                break
+            except queue.Empty:
+                continue
+        assert got is not None and got.payload == b"operator"  # the forged one never came
+        while not seen.empty():
+            assert seen.get_nowait().payload == b"operator"
+        for c in (aggregator, device, operator):
+            close_client(c)

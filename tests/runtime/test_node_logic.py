@@ -537,3 +537,30 @@ def test_an_instance_that_is_not_a_start_time_is_rejected(run_c, forged):
     node = wired(AggregatorNode(run_c, SETTINGS, TOPICS, deadline=0.5))
     node.dispatch(own_status(node, forged))
     assert not node.fenced and node.counters["rejected_implausible_instance"] == 1
+
+
+def test_a_backlog_is_handled_in_turns_without_dropping_a_message():
+    """More queued messages than one step handles: every one is handled, in order, and the
+    node ticks between turns (a message taken from the queue must never be left unhandled)."""
+    from ddnn.runtime.node import MAX_PER_STEP, Node
+
+    class Recorder(Node):
+        def __init__(self) -> None:
+            super().__init__("edge_0", SETTINGS, TOPICS, model_version=1)
+            self.seen: list[int] = []
+            self.ticks: list[int] = []
+
+        def handle(self, msg) -> None:
+            self.seen.append(int(msg.payload))
+
+        def tick(self, now: float) -> None:
+            self.ticks.append(len(self.seen))
+
+    node = Recorder()
+    n = 2 * MAX_PER_STEP + 7
+    for i in range(n):
+        node.inbox.put(message(TOPICS.up, str(i).encode()))
+    for _ in range(3):
+        node.step(0.0)
+    assert node.seen == list(range(n))
+    assert node.ticks == [MAX_PER_STEP, 2 * MAX_PER_STEP, n]

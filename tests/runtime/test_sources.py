@@ -504,3 +504,35 @@ def test_open_source_shares_the_node_counters(tmp_path):
     assert isinstance(src, FolderSource) and src.counters is counters
     assert src.description == f"folder:{tmp_path}" and (Path(tmp_path) / "done").is_dir()
     assert not src.finished
+
+
+def test_a_pipe_wakes_its_node_on_each_frame_and_at_the_end(pipe_fds):
+    """The node waits on its inbox; the reader nudges it for every frame and for the end, so
+    an idle live device does not poll (CPU) and a frame does not wait for the next poll."""
+    import threading
+
+    from ddnn.runtime.node import Inbox
+
+    inbox = Inbox(Counter())
+    calls: list[int] = []
+    woke = threading.Event()
+
+    def on_change() -> None:
+        calls.append(1)
+        inbox.nudge()
+        woke.set()
+
+    src = PipeSource(pipe_fds["r"], (2,))
+    src.on_change = on_change
+    try:
+        os.write(pipe_fds["w"], bytes([1, 2]))
+        assert woke.wait(30.0)  # generous: only a broken hook would take this long
+        assert inbox.get(timeout=30.0) is None  # the nudge: ends the wait, nothing to handle
+        (reading,) = src.poll()
+        np.testing.assert_array_equal(reading.data, np.float32([1, 2]) / np.float32(255))
+        woke.clear()
+        end_stream(pipe_fds)
+        assert woke.wait(30.0)
+        assert src.finished and len(calls) == 2 and inbox.bytes == 0
+    finally:
+        src.close()

@@ -46,11 +46,15 @@ log = logging.getLogger(__name__)
 # is forged and fences nobody (so a forged one can hold a node off for at most this long)
 MAX_CLOCK_AHEAD = 10.0
 
+MAX_PER_STEP = 512  # messages handled between two ticks
 INBOX_BYTES = 64 * 1024 * 1024  # queued payload bytes before new messages are dropped (counted)
 
 
 class NodeFenced(ValueError):
     """Another process took over this node's identity; this instance stopped."""
+
+
+_NUDGE: Any = object()  # in the inbox: wake up, nothing to handle
 
 
 class Inbox:
@@ -75,10 +79,19 @@ class Inbox:
         if self.wake is not None:
             self.wake.set()
 
+    def nudge(self) -> None:
+        """Ends a ``get`` that is waiting (from any thread), e.g. when a live source has a
+        reading; the waiting ``get`` then returns ``None``."""
+        self._q.put(_NUDGE)
+        if self.wake is not None:
+            self.wake.set()
+
     def get(self, timeout: float | None) -> paho.MQTTMessage | None:
         try:
             msg = self._q.get(timeout=timeout) if timeout else self._q.get_nowait()
         except queue.Empty:
+            return None
+        if msg is _NUDGE:
             return None
         with self._lock:
             self.bytes -= len(msg.payload)
@@ -299,9 +312,11 @@ class Node:
         """Waits up to ``max_wait`` s for messages, handles all that are queued, then ticks."""
         msg = self.inbox.get(timeout=max(0.0, max_wait))
         handled = 0
-        while msg is not None and handled < 512:  # then tick, so deadlines run under load too
-            handled += 1
+        while msg is not None:
             self.dispatch(msg)
+            handled += 1
+            if handled == MAX_PER_STEP:  # tick now, so deadlines run under load too; the rest
+                break  # stays queued (taking one more here would drop it)
             msg = self.inbox.get(timeout=None)
         self.safe_tick()
 

@@ -6,6 +6,7 @@ import logging
 import re
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -111,6 +112,7 @@ class _Queue:
         self.pending: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()  # every count ever made, for log throttling
         self.description = description
+        self.on_change: Callable[[], None] = lambda: None  # wakes the polling thread
 
     def count(self, key: str, detail: str) -> None:
         with self.lock:
@@ -119,6 +121,7 @@ class _Queue:
             total = self.totals[key]
         if total <= LOG_FIRST or total % LOG_EVERY == 0:
             log.warning("%s: %s (%s, %d so far)", self.description, detail, key, total)
+        self.on_change()
 
     def put(self, reading: Reading) -> None:
         with self.lock:
@@ -126,6 +129,7 @@ class _Queue:
             self.items.append(reading)  # a full deque drops its oldest
         if full:
             self.count("dropped_behind", "the node is behind; dropped the oldest reading")
+        self.on_change()
 
     def drain(self, counters: Counter[str]) -> list[Reading]:
         with self.lock:

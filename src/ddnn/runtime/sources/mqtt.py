@@ -38,6 +38,8 @@ def check_topic(topic: str) -> str:
 class MqttSource:
     """Readings published on an MQTT topic, fed in by the node (``mqtt:TOPIC``)."""
 
+    event_driven = True  # readings arrive as the node's own MQTT messages
+
     def __init__(
         self,
         topic: str,

@@ -24,7 +24,13 @@ log = logging.getLogger(__name__)
 
 
 class PipeSource:
-    """Raw uint8 frames from a FIFO, a file or stdin (``pipe:PATH``; layout in the module doc)."""
+    """Raw uint8 frames from a FIFO, a file or stdin (``pipe:PATH``; layout in the module doc).
+
+    A reader thread reads the frames; ``on_change`` (set by the node) is called whenever it has
+    something new (a frame, a count, the end of the stream), so the node need not poll.
+    """
+
+    event_driven = True
 
     def __init__(
         self,
@@ -64,6 +70,14 @@ class PipeSource:
         with self._queue.lock:
             return self._ended.is_set() and not self._queue.items and not self._queue.pending
 
+    @property
+    def on_change(self) -> Callable[[], None]:
+        return self._queue.on_change
+
+    @on_change.setter
+    def on_change(self, callback: Callable[[], None]) -> None:
+        self._queue.on_change = callback
+
     def poll(self) -> list[Reading]:
         """The frames read since the last call, oldest first."""
         return self._queue.drain(self.counters)
@@ -102,6 +116,7 @@ class PipeSource:
             if fd is not None:
                 os.close(fd)
             self._ended.set()
+            self._queue.on_change()
 
     def _read_frames(self, fd: int) -> None:
         poller = select.poll()  # poll, not epoll: it also takes regular files
