@@ -193,3 +193,22 @@ def test_a_rollout_mid_stream_loses_nothing_and_mixes_no_models(run_c, run_c_ret
         result = model.infer(test.x, {"local": 0.5})
         got = [report.answers[s].prediction for s in samples]
         np.testing.assert_array_equal(got, result.predictions.numpy()[list(samples)])
+
+
+@needs_mosquitto
+@pytest.mark.slow
+def test_a_run_of_another_hierarchy_is_refused_by_the_nodes_and_nothing_switches(
+    run_c, run_f, capsys
+):
+    from ddnn.runtime.deploy import finish_local, start_local
+
+    dep = start_local(run_c, {"rate": 12.0})
+    try:
+        url, ns = dep.broker.settings().url, dep.topics.namespace
+        args = ["rollout", "--run", str(run_f), "--broker", url, "--namespace", ns]
+        code = main([*args, "--timeout", "60"])
+    finally:
+        finish_local(dep, 0.0)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "nothing was switched" in err and "aggregator: the new run's edge groups" in err

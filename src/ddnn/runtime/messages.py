@@ -38,6 +38,13 @@ from ddnn.wire import FrameDecodeError, control
 
 __all__ = [
     "ANSWER_SCHEMA",
+    "ROLLOUT_SCHEMA",
+    "Announce",
+    "Reply",
+    "encode_announce",
+    "encode_reply",
+    "parse_announce",
+    "parse_reply",
     "MAX_SAMPLE_ID",
     "Answer",
     "Control",
@@ -540,3 +547,61 @@ def parse_answers(payload: bytes | bytearray) -> list[Answer]:
             )
         )
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# rollout (operator <-> nodes; the protocol is in ddnn.runtime.rollout)
+
+
+ROLLOUT_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Announce:
+    """The retained ``rollout`` message: prepare ``version``, whose manifest hashes to
+    ``manifest_sha256``."""
+
+    version: int
+    manifest_sha256: str
+
+
+def encode_announce(a: Announce) -> bytes:
+    return _dump(
+        {"schema": ROLLOUT_SCHEMA, "version": a.version, "manifest_sha256": a.manifest_sha256}
+    )
+
+
+def parse_announce(payload: bytes | bytearray) -> Announce:
+    d = _dict(load_json(payload, "rollout"), "rollout", 3)
+    if set(d) != {"schema", "version", "manifest_sha256"} or d["schema"] != ROLLOUT_SCHEMA:
+        raise MessageError(
+            f"rollout message must be {{schema: {ROLLOUT_SCHEMA}, version, manifest_sha256}}, "
+            f"got fields {sorted(d)[:5]}"
+        )
+    digest = _text(d["manifest_sha256"], "manifest_sha256")
+    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        raise MessageError("manifest_sha256 must be 64 lowercase hex digits")
+    return Announce(_int(d["version"], "version", 0, 0xFFFFFFFF), digest)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A node's answer to an announce."""
+
+    node: str
+    version: int
+    ok: bool
+    error: str = ""
+
+
+def encode_reply(r: Reply) -> bytes:
+    return _dump({"version": r.version, "ok": r.ok, "error": r.error})
+
+
+def parse_reply(node: str, payload: bytes | bytearray) -> Reply:
+    d = _dict(load_json(payload, "rollout reply"), "rollout reply", 3)
+    if set(d) != {"version", "ok", "error"} or not isinstance(d["ok"], bool):
+        raise MessageError("rollout reply must be {version, ok: bool, error}")
+    return Reply(
+        node, _int(d["version"], "version", 0, 0xFFFFFFFF), d["ok"], _text(d["error"], "error")
+    )

@@ -27,7 +27,14 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from ddnn.runtime.messages import Control, MessageError, parse_control, parse_status
+from ddnn.runtime.messages import (
+    Control,
+    MessageError,
+    Reply,
+    encode_reply,
+    parse_control,
+    parse_status,
+)
 from ddnn.runtime.mqtt import (
     BrokerSettings,
     close_client,
@@ -37,7 +44,7 @@ from ddnn.runtime.mqtt import (
     message_overhead,
 )
 from ddnn.runtime.protocol import DONE, OFFLINE, ONLINE, Topics
-from ddnn.runtime.rollout import Reply, RolloutParticipant, encode_reply
+from ddnn.runtime.rollout import RolloutParticipant
 from ddnn.wire import Expect, Frame, FrameDecodeError, decode_frame
 
 log = logging.getLogger(__name__)

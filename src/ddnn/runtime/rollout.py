@@ -41,13 +41,20 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Generic, TypeVar
 
 from ddnn.config import ModelConfig
-from ddnn.runtime.messages import MessageError, _dict, _dump, _int, _text, load_json
+from ddnn.runtime.messages import (
+    MAX_TEXT,
+    Announce,
+    MessageError,
+    Reply,
+    encode_announce,
+    parse_announce,
+    parse_reply,
+)
 from ddnn.train.checkpoint import CONFIG, MANIFEST, verify_run
 from ddnn.wire import model_tag
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024  # a node refuses a bigger bundle (the broker's limit too)
 KEEP_MODELS = 3  # versions a node keeps loaded: the old, the current and one being prepared
 
@@ -90,59 +97,6 @@ def make_bundle(run_dir: str | Path, files: list[str]) -> bytes:
         for name in files:
             z.write(Path(run_dir) / name, name)
     return buf.getvalue()
-
-
-# ---------------------------------------------------------------------------------------------
-# messages
-
-
-@dataclass(frozen=True)
-class Announce:
-    """The retained ``rollout`` message: prepare ``version``, whose manifest hashes to
-    ``manifest_sha256``."""
-
-    version: int
-    manifest_sha256: str
-
-
-def encode_announce(a: Announce) -> bytes:
-    return _dump({"schema": SCHEMA, "version": a.version, "manifest_sha256": a.manifest_sha256})
-
-
-def parse_announce(payload: bytes | bytearray) -> Announce:
-    d = _dict(load_json(payload, "rollout"), "rollout", 3)
-    if set(d) != {"schema", "version", "manifest_sha256"} or d["schema"] != SCHEMA:
-        raise MessageError(
-            f"rollout message must be {{schema: {SCHEMA}, version, manifest_sha256}}, "
-            f"got fields {sorted(d)[:5]}"
-        )
-    digest = _text(d["manifest_sha256"], "manifest_sha256")
-    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
-        raise MessageError("manifest_sha256 must be 64 lowercase hex digits")
-    return Announce(_int(d["version"], "version", 0, 0xFFFFFFFF), digest)
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A node's answer to an announce."""
-
-    node: str
-    version: int
-    ok: bool
-    error: str = ""
-
-
-def encode_reply(r: Reply) -> bytes:
-    return _dump({"version": r.version, "ok": r.ok, "error": r.error})
-
-
-def parse_reply(node: str, payload: bytes | bytearray) -> Reply:
-    d = _dict(load_json(payload, "rollout reply"), "rollout reply", 3)
-    if set(d) != {"version", "ok", "error"} or not isinstance(d["ok"], bool):
-        raise MessageError("rollout reply must be {version, ok: bool, error}")
-    return Reply(
-        node, _int(d["version"], "version", 0, 0xFFFFFFFF), d["ok"], _text(d["error"], "error")
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +235,6 @@ class RolloutParticipant:
         self._prepared = prepared
         self.pending = _Pending()
         self.folder: Path | None = None
-        self.counters: dict[str, int] = {}
 
     def on_announce(self, payload: bytes | bytearray) -> None:
         self.pending.announce = parse_announce(payload)
@@ -310,7 +263,14 @@ class RolloutParticipant:
             self._prepare(unpack_bundle(bundle, a, dest), a.version)
         except ValueError as exc:
             log.error("%s: cannot prepare model version %d: %s", self.node, a.version, exc)
-            self._reply(Reply(self.node, a.version, False, str(exc)[:500]))
+            self._reply(
+                Reply(
+                    self.node,
+                    a.version,
+                    False,
+                    str(exc)[: MAX_TEXT - 3] + "..." if len(str(exc)) > MAX_TEXT else str(exc),
+                )
+            )
             return
         log.info("%s: model version %d prepared", self.node, a.version)
         self.pending.bundle = None  # the files are on disk now
@@ -319,10 +279,6 @@ class RolloutParticipant:
     def close(self) -> None:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def describe(versions: Versions[Any]) -> str:
-    return ", ".join(f"from {at}: {v}" for at, v in versions.switches) or f"{versions.base}"
 
 
 # ---------------------------------------------------------------------------------------------
