@@ -44,6 +44,21 @@ def test_versions_switch_at_a_sample_and_settle():
     assert v.version_for(5) == 0x20002 and v.switches == []
 
 
+def test_many_rollouts_keep_a_bounded_number_of_models_and_never_drop_the_new_one():
+    v = Versions(1, "m1")
+    for k, at in ((2, 10), (3, 20), (4, 30), (5, 40)):
+        v.add(k, f"m{k}")
+        assert k in v.models  # prepared: it must still be there when the switch comes
+        assert v.switch(at, k)
+        v.settle(at)  # the deployment passed the switch point
+        assert len(v.models) <= 3 and v.version_for(at) == k and v.base == k
+    unsettled = Versions(1, "m1")  # switch points not passed yet: every model is still needed
+    for k, at in ((2, 10), (3, 20), (4, 30)):
+        unsettled.add(k, f"m{k}")
+        assert k in unsettled.models and unsettled.switch(at, k)
+    assert [unsettled.version_for(s) for s in (9, 10, 20, 30)] == [1, 2, 3, 4]
+
+
 def test_a_version_with_the_running_ones_frame_tag_is_refused():
     v = Versions(0x1234_0001, "old")
     with pytest.raises(ValueError, match="16-bit frame tag"):

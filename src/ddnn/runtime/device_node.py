@@ -163,6 +163,7 @@ class DeviceNode(Node):
         self.latest = p.latest
         if p.switch is not None:
             self._on_switch(*p.switch)
+        self.engines.settle(p.decided)  # a switch point the deployment passed: the new base
 
     def _on_switch(self, at: int, tag: int) -> None:
         """A rollout: samples from ``at`` on are served by the model whose frame tag is ``tag``."""
@@ -180,6 +181,8 @@ class DeviceNode(Node):
                     tag,
                 )
             return
+        if self.engines.base == version and not self.engines.switches:
+            return  # switched and settled already
         if self.engines.switch(at, version) and at not in self._switches_seen:
             self._switches_seen.add(at)
             log.info("%s: model version %d serves samples from %d on", self.name, version, at)

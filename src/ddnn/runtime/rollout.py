@@ -187,7 +187,7 @@ class Versions(Generic[M]):
             )
         self.models[version] = model
         while len(self.models) > KEEP_MODELS:
-            used = {self.base, *(v for _, v in self.switches)}
+            used = {version, self.base, *(v for _, v in self.switches)}
             old = next((v for v in self.models if v not in used), None)
             if old is None:
                 break
