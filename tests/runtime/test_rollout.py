@@ -227,3 +227,12 @@ def test_a_run_of_another_hierarchy_is_refused_by_the_nodes_and_nothing_switches
     err = capsys.readouterr().err
     assert code == 1
     assert "nothing was switched" in err and "aggregator: the new run's edge groups" in err
+
+
+def test_a_bundle_with_a_damaged_member_is_refused_not_a_node_error(run_c, tmp_path):
+    bundle = bytearray(make_bundle(run_c, node_files(load_run(run_c)[1].model, "device_0")))
+    section = (run_c / "sections/device_0.pt").read_bytes()
+    at = bytes(bundle).index(section[:64]) + 100  # a byte inside the stored section: CRC fails
+    bundle[at] ^= 0xFF
+    with pytest.raises(ValueError, match="damaged"):
+        unpack_bundle(bytes(bundle), announce_of(run_c), tmp_path / "x")

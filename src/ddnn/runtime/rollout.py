@@ -35,6 +35,7 @@ import logging
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -116,24 +117,11 @@ def unpack_bundle(payload: bytes, announce: Announce, dest: Path) -> Path:
         names = z.namelist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ValueError(f"bundle is not a zip file ({exc})") from None
-    with z:
-        for name in names:
-            parts = PurePosixPath(name).parts
-            if name.startswith("/") or ".." in parts or "\\" in name or not parts:
-                raise ValueError(f"bundle holds a file with an unsafe path {name[:60]!r}")
-        if MANIFEST not in names:
-            raise ValueError(f"bundle has no {MANIFEST}")
-        total = sum(i.file_size for i in z.infolist())
-        if total > MAX_BUNDLE_BYTES:
-            raise ValueError(f"bundle unpacks to {total} bytes, over {MAX_BUNDLE_BYTES}")
-        manifest = z.read(MANIFEST)
-        if hashlib.sha256(manifest).hexdigest() != announce.manifest_sha256:
-            raise ValueError("the bundle's manifest is not the one announced (sha256 differs)")
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(z.read(name))
+    try:  # a damaged member (CRC, an unsupported method) is a refusal, not a node error
+        with z:
+            _extract(z, names, announce, dest)
+    except (zipfile.BadZipFile, NotImplementedError, zlib.error, EOFError) as exc:
+        raise ValueError(f"bundle is damaged ({type(exc).__name__}: {exc})") from None
     version = verify_run(dest, required=[n for n in names if n != MANIFEST])
     if version != announce.version:
         raise ValueError(
@@ -141,6 +129,27 @@ def unpack_bundle(payload: bytes, announce: Announce, dest: Path) -> Path:
             f"{announce.version}"
         )
     return dest
+
+
+def _extract(z: zipfile.ZipFile, names: list[str], announce: Announce, dest: Path) -> None:
+    """The checks that need the members, then the files written into ``dest``."""
+    for name in names:
+        parts = PurePosixPath(name).parts
+        if name.startswith("/") or ".." in parts or "\\" in name or not parts:
+            raise ValueError(f"bundle holds a file with an unsafe path {name[:60]!r}")
+    if MANIFEST not in names:
+        raise ValueError(f"bundle has no {MANIFEST}")
+    total = sum(i.file_size for i in z.infolist())
+    if total > MAX_BUNDLE_BYTES:
+        raise ValueError(f"bundle unpacks to {total} bytes, over {MAX_BUNDLE_BYTES}")
+    manifest = z.read(MANIFEST)
+    if hashlib.sha256(manifest).hexdigest() != announce.manifest_sha256:
+        raise ValueError("the bundle's manifest is not the one announced (sha256 differs)")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(z.read(name))
 
 
 class Versions(Generic[M]):
