@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import types
 from collections import Counter
@@ -23,6 +24,7 @@ from ddnn.runtime.sources import (
     Reading,
     open_source,
 )
+from ddnn.runtime.sources import folder as folder_source
 
 T0 = 1_700_000_000.0
 
@@ -42,8 +44,14 @@ def level(k: np.ndarray) -> np.ndarray:
     return (np.asarray(k, dtype=np.float64) / 255.0).astype(np.float32)
 
 
+def ListedFolder(folder: Path, shape: tuple[int, ...], **kwargs) -> FolderSource:  # noqa: N802
+    """A folder source without the kernel's watch: it lists the folder at every poll."""
+    return FolderSource(folder, shape, watch=False, **kwargs)
+
+
 def poll_ready(src: FolderSource) -> list[Reading]:
-    """Files are read once stable across two polls: the first poll sees them, the second reads."""
+    """Listed files are read once stable across two listings: the first poll sees them, the
+    second reads."""
     assert src.poll() == []
     return src.poll()
 
@@ -72,7 +80,7 @@ def test_folder_png_comes_back_as_its_pixels_over_255(tmp_path, channels):
     image = pixels[:, :, 0] if channels == 1 else pixels
     Image.fromarray(image).save(tmp_path / "cam0_000017.png")
     clock = FakeClock()
-    src = FolderSource(tmp_path, (channels, h, w), clock=clock)
+    src = ListedFolder(tmp_path, (channels, h, w), clock=clock)
     clock.now = T0 + 3.5
     [reading] = poll_ready(src)
     expected = np.stack([level(pixels[:, :, c]) for c in range(channels)])  # (C, H, W) by hand
@@ -86,12 +94,12 @@ def test_folder_converts_colour_to_the_device_channels_like_pillow(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, size=(4, 6, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "1.jpg", quality=95)
     Image.fromarray(rgb[:, :, 1]).save(tmp_path / "2.png")
-    src = FolderSource(tmp_path, (1, 4, 6))
+    src = ListedFolder(tmp_path, (1, 4, 6))
     gray_of_jpeg = np.asarray(Image.open(tmp_path / "1.jpg").convert("L"))
     a, b = poll_ready(src)
     np.testing.assert_array_equal(a.data, level(gray_of_jpeg)[None])
     np.testing.assert_array_equal(b.data, level(rgb[:, :, 1])[None])
-    src3 = FolderSource(tmp_path, (3, 4, 6), on_done="keep")
+    src3 = ListedFolder(tmp_path, (3, 4, 6), on_done="keep")
     _, gray_as_rgb = poll_ready(src3)  # a grayscale file on a colour device: three equal planes
     np.testing.assert_array_equal(gray_as_rgb.data, np.stack([level(rgb[:, :, 1])] * 3))
 
@@ -102,7 +110,7 @@ def test_folder_npy_numbers_as_is_as_the_training_loader_took_them(tmp_path):
     np.save(tmp_path / "0001.npy", floats)
     np.save(tmp_path / "0002.npy", u8)
     np.save(tmp_path / "0003.npy", floats.astype(np.float32))
-    a, b, c = poll_ready(FolderSource(tmp_path, (2, 3)))
+    a, b, c = poll_ready(ListedFolder(tmp_path, (2, 3)))
     np.testing.assert_array_equal(a.data, floats.astype(np.float32))
     assert a.data.dtype == np.float32
     np.testing.assert_array_equal(b.data, u8.astype(np.float32))  # 0..255, not / 255
@@ -113,7 +121,7 @@ def test_folder_npy_numbers_as_is_as_the_training_loader_took_them(tmp_path):
 def test_folder_reads_in_name_order_with_sample_ids_from_stems(tmp_path):
     for name, value in [("b_3", 3), ("a_10", 10), ("img", 99), ("0009", 9), ("cam0_000017", 17)]:
         np.save(tmp_path / f"{name}.npy", np.full((2,), value, dtype=np.float32))
-    readings = poll_ready(FolderSource(tmp_path, (2,)))
+    readings = poll_ready(ListedFolder(tmp_path, (2,)))
     # name order: 0009 < a_10 < b_3 < cam0_000017 < img
     assert [r.sample for r in readings] == [9, 10, 3, 17, None]
     assert [float(r.data[0]) for r in readings] == [9, 10, 3, 17, 99]
@@ -131,7 +139,7 @@ def test_folder_counts_and_skips_bad_files_while_good_ones_come_through(tmp_path
     (tmp_path / "12.txt").write_text("hello")
     np.save(tmp_path / "13.npy", np.full((3, 2, 2), 0.5, np.float32))
     counters = Counter({"frames_sent": 4})
-    src = FolderSource(tmp_path, (3, 2, 2), counters=counters)
+    src = ListedFolder(tmp_path, (3, 2, 2), counters=counters)
     readings = poll_ready(src)
     assert [r.sample for r in readings] == [5, 13]
     np.testing.assert_array_equal(readings[0].data, level(good.transpose(2, 0, 1)))
@@ -153,7 +161,7 @@ def test_folder_counts_and_skips_bad_files_while_good_ones_come_through(tmp_path
 
 def test_folder_image_on_a_non_image_device_is_rejected(tmp_path):
     Image.fromarray(np.zeros((2, 50), np.uint8)).save(tmp_path / "1.png")
-    src = FolderSource(tmp_path, (2, 50))
+    src = ListedFolder(tmp_path, (2, 50))
     assert poll_ready(src) == []
     assert src.counters == {"rejected_file_type": 1}
 
@@ -161,7 +169,7 @@ def test_folder_image_on_a_non_image_device_is_rejected(tmp_path):
 @pytest.mark.parametrize("on_done", ["keep", "move", "delete"])
 def test_folder_on_done(tmp_path, on_done):
     np.save(tmp_path / "1.npy", np.ones(3, np.float32))
-    src = FolderSource(tmp_path, (3,), on_done=on_done)
+    src = ListedFolder(tmp_path, (3,), on_done=on_done)
     assert [r.sample for r in poll_ready(src)] == [1]
     assert src.poll() == [] and src.poll() == []  # never read twice
     assert (tmp_path / "1.npy").exists() == (on_done == "keep")
@@ -179,7 +187,7 @@ def test_folder_ignores_hidden_and_temporary_names_until_renamed(tmp_path):
     for name in (".hidden.npy", "2.npy.tmp", "3.npy.part", "4.NPY.TMP"):
         np.save(tmp_path / "x.npy", np.ones(3, np.float32))
         os.replace(tmp_path / "x.npy", tmp_path / name)
-    src = FolderSource(tmp_path, (3,))
+    src = ListedFolder(tmp_path, (3,))
     for _ in range(3):
         assert src.poll() == []
     os.replace(tmp_path / "2.npy.tmp", tmp_path / "2.npy")  # the writer's rename
@@ -193,7 +201,7 @@ def test_folder_waits_for_a_file_to_stop_growing(tmp_path):
     (tmp_path / "whole.npy").unlink()
     (tmp_path / "7.npy").write_bytes(blob[:100])  # half written
     (tmp_path / "8.npy").write_bytes(b"")  # created, nothing written yet
-    src = FolderSource(tmp_path, (64,))
+    src = ListedFolder(tmp_path, (64,))
     assert src.poll() == []
     with open(tmp_path / "7.npy", "ab") as f:  # the writer goes on between two polls
         f.write(blob[100:])
@@ -209,6 +217,95 @@ def test_folder_missing_or_not_a_folder(tmp_path):
         with pytest.raises(ValueError, match="does not exist or is not a folder") as info:
             open_source(f"folder:{path}", (3,))
         assert "\n" not in str(info.value)
+
+
+class Ticks:
+    """An injectable monotonic clock for the folder's listings."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def watched(folder: Path, shape: tuple[int, ...], **kwargs) -> tuple[FolderSource, Ticks]:
+    ticks = Ticks()
+    src = FolderSource(folder, shape, monotonic=ticks, **kwargs)
+    assert src.poll_interval == folder_source.LIST_EVERY, "inotify should watch a tmp folder"
+    assert src.poll() == []  # the first listing: nothing there yet
+    return src, ticks
+
+
+def test_a_watched_folder_reads_a_file_the_moment_its_writer_closes_it(tmp_path):
+    src, _ = watched(tmp_path, (64,))
+    try:
+        np.save(tmp_path / "5.npy", np.arange(64, dtype=np.float32))  # open, write, close
+        [reading] = src.poll()  # no second look, no listing (the clock did not move)
+        assert reading.sample == 5
+        np.testing.assert_array_equal(reading.data, np.arange(64, dtype=np.float32))
+        blob = (tmp_path / "5.npy").read_bytes()
+        with open(tmp_path / "6.npy", "wb") as f:  # a writer still at work
+            f.write(blob[:100])
+            f.flush()
+            assert src.poll() == []
+            f.write(blob[100:])
+        [reading] = src.poll()  # closed: read now
+        assert reading.sample == 6 and not src.counters
+    finally:
+        src.close()
+
+
+def test_a_watched_folder_reads_a_file_renamed_into_it(tmp_path):
+    src, _ = watched(tmp_path, (3,), on_done="delete")
+    try:
+        with open(tmp_path / "9.npy.part", "wb") as f:  # np.save would add ".npy" to a name
+            np.save(f, np.full(3, 9.0, np.float32))
+        assert src.poll() == []  # the temporary name is ignored
+        os.replace(tmp_path / "9.npy.part", tmp_path / "9.npy")
+        [reading] = src.poll()
+        np.testing.assert_array_equal(reading.data, np.full(3, 9.0, np.float32))
+        assert not (tmp_path / "9.npy").exists() and src.poll() == []
+    finally:
+        src.close()
+
+
+def test_a_watched_folder_still_lists_itself_for_files_the_watch_did_not_see(tmp_path):
+    np.save(tmp_path / "1.npy", np.ones(3, np.float32))  # there before the watch began
+    src, ticks = watched(tmp_path, (3,))  # the first listing notes it
+    try:
+        assert src.poll() == []  # the next listing is not due yet
+        ticks.now += folder_source.LIST_EVERY
+        [reading] = src.poll()  # unchanged over a listing interval: read
+        assert reading.sample == 1
+    finally:
+        src.close()
+
+
+def test_a_watched_folder_wakes_its_node_and_falls_back_to_looking_when_removed(tmp_path):
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    src, _ = watched(folder, (3,))
+    woke = threading.Event()
+    src.on_change = woke.set
+    np.save(folder / "1.npy", np.ones(3, np.float32))
+    assert woke.wait(10), "the watch did not call on_change for a finished file"
+    assert [r.sample for r in src.poll()] == [1]
+    shutil.rmtree(folder)
+    deadline = time.monotonic() + 10
+    while src.poll_interval != folder_source.LOOK_EVERY and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert src.poll_interval == folder_source.LOOK_EVERY  # the watch ended with the folder
+    assert src.poll() == [] and src.counters == {"folder_unreadable": 1}
+    src.close()
+
+
+def test_without_inotify_a_folder_is_looked_at_every_few_milliseconds(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "inotify_simple", None)  # as on a system without it
+    src = FolderSource(tmp_path, (3,))
+    assert src.poll_interval == folder_source.LOOK_EVERY
+    np.save(tmp_path / "1.npy", np.ones(3, np.float32))
+    assert [r.sample for r in poll_ready(src)] == [1]
 
 
 # -- pipe --------------------------------------------------------------------------------------

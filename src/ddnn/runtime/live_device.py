@@ -37,7 +37,6 @@ from ddnn.runtime.protocol import Topics
 
 log = logging.getLogger(__name__)
 
-FOLDER_POLL = 0.01  # s between looks at a source that does not say when it has a reading
 MAX_PENDING_TICKS = 64  # ticks waiting for a reading at once; older ones are absent
 
 
@@ -82,11 +81,9 @@ class LiveDeviceNode(DeviceNode):
         self.tick_deadline = tick_deadline
         self.pending: dict[int, float] = {}  # tick sample id -> monotonic time it gives up
         self.fresh: Any = None  # the newest reading not used by a tick yet
-        # a source that says when it has something (pipe, MQTT) wakes the node; a folder is
-        # looked at every FOLDER_POLL seconds
-        self.event_driven = bool(getattr(source, "event_driven", False))
-        if hasattr(source, "on_change"):
-            source.on_change = self.inbox.nudge
+        # a source wakes the node when it has something (a pipe's reader, a folder's watch,
+        # the node's own MQTT messages) and may ask to be looked at every poll_interval seconds
+        source.on_change = self.inbox.nudge
         if getattr(source, "counters", None) is not None and source.counters is not self.counters:
             self.source_counters = source.counters
         else:
@@ -176,8 +173,8 @@ class LiveDeviceNode(DeviceNode):
         wait = 0.0 if due else min(max_wait, self.idle_wait(now))
         if self.pending:  # a tick gives up on its reading then
             wait = min(wait, min(self.pending.values()) - now)
-        if not self.event_driven:
-            wait = min(wait, FOLDER_POLL)
+        if self.source.poll_interval is not None:
+            wait = min(wait, self.source.poll_interval)
         self.step(max(0.0, wait))
         self.cache.evict(self.clock())
         return bool(due)

@@ -14,10 +14,12 @@ shape with the values training saw (8-bit pixel ``k`` is ``k / 255``).
 * ``.npy`` files hold exactly the input shape; their numbers are taken as they are, as float32
   (as the training folder loader took them: a uint8 file's values stay 0..255), finite; else ``rejected_npy_shape`` / ``rejected_npy_dtype`` /
   ``rejected_non_finite``. Unreadable files count ``rejected_undecodable``.
-* Writers should write to a temporary name and rename when done: names starting with ``.`` or
-  ending in ``.tmp`` / ``.part`` are ignored. As a safety net a file is only read once its size
-  and modification time are the same at two consecutive polls (so it waits one poll interval),
-  and an empty file is never read.
+* A file is read when it is finished: on Linux the kernel reports (inotify) a file closed by
+  the writer that had it open for writing, or renamed into the folder, and the device reads it
+  at once. The folder is also listed (every 0.5 s with the watch; every 10 ms where inotify is
+  missing): a listed file is read once its size and modification time held from one listing to
+  the next. Names starting with ``.`` or ending in ``.tmp`` / ``.part`` are ignored (write to
+  such a name and rename when done), and an empty file is never read.
 * Ready files are read in name order (zero-pad numbers: ``0009`` sorts before ``0010``); the
   trailing integer of the stem is the sample id (``cam0_000017.png`` -> 17, ``img.png`` -> None).
 * ``on_done``: ``keep`` remembers the name and never reads it again, ``move`` moves the file to

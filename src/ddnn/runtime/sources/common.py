@@ -45,6 +45,14 @@ class Source(Protocol):
 
     description: str  # e.g. "folder:/data/cam0"
     counters: Counter[str]  # rejected_<reason>, dropped_behind, …; the node's own if passed in
+    # the node calls ``poll`` when ``on_change`` (which it sets) was called, and at least every
+    # ``poll_interval`` seconds (``None``: only when told)
+    on_change: Callable[[], None]
+
+    @property
+    def poll_interval(self) -> float | None:
+        """Seconds after which ``poll`` must run again even if ``on_change`` was not called."""
+        ...
 
     @property
     def finished(self) -> bool:

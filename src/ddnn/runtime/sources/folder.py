@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,8 +23,16 @@ from ddnn.runtime.sources.common import (
     is_image_shape,
     sample_id,
 )
+from ddnn.runtime.sources.folder_watch import FolderWatch
 
 log = logging.getLogger(__name__)
+
+LOOK_EVERY = 0.01  # s between listings of a folder that no watch reports on
+LIST_EVERY = 0.5  # s between listings of a watched folder (a safety net: files it cannot see)
+
+
+def _nothing() -> None:
+    pass
 
 
 class FolderSource:
@@ -37,7 +46,11 @@ class FolderSource:
         on_done: str = "keep",
         counters: Counter[str] | None = None,
         clock: Callable[[], float] = time.time,
+        watch: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``watch``: have the kernel report finished files (inotify, Linux) instead of only
+        listing the folder; ``monotonic`` times the listings (replaceable in tests)."""
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise ValueError(f"source folder {str(folder)!r} does not exist or is not a folder")
@@ -52,34 +65,43 @@ class FolderSource:
         self.max_npy_bytes = 8 * math.prod(self.input_shape) + 65536  # data + largest header
         self._last: dict[str, tuple[int, int]] = {}  # name -> (size, mtime) at the last poll
         self._taken: set[str] = set()  # names never to read again
+        self.monotonic = monotonic
+        self._next_listing = -math.inf
+        self._watch = FolderWatch.start(self.folder, self.description) if watch else None
 
     @property
     def finished(self) -> bool:
         """A folder may always receive another file."""
         return False
 
+    @property
+    def poll_interval(self) -> float:
+        """Seconds after which ``poll`` should run again even if ``on_change`` was not called."""
+        return LIST_EVERY if self._watch is not None and self._watch.alive else LOOK_EVERY
+
+    @property
+    def on_change(self) -> Callable[[], None]:
+        return self._watch.on_change if self._watch is not None else _nothing
+
+    @on_change.setter
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Called (from the watch's thread) when a file was finished: time to ``poll``."""
+        if self._watch is not None:
+            self._watch.on_change = callback
+
     def poll(self) -> list[Reading]:
-        """Reads the files that are ready (stable since the last poll), in name order."""
-        try:
-            with os.scandir(self.folder) as it:
-                entries = [e for e in it if self._wanted(e.name)]
-        except OSError as exc:
-            _note(self.counters, "folder_unreadable", f"{self.description}: cannot list ({exc})")
-            return []
-        ready, now_seen = [], {}
-        for entry in entries:
-            try:
-                if not entry.is_file():
-                    continue
-                st = entry.stat()
-            except OSError:  # vanished between the listing and the stat
-                continue
-            mark = (st.st_size, st.st_mtime_ns)
-            if st.st_size > 0 and self._last.get(entry.name) == mark:
-                ready.append(entry.name)
-            else:
-                now_seen[entry.name] = mark
-        self._last = now_seen
+        """Reads the files that are ready, in name order: those the watch reports finished
+        (closed after writing, or renamed in), and, at each listing, those whose size and
+        modification time held since the previous listing."""
+        ready: set[str] = set()
+        listing = self._watch is None
+        if self._watch is not None:
+            finished, lost = self._watch.take()
+            ready = {name for name in finished if self._wanted(name) and self._nonempty(name)}
+            listing = lost or not self._watch.alive or self.monotonic() >= self._next_listing
+        if listing:
+            self._next_listing = self.monotonic() + LIST_EVERY
+            ready |= self._settled(skip=ready)
         now = self.clock()
         out = []
         for name in sorted(ready):
@@ -89,7 +111,42 @@ class FolderSource:
         return out
 
     def close(self) -> None:
-        """Nothing to release: a folder source holds no open file."""
+        """Stops the watch (the folder holds no open file)."""
+        if self._watch is not None:
+            self._watch.close()
+
+    def _nonempty(self, name: str) -> bool:
+        try:
+            st = os.stat(self.folder / name)
+        except OSError:  # gone already (moved or deleted by someone else)
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+    def _settled(self, skip: set[str]) -> set[str]:
+        """Names (not in ``skip``) unchanged in size and mtime since the previous listing."""
+        try:
+            with os.scandir(self.folder) as it:
+                entries = [e for e in it if self._wanted(e.name)]
+        except OSError as exc:
+            _note(self.counters, "folder_unreadable", f"{self.description}: cannot list ({exc})")
+            return set()
+        settled, now_seen = set(), {}
+        for entry in entries:
+            if entry.name in skip:
+                continue
+            try:
+                if not entry.is_file():
+                    continue
+                st = entry.stat()
+            except OSError:  # vanished between the listing and the stat
+                continue
+            mark = (st.st_size, st.st_mtime_ns)
+            if st.st_size > 0 and self._last.get(entry.name) == mark:
+                settled.add(entry.name)
+            else:
+                now_seen[entry.name] = mark
+        self._last = now_seen
+        return settled
 
     def _wanted(self, name: str) -> bool:
         return (

@@ -38,7 +38,7 @@ def check_topic(topic: str) -> str:
 class MqttSource:
     """Readings published on an MQTT topic, fed in by the node (``mqtt:TOPIC``)."""
 
-    event_driven = True  # readings arrive as the node's own MQTT messages
+    poll_interval = None  # readings arrive as the node's own MQTT messages
 
     def __init__(
         self,
@@ -57,6 +57,15 @@ class MqttSource:
         self.counters: Counter[str] = Counter() if counters is None else counters
         self.clock = clock
         self._queue = _Queue(max_queue, self.description)
+
+    @property
+    def on_change(self) -> Callable[[], None]:
+        return self._queue.on_change
+
+    @on_change.setter
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Called by ``feed`` (on the node's thread): ends the node's turn so it polls."""
+        self._queue.on_change = callback
 
     @property
     def finished(self) -> bool:

@@ -30,7 +30,7 @@ class PipeSource:
     something new (a frame, a count, the end of the stream), so the node need not poll.
     """
 
-    event_driven = True
+    poll_interval = None  # the reader thread calls on_change
 
     def __init__(
         self,
