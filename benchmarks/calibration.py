@@ -1,4 +1,4 @@
-"""Calibration of a multi-device data set against the default model (README "Built-in data").
+"""Calibration of a multi-device data set against the default model (docs/data.md, "Built-in data: synthetic-mvmc").
 
 Measures, on the test split:
   * individual accuracy: a model trained on one camera alone (configuration b), for every camera,

@@ -4,8 +4,8 @@ Three kinds of model are trained under one budget (the same training images, epo
 Adam with lr 1e-3 and seed):
 
 * **DDNN** (configuration c): 6 binary devices (ConvP, one 16 x 10 tile each), MP local exit,
-  CC cloud (float: it runs on a server); ``DDNN_OVERRIDES`` holds the configuration chosen by the
-  exploration runs described in ``results_fashion_benchmark.txt``.
+  CC cloud (float: it runs on a server); ``DDNN_OVERRIDES`` holds the configuration chosen by exploration
+  runs whose results were not committed (only the chosen configuration's run is).
 * **(a) cloud only on raw input**: a plain float CNN on the full 28 x 28 image reassembled from
   the 6 tiles; every device uploads its tile as 8-bit pixels, 160 B per device per sample.
 * **(b) each device alone**: the DDNN's device section (ConvP + binary FC head) on one tile,

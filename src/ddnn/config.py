@@ -88,7 +88,7 @@ class ModelConfig:
 class TrainConfig:
     """Joint training (SPEC §4): Adam with the paper's defaults; batch_size 0 = full batch.
 
-    Two measured departures from the paper's recipe (README, "Measured figures"): minibatches of
+    Two measured departures from the paper's recipe (docs/configuration.md, "Why the default recipe departs from the paper's"): minibatches of
     64 instead of the full batch, and device dropout 0.15 for robustness to failed devices.
     """
 

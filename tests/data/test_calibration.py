@@ -1,8 +1,8 @@
-"""The built-in data behaves like MVMC with the default model (README "Built-in data").
+"""The built-in data behaves like MVMC with the default model (docs/data.md, "Built-in data").
 
 Trains the real default model on the default synthetic-mvmc split (about a minute on 2 cores), so
-it carries the ``slow`` marker; CI still runs it. Margins are wider than the README's measured
-figures because CPU kernels may round differently on other machines.
+it carries the ``slow`` marker; CI still runs it. Margins are wider than the measured figures
+(benchmarks/results_calibration.txt) because CPU kernels may round differently on other machines.
 """
 
 from dataclasses import replace

@@ -1,6 +1,6 @@
 """Users' own multi-device data as one ``.npz`` file.
 
-Arrays (README "Your own data"):
+Arrays (docs/data.md, "Your own .npz"):
 
 * ``X`` — (N, D, ...) inputs for D devices: images (C, H, W), time series (C, L) or vectors (F,);
   or, when devices have different input shapes, one array per device ``X0`` … ``X{D-1}``, each

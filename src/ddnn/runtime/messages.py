@@ -70,7 +70,7 @@ __all__ = [
     "samples_asked_of",
 ]
 
-ANSWER_SCHEMA = 1  # version of the answers on the results topic (documented in the README)
+ANSWER_SCHEMA = 1  # version of the answers on the results topic (documented in docs/deploying.md, "Answers out")
 MAX_SAMPLE_ID = 2**53 - 1  # exact in every JSON reader (IEEE double), and in int64
 MAX_NODE_ID = 0xFFFF  # device and edge ids (the frame header's sender field)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a results message of 512 answers is ~150 KB
