@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import threading
 import time
 import zipfile
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_deploy import needs_mosquitto
 
 from ddnn.cli import main
@@ -171,7 +173,9 @@ def run_c_retrained(run_c, tmp_path_factory) -> Path:
 
 @needs_mosquitto
 @pytest.mark.slow
-def test_a_rollout_mid_stream_loses_nothing_and_mixes_no_models(run_c, run_c_retrained, capsys):
+def test_a_rollout_mid_stream_loses_nothing_and_mixes_no_models(
+    run_c, run_c_retrained, capsys, tmp_path
+):
     from ddnn.runtime.deploy import finish_local, run_local, start_local
 
     old, new = run_model_version(run_c), run_model_version(run_c_retrained)
@@ -185,11 +189,17 @@ def test_a_rollout_mid_stream_loses_nothing_and_mixes_no_models(run_c, run_c_ret
             ns = dep.topics.namespace
             args = ["rollout", "--run", str(run_c_retrained), "--broker", url, "--namespace", ns]
             codes.append(main([*args, "--timeout", "60"]))
+            # the restart path: a node started after the rollout finds the retained announce
+            # and bundle, prepares the new model, and learns the switch point from progress
+            dep.processes.kill("device_2")
+            restarted.append(time.time())
+            dep.processes.rejoin("device_2")
 
         threading.Thread(target=go, daemon=True).start()
 
-    options = {"rate": 12.0, "window": 8, "deadline": 2.0, "upper_timeout": 10.0}
-    dep = start_local(run_c, {**options, "thresholds": "local=0.5"})
+    restarted: list[float] = []
+    options = {"rate": 8.0, "window": 8, "deadline": 2.0, "upper_timeout": 10.0}
+    dep = start_local(run_c, {**options, "thresholds": "local=0.5"}, workdir=tmp_path)
     try:
         run_local(dep, grace=2.0, timeout=120, during=roll_out)
     finally:
@@ -199,13 +209,23 @@ def test_a_rollout_mid_stream_loses_nothing_and_mixes_no_models(run_c, run_c_ret
     versions = [report.answers[s].model_version for s in range(dep.samples)]
     switch = versions.index(new)  # one switch point: old before it, new from it on
     assert 0 < switch and set(versions[:switch]) == {old} and set(versions[switch:]) == {new}
-    # each side answered exactly as its own model does in-process on the same inputs
+    # the restarted device took part again, with the new model (else its frames were refused)
+    log_lines = (tmp_path / "device_2.log").read_text().strip().splitlines()
+    assert json.loads(log_lines[-1])["counters"]["rollout_prepared"] == 1
+    after = [a for a in report.answers.values() if a.captured > restarted[0] and 2 in a.present]
+    assert after, "device 2 never rejoined after its restart"
+    assert {a.model_version for a in after} == {new}
+    # each side answered exactly as its own model does in-process on the same inputs, with the
+    # devices the answer fused (device 2 was away while it restarted)
     config = resolve_config(overrides=["data.num_train=600", "data.num_test=96"])
     test = load_dataset(load_run(run_c)[1].data).test
     assert config.data.num_test == len(test)
+    presence = torch.zeros(len(test), test.x.shape[1], dtype=torch.bool)
+    for s, a in report.answers.items():
+        presence[s, a.present] = True
     for run, samples in ((run_c, range(switch)), (run_c_retrained, range(switch, dep.samples))):
         model = load_run(run)[0]
-        result = model.infer(test.x, {"local": 0.5})
+        result = model.infer(test.x, {"local": 0.5}, presence)
         got = [report.answers[s].prediction for s in samples]
         np.testing.assert_array_equal(got, result.predictions.numpy()[list(samples)])
 
