@@ -395,6 +395,7 @@ def test_the_bridge_counts_bad_messages_and_never_raises():
     hub = AnswerHub()
     bridge = object.__new__(MqttBridge)  # its handler alone, without a broker
     bridge.topics, bridge.hub, bridge._status_prefix = TOPICS, hub, TOPICS.status("")
+    bridge._stats_prefix = TOPICS.stats("")
     for topic, payload in [
         (TOPICS.results, encode_answers([make_answer(3)])),
         (TOPICS.results, b"[1, 2"),

@@ -173,9 +173,10 @@ def test_answers_round_trip(answer):
 
 
 def test_a_failure_round_trips_with_its_reason():
-    f = m.failure(7, "lost in transit", 1.0)
+    f = m.failure(7, "lost in transit", 1.0, "no_frames")
     (back,) = m.parse_answers(m.encode_answers([f]))
     assert back.failed and back.error == "lost in transit" and back.prediction == -1
+    assert back.flags == ["no_frames"]  # the reason code metrics count failures by
 
 
 @given(
@@ -240,5 +241,5 @@ def _numbers(value):
 
 
 def test_answer_samples_are_read_without_building_the_answers():
-    answers = [m.Answer(7, 1, "cloud", [0, 1]), m.failure(9, "lost", 1.7e9)]
+    answers = [m.Answer(7, 1, "cloud", [0, 1]), m.failure(9, "lost", 1.7e9, "no_frames")]
     assert m.parse_answer_samples(m.encode_answers(answers)) == [7, 9]

@@ -120,6 +120,8 @@ def stack_scores(
 class AggregatorNode(Node):
     """Local exit (and edge exit, with edges) of a trained hierarchy."""
 
+    role = "aggregator"
+
     def __init__(
         self,
         run_dir: str | Path,
@@ -166,6 +168,8 @@ class AggregatorNode(Node):
         self.models = Versions(version, self._load(Path(run_dir), version))
         self.switch_point: tuple[int, int] | None = None  # (first sample, tag) of the last rollout
         self._switch_heard: tuple[int, int] | None = None  # from retained progress, on restart
+        devices = [f"device_{k}" for k in range(self.num_devices)]
+        self.metrics.inputs = devices + [f"edge_{e}" for e in range(len(self.groups))]
 
     def _load(self, run_dir: Path, version: int) -> LocalModel:
         """The local (and edge) exit sections of a run, warmed up."""
@@ -453,7 +457,7 @@ class AggregatorNode(Node):
             del self.gaps[s]
         wall = self.wall()
         reason = "no frame of this sample reached the aggregator (lost in transit or not captured)"
-        self._answer([failure(s, reason, wall) for s in sorted(lost)])
+        self._answer([failure(s, reason, wall, "no_frames") for s in sorted(lost)])
         self.finished.add(lost)
         self.counters["failed_no_frames"] += len(lost)
 
@@ -461,6 +465,7 @@ class AggregatorNode(Node):
         if answers:
             self.publish(self.topics.results, encode_answers(answers), qos=1)
             self.counters["answered"] += sum(1 for a in answers if not a.failed)
+            self.metrics.observe(answers)
 
     def _decide_local(self, samples: list[int], position: int) -> None:
         """Fuse and answer ``samples``; the position (highest decided sample that most devices

@@ -56,6 +56,7 @@ def node_acl(namespace: str, node: str, groups: list[tuple[int, ...]]) -> list[s
     lines = [f"user {node}", f"topic readwrite {t.status(node)}", f"topic read {t.control}"]
     if node != "client":  # every node may take part in a rollout, which only the operator starts
         lines += [
+            f"topic write {t.stats(node)}",
             f"topic read {t.rollout}",
             f"topic read {t.rollout_bundle(node)}",
             f"topic write {t.rollout_reply(node)}",
@@ -101,12 +102,20 @@ def node_acl(namespace: str, node: str, groups: list[tuple[int, ...]]) -> list[s
         lines += [
             f"topic read {t.results}",
             f"topic read {t.status('#')}",
+            f"topic read {t.stats('+')}",  # the gateway's metrics and dashboard
             f"topic read {t.request}",  # to count the control bytes devices receive
             f"topic read {t.progress}",
             f"topic write {t.control}",
             f"topic write {t.rollout}",  # the operator login: only it may roll a model out
             f"topic write {t.rollout_bundle('+')}",
             f"topic read {t.rollout_reply('+')}",
+        ]
+    elif node == "observer":  # gateways and watchers: they read, and publish nothing
+        lines = [
+            f"user {node}",
+            f"topic read {t.results}",
+            f"topic read {t.status('#')}",
+            f"topic read {t.stats('+')}",
         ]
     else:
         raise ValueError(f"no ACL for node {node!r}")
@@ -211,7 +220,7 @@ class LocalBroker:
         security = Security(self.folder / "ca.crt")
         pwfile = self.folder / "passwords"
         acl: list[str] = []
-        for node in [*nodes, "client"]:
+        for node in [*nodes, "client", "observer"]:
             password = secrets.token_urlsafe(16)
             security.passwords[node] = password
             cmd = ["mosquitto_passwd", "-b", str(pwfile), node, password]

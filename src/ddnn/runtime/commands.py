@@ -98,9 +98,37 @@ def _edge_id(text: str | None, num_edges: int) -> int:
     return int(text)
 
 
-def _connect(nodes: list[Any], connect_timeout: float) -> None:
+def _port(text: str) -> int:
+    """An argparse ``type=`` for a TCP port to listen on."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port; give 1..65535")
+    return port
+
+
+_metrics_servers: list[Any] = []  # this process's metrics server (``--metrics-port``)
+
+
+def _connect(nodes: list[Any], connect_timeout: float, metrics_port: int | None = None) -> None:
+    """Connects the process's nodes; with ``metrics_port``, serves their metrics there first
+    (so a taken port fails before anything joins the deployment)."""
     from ddnn.runtime.mqtt import BrokerError
 
+    if metrics_port is not None:
+        from ddnn.runtime.metrics import serve_node_metrics
+
+        try:
+            server = serve_node_metrics([n.metrics for n in nodes], metrics_port)
+        except OSError as exc:
+            raise ValueError(
+                f"--metrics-port {metrics_port}: cannot listen on 127.0.0.1 ({exc.strerror})"
+            ) from None
+        _metrics_servers.append(server)
+        names = ", ".join(n.name for n in nodes)
+        log.info("metrics of %s on http://127.0.0.1:%d/metrics", names, metrics_port)
     try:
         for node in nodes:
             node.connect(connect_timeout=connect_timeout)
@@ -151,7 +179,7 @@ def _serve_devices(args: argparse.Namespace, mc: ModelConfig, settings: Any, top
     ]
     for node in nodes:  # a rollout's sections are loaded with the same engine
         node.engine_factory = _engine_factory(args.engine, node.device)
-    _connect(nodes, args.connect_timeout)
+    _connect(nodes, args.connect_timeout, args.metrics_port)
     serve_devices(nodes)
     for node in nodes:
         doc = {"node": node.name, "counters": dict(node.counters), "torch": "torch" in sys.modules}
@@ -214,7 +242,7 @@ def _serve_live_devices(
         )
     for node in nodes:  # a rollout's sections are loaded with the same engine
         node.engine_factory = _engine_factory(args.engine, node.device)
-    _connect(nodes, args.connect_timeout)
+    _connect(nodes, args.connect_timeout, args.metrics_port)
     serve_devices(nodes)
     for node in nodes:
         print(json.dumps({"node": node.name, "counters": dict(node.counters)}), file=sys.stderr)
@@ -227,7 +255,7 @@ def _serve_trigger(args: argparse.Namespace, settings: Any, topics: Topics) -> i
     if not args.rate:
         raise ValueError("serve trigger needs --rate HZ > 0 (capture ticks per second)")
     node = TriggerNode(settings, topics, args.rate, count=args.count, first=args.first)
-    _connect([node], args.connect_timeout)
+    _connect([node], args.connect_timeout, args.metrics_port)
     node.serve()
     print(json.dumps({"node": node.name, "counters": dict(node.counters)}), file=sys.stderr)
     return 0
@@ -308,7 +336,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.role == "device":
         return _serve_devices(args, mc, settings, topics)
     node = _upper_node(args, mc, settings, topics)
-    _connect([node], args.connect_timeout)
+    _connect([node], args.connect_timeout, args.metrics_port)
     node.serve()
     if node.counters:
         print(json.dumps({"node": node.name, "counters": dict(node.counters)}), file=sys.stderr)
@@ -444,14 +472,35 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         trigger_rate=args.trigger_rate,
     )
     wall = 0.0
+    gateway = None
     try:
+        if args.dashboard is not None:
+            gateway = _start_dashboard(dep, args.dashboard)
         wall = run_local(dep, grace=args.grace, timeout=args.timeout)
+        if gateway is not None and args.linger:
+            print(f"ddnn deploy: the dashboard stays up {args.linger:g} s", file=sys.stderr)
+            time.sleep(args.linger)
     finally:  # whatever happens, stop every node and the broker
         report = finish_local(dep, wall)
+        if gateway is not None:
+            gateway.stop()
     doc = report.as_dict()
     _add_formula(doc, config.model)
     _print_report(doc, args.json)
     return 0
+
+
+def _start_dashboard(dep: Any, port: int) -> Any:
+    """The gateway with the live dashboard for a local deployment, on 127.0.0.1:``port``; a
+    ``--secure`` deployment's page needs a fresh token, printed in its address."""
+    import secrets
+
+    from ddnn.runtime.gateway import RunningGateway
+
+    token = secrets.token_urlsafe(24) if dep.broker.secure else None
+    gateway = RunningGateway(dep.broker.settings("observer"), dep.topics, port, token)
+    print(f"ddnn deploy: dashboard on {gateway.url}", file=sys.stderr, flush=True)
+    return gateway
 
 
 SPLIT_HELP = "split of the run's data set: test (default), train or validation"
@@ -485,6 +534,12 @@ def add_runtime_parsers(sub: Any) -> None:
         type=_checked("connect_timeout"),
         default=10.0,
         help="s to retry the broker",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="serve this process's Prometheus metrics on http://127.0.0.1:PORT/metrics",
     )
     g = p.add_argument_group("device")
     g.add_argument(
@@ -610,5 +665,18 @@ def add_runtime_parsers(sub: Any) -> None:
     p.add_argument("--deadline", type=_checked("deadline"), help="s (default: serve's)")
     p.add_argument("--upper-timeout", type=_checked("upper_timeout"), help="s (default: serve's)")
     _add_wait_arguments(p)
+    p.add_argument(
+        "--dashboard",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve the live dashboard on http://127.0.0.1:PORT/ while the run lasts",
+    )
+    p.add_argument(
+        "--linger",
+        type=_checked("grace"),
+        default=0.0,
+        help="with --dashboard: s to keep the deployment and its dashboard up after the run",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_deploy)

@@ -31,6 +31,7 @@ from ddnn.runtime.node import Node, NodeFenced
 from ddnn.runtime.protocol import Topics
 from ddnn.runtime.rollout import Versions
 from ddnn.wire import encode_features_frame_ids, encode_scores_frame
+from ddnn.wire.accounting import raw_bytes_per_device
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ def load_device_inputs(
 
 class DeviceNode(Node):
     """Serves device section K: replays inputs, publishes scores, keeps features for requests."""
+
+    role = "device"
 
     def __init__(
         self,
@@ -135,6 +138,8 @@ class DeviceNode(Node):
         self._backoff = resend_after
         self._progress_at = 0.0  # monotonic time progress last moved (or we last resent)
         self._switches_seen: set[int] = set()
+        self.metrics.raw_bytes_per_sample = raw_bytes_per_device(tuple(engine.input_shape))
+        self.metrics.gauges["feature_cache_samples"] = lambda: len(self.cache)
         engine.infer_batch(inputs[:1])  # warm up (first calls allocate) before going online
 
     def subscriptions(self) -> list[str]:
@@ -261,6 +266,7 @@ class DeviceNode(Node):
                 self._send_scores(at, x[at - start :], captured)
                 return
         scores, packed = self.engines.models[version].infer_batch(x)
+        self.metrics.captured += n
         now = self.clock()
         if not self.in_flight:
             self._progress_at = now  # the resend clock runs from the oldest frame in flight

@@ -1,6 +1,7 @@
-"""``ddnn gateway``: a deployment's answers over HTTP for applications (Starlette + uvicorn).
+"""``ddnn gateway``: a deployment's answers, metrics and live dashboard over HTTP (Starlette +
+uvicorn).
 
-:class:`MqttBridge` subscribes to the results and status topics and feeds an
+:class:`MqttBridge` subscribes to the results, status and stats topics and feeds an
 :class:`~ddnn.runtime.gateway_app.AnswerHub` on paho's thread; the hub hands answers to the
 event loop of the app (:func:`~ddnn.runtime.gateway_app.create_app`, endpoints documented
 there), which uvicorn serves. A secure gateway (``--secure``, or an ``mqtts://`` broker)
@@ -69,6 +70,7 @@ class MqttBridge:
         self.topics = topics
         self.hub = hub
         self._status_prefix = topics.status("")
+        self._stats_prefix = topics.stats("")
         self._closed = False
         hub.broker, hub.namespace = settings.url, topics.namespace
         self.client = connect_observer(
@@ -76,7 +78,7 @@ class MqttBridge:
             topics,
             "gateway",
             self.handle,
-            [(topics.results, 1), (topics.status("+"), 1)],
+            [(topics.results, 1), (topics.status("+"), 1), (topics.stats("+"), 0)],
             on_taken_over=self._taken_over,
             connect_timeout=connect_timeout,
         )
@@ -85,6 +87,7 @@ class MqttBridge:
     def handle(self, msg: paho.MQTTMessage) -> None:
         """One message (on paho's thread): parsed, counted if bad, never raised."""
         from ddnn.runtime.messages import MessageError, parse_answers, parse_status
+        from ddnn.runtime.metrics import parse_snapshot
 
         try:
             if msg.topic == self.topics.results:
@@ -93,6 +96,13 @@ class MqttBridge:
                 except MessageError as exc:
                     self.hub.count("malformed")
                     log.warning("malformed results message skipped: %s", exc)
+            elif msg.topic.startswith(self._stats_prefix):
+                node = msg.topic[len(self._stats_prefix) :]
+                try:
+                    self.hub.feed_stats(parse_snapshot(msg.payload, node))
+                except MessageError as exc:
+                    self.hub.count("malformed_stats")
+                    log.warning("malformed stats of %r skipped: %s", node[:64], exc)
             elif msg.topic.startswith(self._status_prefix):
                 node = msg.topic[len(self._status_prefix) :]
                 if not msg.payload:  # a retained status was cleared
@@ -198,6 +208,54 @@ def serve(
     return Server(config)
 
 
+class RunningGateway:
+    """A gateway served from a thread of this process (``ddnn deploy --local --dashboard``).
+
+    Args:
+        settings: How to reach the broker (a ``--secure`` deployment's ``observer`` login).
+        topics: The deployment's topics.
+        port: HTTP port on 127.0.0.1 (0: any free port).
+        token: Required by every request when given (the page takes it once as ``/?token=``).
+
+    Raises:
+        ValueError: The port is taken or the broker is unreachable.
+    """
+
+    def __init__(
+        self, settings: BrokerSettings, topics: Topics, port: int, token: str | None = None
+    ) -> None:
+        import threading
+
+        from ddnn.runtime.mqtt import BrokerError
+
+        self.sock = listen("127.0.0.1", port)
+        self.hub = AnswerHub()
+        try:
+            self.bridge = MqttBridge(settings, topics, self.hub)
+        except BrokerError as exc:
+            self.sock.close()
+            raise ValueError(str(exc)) from None
+        self.port = self.sock.getsockname()[1]
+        self.token = token
+        self.server = serve(create_app(self.hub, token=token), self.hub, self.sock)
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="gateway", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The dashboard's address (with the token to open it in a browser, if one is set)."""
+        base = f"http://127.0.0.1:{self.port}/"
+        return f"{base}?token={self.token}" if self.token else base
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+        self.bridge.close()
+        self.sock.close()
+
+
 def _is_loopback(bind: str) -> bool:
     try:
         return ipaddress.ip_address(bind).is_loopback
@@ -209,7 +267,9 @@ def add_gateway_parser(sub: Any) -> None:
     """Adds ``ddnn gateway`` to the CLI's subparsers."""
     from ddnn.runtime.commands import _add_broker_arguments
 
-    p = sub.add_parser("gateway", help="serve a deployment's answers over HTTP (SSE, JSON)")
+    p = sub.add_parser(
+        "gateway", help="serve a deployment's answers, metrics and live dashboard over HTTP"
+    )
     _add_broker_arguments(p)
     for action in p._actions:
         if "--qos" in action.option_strings:  # the gateway publishes nothing
@@ -262,8 +322,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         host, port = sock.getsockname()[:2]
         host = f"[{host}]" if ":" in host else host
         print(
-            f"ddnn gateway: http://{host}:{port}/answers serves namespace {topics.namespace!r} "
-            f"from {settings.url}{' (token required)' if token else ''}",
+            f"ddnn gateway: dashboard http://{host}:{port}/ , answers /answers , metrics "
+            f"/metrics for namespace {topics.namespace!r} from {settings.url}"
+            f"{' (token required: open /?token=TOKEN in a browser)' if token else ''}",
             flush=True,
         )
         server.run(sockets=[sock])

@@ -12,12 +12,21 @@ endpoint                    what it returns
 ``GET /answers/latest``     the most recent answer (JSON); 404 before the first
 ``GET /health``             node statuses (retained ``status/NODE``), the gateway's MQTT link
                             and counters; 503 while the link is down
+``GET /metrics``            the whole deployment's Prometheus metrics (every node's latest
+                            ``stats/NODE``, :mod:`ddnn.runtime.metrics`); ``?node=NAME``
+                            (repeatable) keeps the per-node series of those nodes (400 for a
+                            node never heard of)
+``GET /``                   the live dashboard (static page, plain JavaScript, no CDN)
+``GET /dashboard/state``    the dashboard's JSON (:mod:`ddnn.runtime.deployment_view`)
+``GET /dashboard/events``   Server-Sent Events: ``event: state`` with that JSON every second
 ==========================  ===================================================================
 
 :class:`AnswerHub` is fed from any thread (the MQTT bridge feeds it on paho's) and hands answers
 to the event loop with ``call_soon_threadsafe``. Each ``/answers`` client has a bounded queue
 (the oldest answers go first, counted), so a slow client cannot make the gateway's memory grow.
-With a token, every request must carry ``Authorization: Bearer <token>`` (401 otherwise).
+With a token, every request must carry ``Authorization: Bearer <token>`` or the cookie
+``ddnn_token`` (401 otherwise); a browser opens ``/?token=TOKEN`` once, which sets the cookie
+(HttpOnly, SameSite=Strict) and redirects to ``/`` so the token leaves the address bar.
 Starlette is imported when the app is created, not when the CLI is built.
 """
 
@@ -29,9 +38,12 @@ import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
 
 from ddnn.runtime.answers import answer_to_json
+from ddnn.runtime.deployment_view import DeploymentView
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -48,10 +60,19 @@ STREAM_QUEUE = 256  # answers held per /answers client before its oldest are dro
 MAX_STREAMS = 64  # concurrent /answers clients
 MAX_NODES = 1024  # node statuses kept (the status topic is open to every node)
 MAX_NODE_NAME = 128
+STATE_EVERY_S = 1.0  # s between dashboard states on /dashboard/events
+TOKEN_COOKIE = "ddnn_token"
+PAGE_POLICY = "default-src 'self'; img-src 'self' data:"  # the page runs nothing from elsewhere
+PAGE_FILES = {  # path -> (file in ddnn/runtime/dashboard, media type)
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+}
 COUNTERS = (  # always in /health, zero or not
     "answers",
     "malformed",
     "malformed_status",
+    "malformed_stats",
     "status_ignored",
     "handler_error",
     "dropped",
@@ -111,6 +132,7 @@ class AnswerHub:
         self._lock = threading.Lock()
         self._streams: set[_Stream] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.view = DeploymentView()  # for /metrics and the dashboard
 
     # -- any thread ------------------------------------------------------------------------------
 
@@ -119,6 +141,7 @@ class AnswerHub:
         if not answers:
             return
         events = [b"event: answer\ndata: " + answer_to_json(a).encode() + b"\n\n" for a in answers]
+        self.view.feed_answers(answers)
         with self._lock:
             self.counters["answers"] += len(answers)
             self.latest = answers[-1]
@@ -131,6 +154,7 @@ class AnswerHub:
 
     def feed_status(self, node: str, status: str | None) -> None:
         """Records a node's status (``None``: its retained status was cleared)."""
+        self.view.feed_status(node, status)
         with self._lock:
             if status is None:
                 self.nodes.pop(node, None)
@@ -140,6 +164,18 @@ class AnswerHub:
                 self.nodes[node] = status
             else:
                 self.counters["status_ignored"] += 1
+
+    def feed_stats(self, snapshot: dict[str, Any]) -> None:
+        """A node's checked stats snapshot (:func:`ddnn.runtime.metrics.parse_snapshot`)."""
+        self.view.feed_snapshot(snapshot)
+
+    def dashboard_state(self) -> dict[str, Any]:
+        broker = {
+            "url": self.broker,
+            "connected": bool(self.connected()),
+            "error": self.mqtt_error or ("" if self.connected() else "not connected"),
+        }
+        return self.view.state(broker, self.namespace)
 
     def count(self, name: str) -> None:
         with self._lock:
@@ -231,11 +267,25 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
     def _authorized(self, scope: Scope) -> bool:
-        values = [v for k, v in scope.get("headers", []) if k.lower() == b"authorization"]
-        if len(values) != 1:
+        headers = scope.get("headers", [])
+        values = [v for k, v in headers if k.lower() == b"authorization"]
+        if len(values) == 1:
+            scheme, _, given = bytes(values[0]).strip().partition(b" ")
+            return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
+        if values:
             return False
-        scheme, _, given = bytes(values[0]).strip().partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
+        for k, v in headers:  # a browser: the cookie set by /?token=…
+            if k.lower() == b"cookie":
+                for part in bytes(v).split(b";"):
+                    name, _, given = part.strip().partition(b"=")
+                    if name == TOKEN_COOKIE.encode() and hmac.compare_digest(given, self.token):
+                        return True
+        if scope.get("path") == "/":  # the dashboard's first visit carries ?token=…
+            for part in bytes(scope.get("query_string", b"")).split(b"&"):
+                name, _, given = part.partition(b"=")
+                if name == b"token" and hmac.compare_digest(unquote_to_bytes(given), self.token):
+                    return True
+        return False
 
 
 class _CloseAfter:
@@ -269,6 +319,16 @@ async def _events(stream: _Stream, keepalive: float) -> AsyncIterator[bytes]:
         yield event
 
 
+async def _states(source: AnswerHub, every: float) -> AsyncIterator[bytes]:
+    """The dashboard's stream: a state at once, then one every ``every`` seconds, until the
+    gateway stops."""
+    import orjson
+
+    while not source.closed:
+        yield b"event: state\ndata: " + orjson.dumps(source.dashboard_state()) + b"\n\n"
+        await asyncio.sleep(every)
+
+
 def create_app(
     source: AnswerHub, *, token: str | None = None, keepalive: float = KEEPALIVE_S
 ) -> Starlette:
@@ -286,7 +346,7 @@ def create_app(
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
     from starlette.routing import Route
 
     async def stream_answers(_request: Request) -> Any:
@@ -311,6 +371,48 @@ def create_app(
         ok = doc["mqtt"]["connected"] and not doc["mqtt"]["error"]
         return JSONResponse(doc, 200 if ok else 503)
 
+    async def metrics(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        from ddnn.runtime.metrics import render
+
+        snapshots, up, now = source.view.metrics_source()
+        wanted = request.query_params.getlist("node")
+        if wanted:
+            known = set(snapshots) | set(up)
+            unknown = [n for n in wanted if n not in known]
+            if unknown:
+                listed = ", ".join(sorted(known)) or "none yet"
+                return JSONResponse(
+                    {"error": f"unknown node {unknown[0]!r}; known nodes: {listed}"}, 400
+                )
+            snapshots = {n: s for n, s in snapshots.items() if n in wanted}
+            up = {n: u for n, u in up.items() if n in wanted}
+        body = render(snapshots, up, now)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    async def page(request: Request) -> Response:
+        name, media = PAGE_FILES[request.url.path]
+        body = resources.files("ddnn.runtime").joinpath("dashboard", name).read_bytes()
+        if request.url.path == "/" and token and "token" in request.query_params:
+            response: Response = RedirectResponse("./", 303)  # the token leaves the address bar
+            response.set_cookie(
+                TOKEN_COOKIE, token, httponly=True, samesite="strict", secure=request.url.is_secure
+            )
+            return response
+        headers = {"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_POLICY}
+        return Response(body, media_type=media, headers=headers)
+
+    async def dashboard_state(_request: Request) -> Response:
+        return JSONResponse(source.dashboard_state())
+
+    async def dashboard_events(_request: Request) -> Any:
+        return StreamingResponse(
+            _states(source, STATE_EVERY_S),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
     async def http_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
@@ -328,6 +430,10 @@ def create_app(
             Route("/answers", stream_answers),
             Route("/answers/latest", latest),
             Route("/health", health),
+            Route("/metrics", metrics),
+            *(Route(path, page) for path in PAGE_FILES),
+            Route("/dashboard/state", dashboard_state),
+            Route("/dashboard/events", dashboard_events),
         ],
         middleware=[Middleware(BearerAuth, token=token)] if token else [],
         exception_handlers={HTTPException: http_error},

@@ -492,9 +492,14 @@ class Answer:
         return 1000.0 * (self.answered - self.captured)
 
 
-def failure(sample: int, error: str, now: float, present: list[int] | None = None) -> Answer:
-    """The answer of a sample no exit could answer: reported failed, with the reason."""
-    return Answer(sample, -1, "none", present or [], captured=now, answered=now, error=error)
+def failure(
+    sample: int, error: str, now: float, code: str, present: list[int] | None = None
+) -> Answer:
+    """The answer of a sample no exit could answer: reported failed, with the reason (``error``,
+    for people) and its short ``code`` (in ``flags``, for counting: ``no_frames``)."""
+    return Answer(
+        sample, -1, "none", present or [], captured=now, answered=now, flags=[code], error=error
+    )
 
 
 _ANSWER_REQUIRED = {"sample", "prediction", "exit", "present"}

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import paho.mqtt.client as paho
 
 from ddnn.runtime.messages import (
@@ -35,6 +36,7 @@ from ddnn.runtime.messages import (
     parse_control,
     parse_status,
 )
+from ddnn.runtime.metrics import STATS_EVERY, NodeMetrics
 from ddnn.runtime.mqtt import (
     BrokerSettings,
     close_client,
@@ -45,7 +47,8 @@ from ddnn.runtime.mqtt import (
 )
 from ddnn.runtime.protocol import DONE, OFFLINE, ONLINE, Topics
 from ddnn.runtime.rollout import RolloutParticipant
-from ddnn.wire import Expect, Frame, FrameDecodeError, decode_frame
+from ddnn.wire import Expect, Frame, FrameDecodeError, decode_frame, read_header
+from ddnn.wire.accounting import mqtt_publish_overhead
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +143,11 @@ class Node:
         self.rollout = RolloutParticipant(
             name, self.prepare_model, self._rollout_reply, self.holds_model
         )
+        self.metrics = NodeMetrics(name, self.role or "device", self.counters)
+        self._kinds: dict[str, str] = {}  # topic -> message kind, for the byte counts
+        self._next_stats = 0.0  # monotonic time of the next stats message
+
+    role = ""  # subclasses: their entry of ddnn.runtime.metrics.ROLES
 
     # -- wiring --------------------------------------------------------------------------------
     def subscriptions(self) -> list[str]:
@@ -194,8 +202,23 @@ class Node:
             self._taken_over(other)
 
     def publish(self, topic: str, payload: bytes, qos: int | None = None, **kw: Any) -> None:
+        """Publish, and count the bytes in :attr:`metrics` (payload, frame header, MQTT)."""
         assert self.client is not None, "connect() first"
-        self.client.publish(topic, payload, qos=self.qos if qos is None else qos, **kw)
+        qos = self.qos if qos is None else qos
+        self.client.publish(topic, payload, qos=qos, **kw)
+        kind = self._kinds.get(topic)
+        if kind is None:
+            kind = self._kinds[topic] = self.topics.message_kind(topic)
+        header = read_header(payload).header_len if kind in ("scores", "features") else 0
+        props = kw.get("properties")
+        props_len = len(props.pack()) if props is not None else 1
+        overhead = mqtt_publish_overhead(topic, len(payload), qos, props_len)
+        self.metrics.sent(kind, len(payload), header, overhead)
+
+    def publish_stats(self) -> None:
+        """The metrics snapshot on ``stats/NODE`` (QoS 0: the next one follows in a second)."""
+        if self.client is not None:
+            self.publish(self.topics.stats(self.name), orjson.dumps(self.metrics.snapshot()), 0)
 
     def announce_done(self) -> None:
         # stamped like `online`: a retained `done` must not hide which instance serves the node
@@ -326,6 +349,13 @@ class Node:
                 break  # stays queued (taking one more here would drop it)
             msg = self.inbox.get(timeout=None)
         self.safe_tick()
+        now = self.clock()
+        if now >= self._next_stats:
+            self._next_stats = now + STATS_EVERY
+            try:
+                self.publish_stats()
+            except Exception:
+                self._error("stats_error", "publishing stats")
 
     def serve(self, idle_poll: float = 0.05) -> None:
         """Run until a ``stop`` arrives on the control topic.
@@ -349,6 +379,10 @@ class Node:
 
     def close(self) -> None:
         if self.client is not None:
+            try:  # the last counts, so a stopped node's totals are complete
+                self.publish_stats()
+            except Exception:
+                self._error("stats_error", "publishing the last stats")
             close_client(
                 self.client, None if self.fenced else (self.topics.status(self.name), OFFLINE)
             )

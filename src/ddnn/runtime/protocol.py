@@ -34,6 +34,8 @@ topic                       publisher → subscriber  payload
 ``tick``                    trigger → devices       TICK: capture sample K now (synchronized
                                                     capture of live sources)
 ``status/NODE``             node → all (retained)   ``online`` / ``offline`` / ``done``
+``stats/NODE``              node → gateway          JSON: the node's counts, every second
+                                                    (:mod:`ddnn.runtime.metrics`)
 ``control``                 client → all            ``stop`` / ``start [TIME]`` /
                                                     ``switch VERSION`` (to the aggregator)
 ``rollout``                 operator → all          JSON: a model version to prepare and the
@@ -120,6 +122,24 @@ class Topics:
 
     def status(self, node: str) -> str:
         return f"{self.root}/status/{node}"
+
+    def stats(self, node: str) -> str:
+        return f"{self.root}/stats/{node}"
+
+    def message_kind(self, topic: str) -> str:
+        """What a topic carries, as metrics label it: ``scores``, ``features``, ``answers``,
+        ``status`` or ``control`` (everything else: requests, progress, ticks, receipts, …)."""
+        if topic == self.results:
+            return "answers"
+        rest = topic[len(self.root) + 1 :]
+        if rest.startswith(("status/", "stats/")):
+            return "status"
+        if rest.startswith((f"{DEVICE}/", f"{EDGE_NODE}/")):
+            if rest.endswith("/s"):
+                return "scores"
+            if rest.endswith("/f"):
+                return "features"
+        return "control"
 
     @property
     def rollout(self) -> str:

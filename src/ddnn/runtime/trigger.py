@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 class TriggerNode(Node):
     """Publishes ``count`` capture ticks (forever if None) at ``rate`` per second."""
 
+    role = "trigger"
+
     def __init__(
         self,
         settings: BrokerSettings,

@@ -116,6 +116,8 @@ class FeatureCollector(Node):
         self.config = config
         self.senders = senders  # in the order of the section's input slots
         self.slot = {s: i for i, s in enumerate(senders)}
+        kind = "edge" if name == "cloud" and config.edge.groups else "device"
+        self.metrics.inputs = [f"{kind}_{s}" for s in senders]
         self.sender_shapes = sender_shapes
         self.input_shape = input_shape
         self.deadline = deadline
@@ -307,6 +309,8 @@ class FeatureCollector(Node):
 class CloudNode(FeatureCollector):
     """The cloud: answers every sample that reaches it."""
 
+    role = "cloud"
+
     def __init__(
         self,
         run_dir: str | Path,
@@ -405,10 +409,13 @@ class CloudNode(FeatureCollector):
             )
         self.publish(self.topics.results, encode_answers(answers), qos=1)
         self.counters["answered"] += len(answers)
+        self.metrics.observe(answers)
 
 
 class EdgeNode(FeatureCollector):
     """Edge E: fuses its device group's features, reports its exit's scores, forwards on demand."""
+
+    role = "edge"
 
     def __init__(
         self,
@@ -443,6 +450,7 @@ class EdgeNode(FeatureCollector):
         self.cache: FeatureCache[tuple[int, np.ndarray]] = FeatureCache(
             cache_ttl, self.counters, MAX_WAITING
         )
+        self.metrics.gauges["feature_cache_samples"] = lambda: len(self.cache)
 
     def subscriptions(self) -> list[str]:
         topics = [self.topics.up]
