@@ -53,3 +53,28 @@ def test_round_trip_through_dict():
 def test_bad_overrides(override, message):
     with pytest.raises((KeyError, ValueError), match=message):
         resolve_config(overrides=[override])
+
+
+def test_a_given_value_equal_to_the_default_is_not_replaced_by_the_data(tmp_path):
+    """model.num_classes=3 is the default; given explicitly for 2-class data it is an error,
+    where the data's count silently replaced it before."""
+    import numpy as np
+
+    from ddnn.data.registry import load_dataset
+    from ddnn.workflow import fit_model_to_data
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 6, 3, 4, 4)).astype(np.float32)
+    np.savez(tmp_path / "two.npz", X=x, y=np.arange(40) % 2)
+    data = [f"data.path={tmp_path / 'two.npz'}", "data.name=npz"]
+    splits = load_dataset(resolve_config(overrides=data).data)
+    fitted = fit_model_to_data(resolve_config(overrides=data), splits)
+    assert fitted.model.num_classes == 2  # not given: taken from the data
+    given = resolve_config(overrides=[*data, "model.num_classes=3"])
+    assert "model.num_classes" in given.given and given.model.num_classes == 3
+    with pytest.raises(ValueError, match="model.num_classes = 3 but data set 'npz' has 2"):
+        fit_model_to_data(given, splits)
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("model:\n  num_devices: 6\n")  # equal to the data: fine
+    assert fit_model_to_data(resolve_config(yaml_path=yaml_file, overrides=data), splits)
+    assert "given" not in to_dict(given)  # bookkeeping, never saved with a run

@@ -45,6 +45,8 @@ def _config_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
     hints = typing.get_type_hints(cls)
     keys = []
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.metadata.get("internal"):  # bookkeeping (RunConfig.given), not a config key
+            continue
         name = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(hints[f.name]):
             keys += _config_keys(hints[f.name], f"{name}.")

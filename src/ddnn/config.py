@@ -138,6 +138,26 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # dotted keys the user set (YAML, flags, key=value), e.g. "model.num_classes": what the data
+    # may fill in (classes, devices, shapes) is never silently replaced when given. Not saved.
+    given: frozenset[str] = field(default=frozenset(), compare=False, metadata={"internal": True})
+
+
+def is_internal(f: dataclasses.Field[Any]) -> bool:
+    """Fields that are bookkeeping, not configuration (never saved, not config keys)."""
+    return bool(f.metadata.get("internal"))
+
+
+def leaf_keys(values: dict[str, Any], prefix: str = "") -> set[str]:
+    """The dotted paths of a nested dict's leaves (``{"model": {"a": 1}}`` -> ``{"model.a"}``)."""
+    out = set()
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out |= leaf_keys(value, f"{path}.")
+        else:
+            out.add(path)
+    return out
 
 
 T = TypeVar("T")
@@ -148,7 +168,11 @@ def to_dict(config: Any) -> dict[str, Any]:
 
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {
+                f.name: plain(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if not is_internal(f)
+            }
         if isinstance(value, tuple | list):
             return [plain(v) for v in value]
         return value
@@ -204,7 +228,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
 def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     """Build ``cls`` from a (partial) dict; missing keys keep defaults, unknown keys are errors."""
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = [f.name for f in fields if not is_internal(f)]
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         where = f"{prefix}.{key}" if prefix else key
@@ -325,10 +350,16 @@ def resolve_config(
 ) -> RunConfig:
     """Defaults ← YAML file ← ``extra`` (CLI flags) ← key=value overrides, validated."""
     values = to_dict(base or RunConfig())
+    given = set(base.given) if base else set()
     if yaml_path:
-        values = merge(values, load_yaml(yaml_path))
+        loaded = load_yaml(yaml_path)
+        values = merge(values, loaded)
+        given |= leaf_keys(loaded)
     if extra:
         values = merge(values, extra)
+        given |= leaf_keys(extra)
     for text in overrides:
-        values = merge(values, parse_override(text))
-    return from_dict(RunConfig, values)
+        update = parse_override(text)
+        values = merge(values, update)
+        given |= leaf_keys(update)
+    return dataclasses.replace(from_dict(RunConfig, values), given=frozenset(given))

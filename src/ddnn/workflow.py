@@ -41,7 +41,8 @@ def fit_model_to_data(config: RunConfig, splits: DataSplits) -> RunConfig:
         ("device_input_shapes", train_set.device_shapes),
     ):
         value = getattr(model, key)
-        if value != getattr(defaults, key) and value != data_value:
+        given = value != getattr(defaults, key) or f"model.{key}" in config.given
+        if given and value != data_value:  # a given value equal to the default counts too
             raise ValueError(
                 f"model.{key} = {value} but data set {config.data.name!r} has {data_value}"
             )

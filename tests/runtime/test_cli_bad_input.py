@@ -89,7 +89,22 @@ FLAG_CASES = [
         ["--key-file", "Is a directory"],
     ),
     (["serve", "--run", "{run}"], ["required: role", "ddnn serve --help"]),
+    (["serve", "cloud", "--run", "{run}", *BROKER, "--metrics-port", "0"], ["'0'", "1..65535"]),
+    (["serve", "cloud", "--run", "{run}", *BROKER, "--metrics-port", "x"], ["'x'", "1..65535"]),
+    (["deploy", "--run", "{run}", "--local", "--dashboard", "70000"], ["'70000'", "1..65535"]),
 ]
+
+
+def test_a_metrics_port_in_use_is_one_line_before_joining(run_c, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["serve", "aggregator", "--run", str(run_c), *BROKER, "--metrics-port", str(port)]
+        line = one_error_line(capsys, argv)  # the broker (port 1) is never tried
+    assert f"--metrics-port {port}: cannot listen on 127.0.0.1" in line
 
 
 def _case_id(argv: list[str]) -> str:

@@ -292,6 +292,15 @@ def test_the_gateway_serves_metrics_the_page_and_the_state_behind_its_token():
         assert page.status_code == 200 and "dashboard.js" in page.text
         state = http.get("/dashboard/state", cookies={"ddnn_token": TOKEN}).json()
         assert state["schema"] == 1 and state["exits"]["local"] == 1
+        # the bridge is not connected (no broker here): the page is told, not left frozen
+        assert state["broker"] == {
+            "url": "mqtt://127.0.0.1:1",
+            "connected": False,
+            "error": "not connected",
+        }
+        hub.connected = lambda: True
+        live = http.get("/dashboard/state", cookies={"ddnn_token": TOKEN}).json()["broker"]
+        assert live["connected"] is True and live["error"] == ""
         health = {n["name"]: n["health"] for n in state["nodes"]}
         # devices only named by the answer are shown, as never heard of
         assert health == {"aggregator": "online"} | dict.fromkeys(
@@ -329,3 +338,23 @@ def test_a_node_that_went_quiet_sends_nothing_per_second():
     assert view.state({}, "m")["raw"][0]["sent_bytes_per_s"] == pytest.approx(500.0)
     clock.now += LATE_AFTER_S + 0.1  # killed: its last rate must not stay on the page
     assert view.state({}, "m")["raw"][0]["sent_bytes_per_s"] == 0.0
+
+
+def test_a_process_serves_its_nodes_metrics_over_http():
+    import httpx
+
+    from ddnn.runtime.broker import free_port
+    from ddnn.runtime.metrics import serve_node_metrics
+
+    a = NodeMetrics("device_0", "device", Counter({"rejected_length": 3}))
+    b = NodeMetrics("device_1", "device", Counter())
+    b.captured = 7
+    port = free_port()
+    server = serve_node_metrics([a, b], port)
+    try:
+        got = series(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).content)
+    finally:
+        server.shutdown()
+    assert got[("ddnn_frames_rejected_total", (("node", "device_0"), ("reason", "length")))] == 3
+    assert got[("ddnn_samples_captured_total", (("node", "device_1"),))] == 7
+    assert got[("ddnn_node_up", (("node", "device_1"),))] == 1.0
