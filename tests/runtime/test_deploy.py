@@ -40,8 +40,14 @@ def reference(run_dir, thresholds):
     return result.predictions.numpy(), exits, model, test.labels.numpy()
 
 
+# The six devices in one process (as ``ddnn serve device --id 0-5`` runs them): five fewer
+# interpreters to start (about 2 s of CPU each, for torch) where a test kills no device alone.
+ONE_DEVICE_PROCESS = {"devices_per_process": 6}
+
+
 def deploy(run_dir, options, **kw):
-    dep = start_local(run_dir, options, **kw)
+    """A local deployment (its devices in one process) run to the end."""
+    dep = start_local(run_dir, {**ONE_DEVICE_PROCESS, **options}, **kw)
     try:
         wall = run_local(dep, grace=2.0, timeout=120.0)
     finally:
@@ -155,7 +161,9 @@ def test_broker_restart_mid_run(run_c):
         time.sleep(0.8)
         dep.broker.restart()
 
-    dep = start_local(run_c, {"rate": 40.0, "deadline": 0.5, "thresholds": "0.5"})
+    dep = start_local(
+        run_c, {**ONE_DEVICE_PROCESS, "rate": 40.0, "deadline": 0.5, "thresholds": "0.5"}
+    )
     try:
         run_local(dep, grace=4.0, timeout=90, during=restart_broker)
     finally:
@@ -167,7 +175,7 @@ def test_broker_restart_mid_run(run_c):
 
 
 def test_cloud_down_answers_locally_and_flags(run_c):
-    dep = start_local(run_c, {"deadline": 1.0, "thresholds": "0.3"})
+    dep = start_local(run_c, {**ONE_DEVICE_PROCESS, "deadline": 1.0, "thresholds": "0.3"})
     try:
         dep.processes.kill("cloud")
         time.sleep(0.3)  # the broker publishes the cloud's Last Will

@@ -26,6 +26,9 @@ class ScriptedSource:
     """Hands out the readings pushed into it; ``finished`` once told so."""
 
     description = "scripted"
+    poll_interval = (
+        0.01  # it says nothing when a reading comes: look often (as a folder without inotify)
+    )
 
     def __init__(self) -> None:
         self.queue: list[Reading] = []

@@ -237,7 +237,7 @@ def test_a_run_of_another_hierarchy_is_refused_by_the_nodes_and_nothing_switches
 ):
     from ddnn.runtime.deploy import finish_local, start_local
 
-    dep = start_local(run_c, {"rate": 12.0})
+    dep = start_local(run_c, {"rate": 12.0, "devices_per_process": 6})  # one device process
     try:
         url, ns = dep.broker.settings().url, dep.topics.namespace
         args = ["rollout", "--run", str(run_f), "--broker", url, "--namespace", ns]

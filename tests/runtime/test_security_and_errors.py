@@ -82,6 +82,7 @@ def test_acl_lets_a_device_write_only_its_own_topics():
     lines = node_acl("ns", "device_2", [])
     writes = [line for line in lines if line.startswith("topic write")]
     assert writes == [
+        "topic write ddnn/ns/stats/device_2",  # its own counts, for the gateway's metrics
         "topic write ddnn/ns/rollout/ok/device_2",
         "topic write ddnn/ns/d/2/s",
         "topic write ddnn/ns/d/2/f",
@@ -220,3 +221,13 @@ def test_cli_deployment_file_errors(capsys, tmp_path, run_c):
 def test_cli_bad_thresholds(capsys, run_c):
     msg = _error(capsys, ["deploy", "--run", str(run_c), "--local", "--threshold", "1.5"])
     assert "outside [0, 1]" in msg
+
+
+def test_the_observer_login_reads_answers_status_and_stats_and_writes_nothing():
+    lines = node_acl("ns", "observer", [])
+    assert not [line for line in lines if " write " in line or "readwrite" in line]
+    assert sorted(line for line in lines if line.startswith("topic read")) == [
+        "topic read ddnn/ns/results",
+        "topic read ddnn/ns/stats/+",
+        "topic read ddnn/ns/status/#",
+    ]
