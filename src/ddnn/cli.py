@@ -325,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ddnn.export.cli import add_export_parser
 
     add_export_parser(sub)
+    from ddnn.search.command import add_search_parser
+
+    add_search_parser(sub)
     return parser
 
 
