@@ -47,7 +47,8 @@ ONE_DEVICE_PROCESS = {"devices_per_process": 6}
 
 def deploy(run_dir, options, **kw):
     """A local deployment (its devices in one process) run to the end."""
-    dep = start_local(run_dir, {**ONE_DEVICE_PROCESS, **options}, **kw)
+    grouped = {} if kw.get("source") else ONE_DEVICE_PROCESS  # live sources: a process each
+    dep = start_local(run_dir, {**grouped, **options}, **kw)
     try:
         wall = run_local(dep, grace=2.0, timeout=120.0)
     finally:
