@@ -4,14 +4,14 @@ import json
 import math
 
 import pytest
+import yaml
 
 from ddnn.config import resolve_config
-from ddnn.experiments.goals import goal_lines
 from ddnn.experiments.measure import threshold_for_local_exit
 from ddnn.experiments.registry import get_experiment, list_experiments
 from ddnn.experiments.report import write_report
 from ddnn.experiments.runner import DONE, ExperimentContext, RunCache, config_key
-from ddnn.experiments.suite import run_suite, summarize
+from ddnn.experiments.suite import VALIDATION_FRACTION, run_suite, suite_base, summarize
 
 TINY = [
     "train.epochs=1",
@@ -19,6 +19,7 @@ TINY = [
     "data.num_test=24",
     "model.cloud.filters=[4]",
     "train.batch_size=0",
+    "data.validation_fraction=0.25",  # 12 of the 48 training samples choose thresholds
 ]
 
 
@@ -64,13 +65,21 @@ def test_seed_goes_into_data_and_training(tmp_path):
     assert (config.data.seed, config.train.seed, config.model.local_aggregation) == (3, 3, "cc")
 
 
-def test_threshold_for_local_exit_lets_the_asked_share_exit(tmp_path):
+def test_threshold_for_local_exit_lets_the_asked_share_of_the_split_exit(tmp_path):
     ctx = ExperimentContext(base=_base(), seed=0, quick=True, cache=RunCache(tmp_path, 1))
     run = ctx.run()
+    assert run.splits.validation is not None
+    assert (len(run.splits.validation), len(run.splits.test)) == (12, 24)
     for fraction in (0.0, 0.25, 0.5, 1.0):
-        t = threshold_for_local_exit(run, fraction)
+        t = threshold_for_local_exit(run, fraction)  # on the validation split unless told
+        result = run.model.infer(run.splits.validation.x, {"local": t})
+        assert result.exit_fraction("local") == pytest.approx(round(fraction * 12) / 12)
+        t = threshold_for_local_exit(run, fraction, "test")
         result = run.model.infer(run.splits.test.x, {"local": t})
         assert result.exit_fraction("local") == pytest.approx(round(fraction * 24) / 24)
+    without = ctx.run("data.validation_fraction=0")
+    with pytest.raises(ValueError, match="has no validation split .*validation_fraction > 0"):
+        threshold_for_local_exit(without, 0.5)
 
 
 def test_unknown_experiment_lists_the_valid_ones():
@@ -91,6 +100,29 @@ def test_folder_of_another_setup_is_refused(tmp_path):
         run_suite(["threshold"], _base(), [0], False, tmp_path, jobs=1)
 
 
+def test_the_suite_holds_out_a_validation_split_unless_told_and_needs_one(tmp_path):
+    assert suite_base(resolve_config(), True, False).data.validation_fraction == VALIDATION_FRACTION
+    given = resolve_config(overrides=["data.validation_fraction=0.3"])
+    assert suite_base(given, False, False).data.validation_fraction == 0.3
+    none = suite_base(resolve_config(overrides=["data.validation_fraction=0"]), True, False)
+    assert none.data.validation_fraction == 0  # a value the user gave is kept, 0 included ...
+    with pytest.raises(ValueError, match="data.validation_fraction must be > 0 .*got 0"):
+        run_suite(["threshold"], none, [0], True, tmp_path, jobs=1)  # ... and then refused
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_the_report_shows_the_config_fitted_to_the_data(tmp_path):
+    run_suite(["threshold"], _base("data.devices=[0,2]"), [0], True, tmp_path, jobs=1)
+    doc = json.loads((tmp_path / "threshold.json").read_text())
+    model = doc["base_config"]["model"]  # the default says 6 devices; the data has 2
+    assert model["num_devices"] == 2 and model["input_shape"] == [3, 32, 32]
+    (trial,) = doc["trials"]  # the base config itself: its run was trained as the report says
+    trained = yaml.safe_load((tmp_path / "runs" / trial["run"] / "config.yaml").read_text())
+    assert trained["model"] == model
+    base_section = write_report(tmp_path).read_text().split("## Base configuration")[1]
+    assert "num_devices: 2" in base_section and "fitted to the data" in base_section
+
+
 def test_every_experiment_runs_and_the_report_is_written(tmp_path):
     names = list_experiments()
     results = run_suite(names, _base(), [0, 1], True, tmp_path, jobs=1)
@@ -104,9 +136,11 @@ def test_every_experiment_runs_and_the_report_is_written(tmp_path):
     # per seed and masked model: none + 6 singles + 15 pairs; then 6 retrained models
     assert sum(r["protocol"].startswith("mask") for r in missing) == 2 * 2 * 22
     assert sum(r["protocol"] == "retrain" for r in missing) == 2 * 6
-    assert all(r["drop"] == 0 for r in missing if r["missing"] == "none")
-    for row in by_name["filters"].rows:  # T chosen so that 70% of the 24 test samples exit
-        assert row["local_exit_pct"] == pytest.approx(100 * 17 / 24, abs=5)
+    assert all(r["drop"] == r["val_drop"] == 0 for r in missing if r["missing"] == "none")
+    for row in by_name["filters"].rows:  # T chosen so that 70% of the 12 validation samples exit
+        assert row["val_local_exit_pct"] == pytest.approx(100 * 8 / 12, abs=9)
+    for name in names[:-1]:  # every row is measured on both splits (calibrate has its own)
+        assert all("val_overall_acc" in r and "overall_acc" in r for r in by_name[name].rows)
     edge = {r["config"]: r for r in by_name["edge"].summary}
     assert set(edge) == {"c", "e", "f (2 edges)", "f (3 edges)"}
     assert edge["c"]["edge_to_cloud_bytes"] == 0
@@ -119,59 +153,17 @@ def test_every_experiment_runs_and_the_report_is_written(tmp_path):
         assert (tmp_path / f"{name}.csv").is_file() and (tmp_path / f"{name}.png").is_file()
         doc = json.loads((tmp_path / f"{name}.json").read_text())
         assert doc["seeds"] == [0, 1] and doc["base_config"]["train"]["epochs"] == 1
+        assert (doc["choose_on"], doc["report_on"]) == ("validation", "test")
+        assert f"| {name} | `{doc['git_revision']}` |" in report  # a revision per experiment
     assert "## Goals" in report and "| MP-CC |" in report
+    goals = report.split("## Goals")[1].split("\n## ")[0]
+    assert "chosen on the validation split" in goals and "T = " in goals
+    assert goals.count("Per seed: 0 ") == 3 and "not judged" not in goals
     # Everything is cached: a rerun trains nothing.
     cache = RunCache(tmp_path / "runs", jobs=1)
     ctx = ExperimentContext(base=_base(), seed=1, quick=True, cache=cache)
     get_experiment("aggregation").run(ctx)
     assert cache.trained == 0 and cache.reused == 9
-
-
-def _doc(name, keys, summary):
-    return {"experiment": name, "keys": keys, "summary": summary}
-
-
-def test_goal_lines_say_met_or_by_how_much_missed():
-    aggregation = _doc(
-        "aggregation",
-        ["scheme"],
-        [{"scheme": "AP-CC", "overall_acc": 98.0}, {"scheme": "MP-CC", "overall_acc": 96.5}],
-    )
-    threshold = _doc(
-        "threshold",
-        ["T"],
-        [
-            {
-                "T": 0.5,
-                "local_exit_pct": 30.0,
-                "overall_acc": 99.0,
-                "cloud_acc": 97.0,
-                "bytes_per_device": 100.0,
-                "reduction": 30.0,
-            },
-            {
-                "T": 0.8,
-                "local_exit_pct": 60.0,
-                "overall_acc": 97.5,
-                "cloud_acc": 97.0,
-                "bytes_per_device": 60.0,
-                "reduction": 51.2,
-            },
-        ],
-    )
-    missing = _doc(
-        "missing",
-        ["protocol", "missing"],
-        [
-            {"protocol": "mask, dropout 0.15", "missing": "none", "num_missing": 0, "drop": 0.0},
-            {"protocol": "mask, dropout 0.15", "missing": "2", "num_missing": 1, "drop": 4.5},
-            {"protocol": "mask, dropout 0.15", "missing": "3", "num_missing": 1, "drop": 1.0},
-        ],
-    )
-    lines = goal_lines([aggregation, threshold, missing])
-    assert "**missed** (0.5 points beyond the margin)" in lines[0] and "rank 2 of 2" in lines[0]
-    assert "**met**" in lines[1] and "T = 0.8" in lines[1]
-    assert "**missed** (by 1.5 points)" in lines[2] and "worst single device 2" in lines[2]
 
 
 def test_unfolded_memory_counts_bits_and_floats():

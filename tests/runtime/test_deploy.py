@@ -250,27 +250,20 @@ def test_a_device_that_comes_back_rejoins(run_c):
 
 
 def test_cli_deploy_local_json_report(run_c, capsys):
-    from ddnn.cli import main
+    import socket
 
-    assert (
-        main(
-            [
-                "deploy",
-                "--run",
-                str(run_c),
-                "--local",
-                "--limit",
-                "30",
-                "--json",
-                "--threshold",
-                "0.5",
-                "--deadline",
-                "2",
-            ]
-        )
-        == 0
-    )
-    doc = json.loads(capsys.readouterr().out)
+    from ddnn.cli import main
+    from ddnn.runtime.broker import free_port
+
+    port = free_port()  # with the dashboard: it is served during the run and gone after it
+    argv = ["deploy", "--run", str(run_c), "--local", "--limit", "30", "--json"]
+    argv += ["--threshold", "0.5", "--deadline", "2", "--dashboard", str(port)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert f"ddnn deploy: dashboard on http://127.0.0.1:{port}/" in captured.err
+    with socket.socket() as again:  # the gateway let its port go
+        again.bind(("127.0.0.1", port))
+    doc = json.loads(captured.out)
     for key in (
         "samples",
         "answered",

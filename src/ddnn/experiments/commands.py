@@ -11,7 +11,7 @@ from typing import Any
 
 from ddnn.config import RunConfig
 from ddnn.experiments.arguments import add_suite_arguments  # noqa: F401  (re-exported)
-from ddnn.experiments.goals import goal_lines
+from ddnn.experiments.goals import PREAMBLE, goal_lines
 from ddnn.experiments.registry import list_experiments
 from ddnn.experiments.report import load_documents, markdown_table, write_report
 from ddnn.experiments.suite import run_suite, suite_base
@@ -48,7 +48,7 @@ def run_from_args(names: list[str], args: argparse.Namespace, config: RunConfig)
         doc = json.loads((out / f"{result.experiment.name}.json").read_text())
         print(markdown_table(doc))
     goals = goal_lines(load_documents(out))
-    print("\n## Goals\n\n" + "\n".join(goals))
+    print(f"\n## Goals\n\n{PREAMBLE}\n\n" + "\n".join(goals))
     print(
         f"\n{len(results)} experiment(s), {len(seeds)} seed(s) in {time.perf_counter() - start:.0f} s; "
         f"report: {report}"

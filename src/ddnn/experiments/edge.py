@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ddnn.experiments.measure import at_threshold, pct, row_fields
+from ddnn.eval.evaluate import ThresholdRow
+from ddnn.experiments.measure import on_both_splits, pct, row_fields
 from ddnn.experiments.registry import Experiment, PlotSpec, Row, register_experiment
 from ddnn.experiments.runner import ExperimentContext, load_splits
 
@@ -29,21 +30,25 @@ def edge(ctx: ExperimentContext) -> list[Row]:
         for groups in layouts.values()
     ]
     runs = ctx.run_many(trials)
-    rows = []
-    for (name, groups), run in zip(layouts.items(), runs, strict=True):
-        row = at_threshold(run, LOCAL_T, edge_threshold=EDGE_T)
-        rows.append(
-            {
-                "config": name,
-                "edges": len(groups),
-                **row_fields(row),
-                "edge_acc": pct(row.edge_accuracy),
-                "edge_exit_pct": pct(row.edge_exit_fraction),
-                "cloud_exit_pct": pct(row.cloud_exit_fraction),
-                "edge_to_cloud_bytes": row.edge_to_cloud_bytes or 0.0,
-            }
-        )
-    return rows
+    return [
+        {
+            "config": name,
+            "edges": len(groups),
+            **on_both_splits(run, LOCAL_T, edge_threshold=EDGE_T, fields=_edge_fields),
+        }
+        for (name, groups), run in zip(layouts.items(), runs, strict=True)
+    ]
+
+
+def _edge_fields(row: ThresholdRow) -> Row:
+    """The usual columns plus the edge tier's exits, accuracy and bytes to the cloud."""
+    return {
+        **row_fields(row),
+        "edge_acc": pct(row.edge_accuracy),
+        "edge_exit_pct": pct(row.edge_exit_fraction),
+        "cloud_exit_pct": pct(row.cloud_exit_fraction),
+        "edge_to_cloud_bytes": row.edge_to_cloud_bytes or 0.0,
+    }
 
 
 register_experiment(

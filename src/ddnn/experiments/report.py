@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ddnn.experiments.goals import goal_lines
+from ddnn.experiments.goals import PREAMBLE, goal_lines
 from ddnn.experiments.registry import PlotSpec, get_experiment, list_experiments
 
 Doc = dict[str, Any]
@@ -214,6 +214,38 @@ def _num(value: Any) -> float:
         return math.nan
 
 
+def provenance_lines(docs: Sequence[Doc]) -> list[str]:
+    """The git revision and time of every experiment: a summary line, then a table."""
+    revisions = list(dict.fromkeys(str(d.get("git_revision", "unknown")) for d in docs))
+    if len(revisions) == 1:
+        head = f"- git revision: `{revisions[0]}` for every experiment"
+    else:
+        head = (
+            f"- git revision: the experiments were run at {len(revisions)} revisions "
+            f"({', '.join(f'`{r}`' for r in revisions)}); see the table"
+        )
+    return [
+        head,
+        "",
+        "| experiment | git revision | time |",
+        "|---|---|---|",
+        *(
+            f"| {d['experiment']} | `{d.get('git_revision', 'unknown')}` | {d['seconds']:.0f} s |"
+            for d in docs
+        ),
+    ]
+
+
+def _splits_line(docs: Sequence[Doc], data: Doc) -> str:
+    choose = docs[0].get("choose_on", "validation")
+    report = docs[0].get("report_on", "test")
+    return (
+        f"- splits: thresholds and best rows are chosen on the {choose} split "
+        f"(`data.validation_fraction` = {data.get('validation_fraction', 0):g} of the training "
+        f"split, never trained on); every figure is reported on the {report} split"
+    )
+
+
 def write_report(out: Path) -> Path:
     """Render every experiment found in ``out`` into figures and ``REPORT.md``."""
     docs = load_documents(out)
@@ -229,11 +261,13 @@ def write_report(out: Path) -> Path:
         + (f" (`{data['path']}`)" if data.get("path") else "")
         + f", {'quick' if manifest.get('quick') else 'full'} run, "
         f"{base['train']['epochs']} epochs per model",
-        f"- git revision: `{docs[-1]['git_revision']}`",
         f"- seeds: {', '.join(map(str, docs[0]['seeds']))} (tables show mean ± std over seeds)",
-        "- time: " + ", ".join(f"{d['experiment']} {d['seconds']:.0f} s" for d in docs),
+        _splits_line(docs, data),
+        *provenance_lines(docs),
         "",
         "## Goals",
+        "",
+        PREAMBLE,
         "",
         *goal_lines(docs),
         "",
@@ -258,7 +292,9 @@ def write_report(out: Path) -> Path:
         "## Base configuration",
         "",
         "Every trial is this configuration plus the overrides listed with its experiment; "
-        "`data.seed` and `train.seed` are the seed. Each run's resolved config is in "
+        "`data.seed` and `train.seed` are the seed. It is shown as fitted to the data: the "
+        "model's devices, input shape and classes are the data set's (trials that select "
+        "devices are fitted to their subset). Each run's resolved config is in "
         "`runs/<key>/config.yaml`.",
         "",
         "```yaml",

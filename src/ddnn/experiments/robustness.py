@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from itertools import combinations
 
-from ddnn.experiments.measure import at_threshold, row_fields
+from ddnn.experiments.goals import mask_protocol
+from ddnn.experiments.measure import VAL, on_both_splits
 from ddnn.experiments.registry import Experiment, PlotSpec, Row, register_experiment
 from ddnn.experiments.runner import ExperimentContext, load_splits
 
@@ -23,33 +24,40 @@ def missing(ctx: ExperimentContext) -> list[Row]:
     rows: list[Row] = []
     absent_sets = [()] + [(k,) for k in range(n)] + list(combinations(range(n), 2))
     for p, run in zip(dropouts, masked_runs, strict=True):
-        reference = None
+        reference: Row = {}
         for absent in absent_sets:
-            fields = row_fields(at_threshold(run, PAPER_T, missing=absent))
-            if reference is None:
-                reference = fields["overall_acc"]
+            fields = on_both_splits(run, PAPER_T, missing=absent)
+            reference = reference or fields
             rows.append(
                 {
-                    "protocol": f"mask, dropout {p:g}",
+                    "protocol": mask_protocol(p),
                     "missing": "+".join(map(str, absent)) or "none",
                     "num_missing": len(absent),
                     **fields,
-                    "drop": reference - fields["overall_acc"],
+                    **_drops(reference, fields),
                 }
             )
-    full = next(r for r in rows if r["protocol"] == f"mask, dropout {base.train.device_dropout:g}")
+    full = next(r for r in rows if r["protocol"] == mask_protocol(base.train.device_dropout))
     for k, run in enumerate(retrained):
-        fields = row_fields(at_threshold(run, PAPER_T))
+        fields = on_both_splits(run, PAPER_T)
         rows.append(
             {
                 "protocol": "retrain",
                 "missing": str(k),
                 "num_missing": 1,
                 **fields,
-                "drop": full["overall_acc"] - fields["overall_acc"],
+                **_drops(full, fields),
             }
         )
     return rows
+
+
+def _drops(reference: Row, fields: Row) -> Row:
+    """Overall accuracy lost against ``reference``, in points, on test and on validation."""
+    return {
+        "drop": reference["overall_acc"] - fields["overall_acc"],
+        f"{VAL}drop": reference[f"{VAL}overall_acc"] - fields[f"{VAL}overall_acc"],
+    }
 
 
 register_experiment(

@@ -1,7 +1,8 @@
 """Run experiments over seeds into a report folder: per-seed rows, mean ± std, CSV and JSON.
 
 The folder remembers the base configuration it was made for (``manifest.json``); asking it to
-hold results for another data set or config is an error rather than a silent mix.
+hold results for another data set or config is an error rather than a silent mix. Every run holds
+out a validation split: experiments choose thresholds and best rows there and report the test split.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from ddnn.config import RunConfig, to_dict
+from ddnn.experiments.measure import CHOOSE_ON, REPORT_ON
 from ddnn.experiments.registry import Experiment, Row, get_experiment
-from ddnn.experiments.runner import ExperimentContext, RunCache, config_key
+from ddnn.experiments.runner import ExperimentContext, RunCache, config_key, load_splits
+from ddnn.workflow import fit_model_to_data
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 QUICK_EPOCHS = 15
 FULL_EPOCHS = 30
+VALIDATION_FRACTION = 0.2  # of the training split, unless data.validation_fraction is given
 
 BarFactory = Callable[[str, int], Any]  # (description, position) -> a tqdm-like bar
 
@@ -45,11 +49,24 @@ class ExperimentResult:
 
 
 def suite_base(config: RunConfig, quick: bool, epochs_given: bool) -> RunConfig:
-    """The base config of a suite: the user's config, with the suite's epochs unless given."""
-    if epochs_given:
-        return config
-    epochs = QUICK_EPOCHS if quick else FULL_EPOCHS
-    return replace(config, train=replace(config.train, epochs=epochs))
+    """The base config of a suite: the user's config, with the suite's epochs unless given and
+    a validation split (``VALIDATION_FRACTION`` of the training split) unless one was given."""
+    if not epochs_given:
+        epochs = QUICK_EPOCHS if quick else FULL_EPOCHS
+        config = replace(config, train=replace(config.train, epochs=epochs))
+    if config.data.validation_fraction == 0 and "data.validation_fraction" not in config.given:
+        config = replace(config, data=replace(config.data, validation_fraction=VALIDATION_FRACTION))
+    return config
+
+
+def check_validation(base: RunConfig) -> None:
+    """Experiments choose on a validation split; a base config without one is refused."""
+    if base.data.validation_fraction <= 0:
+        raise ValueError(
+            "experiments choose thresholds on a validation split and report the test split, so "
+            "data.validation_fraction must be > 0 (the suite's default is "
+            f"{VALIDATION_FRACTION:g}), got {base.data.validation_fraction:g}"
+        )
 
 
 def git_revision() -> str:
@@ -211,8 +228,11 @@ def write_result(out: Path, result: ExperimentResult, base: RunConfig) -> None:
         "seconds": result.seconds,
         "git_revision": git_revision(),
         "command": " ".join(["ddnn", *sys.argv[1:]]) if sys.argv else "",
-        "base_config": to_dict(base),
+        # The model's devices, input shape and classes as fitted to the data, as trained.
+        "base_config": to_dict(fit_model_to_data(base, load_splits(base.data))),
         "base_config_key": config_key(base),
+        "choose_on": CHOOSE_ON,
+        "report_on": REPORT_ON,
         "trials": result.trials,
         "rows": result.rows,
         "summary": result.summary,
@@ -240,6 +260,7 @@ def run_suite(
     experiments = [get_experiment(n) for n in names]  # unknown names fail before any work
     if not seeds:
         raise ValueError("need at least one seed (--seeds N with N >= 1)")
+    check_validation(base)
     check_manifest(out, base, quick)
     cache = RunCache(out / "runs", jobs)
     results = []
