@@ -146,3 +146,18 @@ class _Queue:
             self.pending = Counter()
         counters.update(pending)
         return out
+
+
+class _Queued:
+    """A source whose readings arrive through a :class:`_Queue` (``self._queue``): its
+    ``on_change`` is the queue's, called whenever something is put in or counted."""
+
+    _queue: _Queue
+
+    @property
+    def on_change(self) -> Callable[[], None]:
+        return self._queue.on_change
+
+    @on_change.setter
+    def on_change(self, callback: Callable[[], None]) -> None:
+        self._queue.on_change = callback

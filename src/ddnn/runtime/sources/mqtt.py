@@ -15,6 +15,7 @@ from ddnn.runtime.sources.common import (
     MAX_QUEUE,
     Reading,
     _Queue,
+    _Queued,
     _Rejected,
     raw_to_input,
 )
@@ -35,7 +36,7 @@ def check_topic(topic: str) -> str:
     return topic
 
 
-class MqttSource:
+class MqttSource(_Queued):
     """Readings published on an MQTT topic, fed in by the node (``mqtt:TOPIC``)."""
 
     poll_interval = None  # readings arrive as the node's own MQTT messages
@@ -57,15 +58,6 @@ class MqttSource:
         self.counters: Counter[str] = Counter() if counters is None else counters
         self.clock = clock
         self._queue = _Queue(max_queue, self.description)
-
-    @property
-    def on_change(self) -> Callable[[], None]:
-        return self._queue.on_change
-
-    @on_change.setter
-    def on_change(self, callback: Callable[[], None]) -> None:
-        """Called by ``feed`` (on the node's thread): ends the node's turn so it polls."""
-        self._queue.on_change = callback
 
     @property
     def finished(self) -> bool:

@@ -17,13 +17,14 @@ from ddnn.runtime.sources.common import (
     MAX_QUEUE,
     Reading,
     _Queue,
+    _Queued,
     raw_to_input,
 )
 
 log = logging.getLogger(__name__)
 
 
-class PipeSource:
+class PipeSource(_Queued):
     """Raw uint8 frames from a FIFO, a file or stdin (``pipe:PATH``; layout in the module doc).
 
     A reader thread reads the frames; ``on_change`` (set by the node) is called whenever it has
@@ -69,14 +70,6 @@ class PipeSource:
         """True once the stream has ended and every frame and count was polled."""
         with self._queue.lock:
             return self._ended.is_set() and not self._queue.items and not self._queue.pending
-
-    @property
-    def on_change(self) -> Callable[[], None]:
-        return self._queue.on_change
-
-    @on_change.setter
-    def on_change(self, callback: Callable[[], None]) -> None:
-        self._queue.on_change = callback
 
     def poll(self) -> list[Reading]:
         """The frames read since the last call, oldest first."""
