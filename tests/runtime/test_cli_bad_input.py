@@ -92,6 +92,7 @@ FLAG_CASES = [
     (["serve", "cloud", "--run", "{run}", *BROKER, "--metrics-port", "0"], ["'0'", "1..65535"]),
     (["serve", "cloud", "--run", "{run}", *BROKER, "--metrics-port", "x"], ["'x'", "1..65535"]),
     (["deploy", "--run", "{run}", "--local", "--dashboard", "70000"], ["'70000'", "1..65535"]),
+    (["deploy", "--run", "{run}", "--local", "--linger", "-1"], ["--linger", "'-1'", ">= 0"]),
 ]
 
 

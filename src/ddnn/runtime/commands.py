@@ -674,7 +674,7 @@ def add_runtime_parsers(sub: Any) -> None:
     )
     p.add_argument(
         "--linger",
-        type=_checked("grace"),
+        type=_checked("rate"),  # seconds >= 0 (0: close with the run)
         default=0.0,
         help="with --dashboard: s to keep the deployment and its dashboard up after the run",
     )
