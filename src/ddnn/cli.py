@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 # Heavy modules (torch) are imported inside the commands, so that `ddnn serve device --engine c`
@@ -49,10 +50,10 @@ def parse_int_list(text: str, what: str) -> list[int]:
         raise UsageError(f"{what}: {text!r} is not a comma-separated list of integers") from None
 
 
-def _progress_bar(total: int, desc: str):  # type: ignore[no-untyped-def]
+def _progress_bar(total: int, desc: str, initial: int = 0):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="epoch", disable=None, file=sys.stderr)
+    bar = tqdm(total=total, desc=desc, unit="epoch", disable=None, file=sys.stderr, initial=initial)
 
     def update(epoch: int, losses: dict[str, float]) -> None:
         bar.update(1)
@@ -61,6 +62,9 @@ def _progress_bar(total: int, desc: str):  # type: ignore[no-untyped-def]
             bar.close()
 
     return update
+
+
+ACCELERATOR_HELP = "cpu, cuda or auto (CUDA when a GPU is visible); default: train.accelerator"
 
 
 def _train_config(args: argparse.Namespace) -> RunConfig:
@@ -76,17 +80,59 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
     if args.seed is not None:
         extra["train"]["seed"] = args.seed
         extra["data"]["seed"] = args.seed
+    if getattr(args, "accelerator", None) is not None:
+        extra["train"]["accelerator"] = args.accelerator
     return resolve_config(yaml_path=args.config, overrides=args.overrides, extra=extra)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ddnn.workflow import train_run
+    from ddnn.train.distributed import world_from_env
+    from ddnn.train.resume import TrainingInterrupted, peek_progress
+    from ddnn.workflow import resume_run, train_run
 
-    config = _train_config(args)
-    _, config, history, _ = train_run(config, args.out, _progress_bar(config.train.epochs, "train"))
-    print(
-        f"trained {config.train.epochs} epochs in {history.seconds:.1f} s; run saved to {args.out}"
-    )
+    world = world_from_env()
+    try:
+        if args.resume is not None:
+            fixed = [
+                flag
+                for flag, value in (
+                    ("--data", args.data),
+                    ("--data-path", args.data_path),
+                    ("--cameras", args.cameras),
+                    ("--epochs", args.epochs),
+                    ("--seed", args.seed),
+                    ("--config", args.config),
+                )
+                if value is not None
+            ]
+            if fixed or args.overrides:
+                raise UsageError(
+                    "--resume continues a run with the config it was started with; drop "
+                    f"{', '.join(fixed + args.overrides)} (only --accelerator may change)"
+                )
+            if args.out is not None and Path(args.out) != Path(args.resume):
+                raise UsageError("--resume RUN_DIR trains into RUN_DIR; drop --out")
+            done, total = peek_progress(args.resume)
+            bar = _progress_bar(total, "train", done) if world.is_main else None
+            _, config, history, _ = resume_run(args.resume, bar, world, args.accelerator)
+            out = args.resume
+        else:
+            if args.out is None:
+                raise UsageError("give --out RUN_DIR (a new run) or --resume RUN_DIR")
+            config = _train_config(args)
+            bar = _progress_bar(config.train.epochs, "train") if world.is_main else None
+            _, config, history, _ = train_run(config, args.out, bar, world=world)
+            out = args.out
+    except TrainingInterrupted as stopped:
+        if world.is_main:
+            print(f"ddnn: {stopped}", file=sys.stderr)
+        return 130
+    if world.is_main:
+        where = f" on {world.size} processes" if world.distributed else ""
+        print(
+            f"trained {config.train.epochs} epochs in {history.seconds:.1f} s{where}; "
+            f"run saved to {out}"
+        )
     return 0
 
 
@@ -190,6 +236,8 @@ def _suite_config(args: argparse.Namespace) -> RunConfig:
         extra["data"]["path"] = args.data_path
     if args.cameras:
         extra["data"]["devices"] = parse_int_list(args.cameras, "--cameras")
+    if args.accelerator is not None:
+        extra["train"] = {"accelerator": args.accelerator}
     config = resolve_config(yaml_path=args.config, overrides=args.overrides, extra=extra)
     if args.epochs is not None:
         if args.epochs < 1:
@@ -227,9 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="data set name (default synthetic-mvmc)")
     p.add_argument("--data-path", default=None, help="file or folder for data sets read from disk")
     p.add_argument("--cameras", default=None, help="comma-separated device subset, e.g. 0,1,2")
-    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--out", default=None, help="run directory to write")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last saved epoch (train.save_every, Ctrl-C)",
+    )
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--accelerator", default=None, help=ACCELERATOR_HELP)
     p.add_argument("--config", default=None, help="YAML file overriding the defaults")
     p.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. model.device.filters=[8]"

@@ -104,6 +104,9 @@ class TrainConfig:
     device_dropout: float = 0.15
     seed: int = 0
     threads: int = 0
+    accelerator: str = "cpu"  # cpu | cuda | auto (cuda when a GPU is visible)
+    precision: str = "32"  # 32 | bf16 | 16 (automatic mixed precision; 16 needs CUDA)
+    save_every: int = 10  # epochs between resumable checkpoints in RUN_DIR (0: only on Ctrl-C)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from ddnn.eval.calibrate import (
 from ddnn.eval.evaluate import ThresholdRow, threshold_sweep
 from ddnn.models.ddnn import DDNN
 from ddnn.train.checkpoint import load_run, save_run
+from ddnn.train.distributed import World, leave, world_from_env
+from ddnn.train.resume import TrainingInterrupted, TrainState, discard_state, load_state, save_state
 from ddnn.train.trainer import ProgressFn, TrainHistory, train
 
 log = logging.getLogger(__name__)
@@ -63,24 +65,101 @@ def train_run(
     out_dir: str | Path,
     progress: ProgressFn | None = None,
     splits: DataSplits | None = None,
+    world: World | None = None,
 ) -> tuple[DDNN, RunConfig, TrainHistory, DataSplits]:
-    """Load data, build the model, train it jointly and save the run directory."""
+    """Load data, build the model, train it jointly and save the run directory.
+
+    Resumable state is saved in ``out_dir`` while training (``ddnn.train.resume``). Under
+    torchrun (``world`` from the environment by default) every process trains its share and
+    rank 0 alone writes ``out_dir``.
+    """
     t0 = time.perf_counter()
     splits = splits or load_dataset(config.data)
     data_seconds = time.perf_counter() - t0
     config = fit_model_to_data(config, splits)
     torch.manual_seed(config.train.seed)
     model = DDNN(config.model)
-    history = train(model, splits.train, config.train, progress)
+    history = _train_and_save(model, config, splits, out_dir, progress, None, world, data_seconds)
+    return model, config, history, splits
+
+
+def resume_run(
+    run_dir: str | Path,
+    progress: ProgressFn | None = None,
+    world: World | None = None,
+    accelerator: str | None = None,
+) -> tuple[DDNN, RunConfig, TrainHistory, DataSplits]:
+    """Continue the interrupted training of ``run_dir`` from its last saved state, and save it.
+
+    ``accelerator`` may move the rest of the training elsewhere (e.g. onto a GPU).
+    """
+    config, model_state, state = load_state(run_dir)
+    if accelerator is not None:
+        config = replace(config, train=replace(config.train, accelerator=accelerator))
+    t0 = time.perf_counter()
+    splits = load_dataset(config.data)
+    data_seconds = time.perf_counter() - t0
+    fitted = fit_model_to_data(config, splits)
+    if fitted.model != config.model:
+        raise ValueError(
+            f"--resume {str(run_dir)!r}: the data set {config.data.name!r} no longer matches the "
+            "saved model (devices, input shapes or classes changed)"
+        )
+    model = DDNN(config.model)
+    try:
+        model.load_state_dict(model_state)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"--resume {str(run_dir)!r}: weights do not match its config: {exc}"
+        ) from None
+    log.info("resuming %s at epoch %d, batch %d", run_dir, state.epoch, state.step)
+    history = _train_and_save(model, config, splits, run_dir, progress, state, world, data_seconds)
+    return model, config, history, splits
+
+
+def _train_and_save(
+    model: DDNN,
+    config: RunConfig,
+    splits: DataSplits,
+    out_dir: str | Path,
+    progress: ProgressFn | None,
+    resume: TrainState | None,
+    world: World | None,
+    data_seconds: float,
+) -> TrainHistory:
+    world = world or world_from_env()
+
+    def checkpoint(state: TrainState) -> None:
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        save_state(out_dir, config, weights, state)
+
+    try:
+        history = train(
+            model,
+            splits.train,
+            config.train,
+            progress,
+            checkpoint=checkpoint,
+            resume=resume,
+            world=world,
+        )
+    except TrainingInterrupted as stopped:
+        raise TrainingInterrupted(Path(out_dir), stopped.epoch, stopped.step) from None
+    finally:
+        leave(world)
+    if not world.is_main:
+        return history
     extra: dict[str, Any] = {
         "train_seconds": history.seconds,
         "data_seconds": data_seconds,
         "final_loss": history.losses[-1] if history.losses else {},
         "class_names": list(splits.train.class_names),
+        "processes": world.size,
     }
     save_run(out_dir, model, config, extra)
+    discard_state(out_dir)
     log.info("trained in %.1f s, saved to %s", history.seconds, out_dir)
-    return model, config, history, splits
+    return history
 
 
 def evaluate_run(

@@ -19,5 +19,8 @@ def add_suite_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--jobs", type=int, default=0, help="parallel trainings (default: CPU count)")
     p.add_argument("--out", default=None, help="report folder (default reports/DATA[-quick])")
+    p.add_argument(
+        "--accelerator", default=None, help="cpu, cuda or auto; default: train.accelerator"
+    )
     p.add_argument("--config", default=None, help="YAML base config")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the base config")

@@ -69,6 +69,9 @@ def add_search_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="folder for trial runs and pareto.json/.csv/.png")
     p.add_argument("--json", action="store_true", help="print the Pareto rows as JSON on stdout")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (give each machine its own)")
+    p.add_argument(
+        "--accelerator", default=None, help="cpu, cuda or auto; default: train.accelerator"
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides fixed for every trial")
     p.set_defaults(func=cmd_search)
 
@@ -112,6 +115,8 @@ def base_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"data.path={_scalar(args.data_path)}")
     if args.epochs is not None or "train.epochs" not in keys:
         out.append(f"train.epochs={args.epochs or DEFAULT_EPOCHS}")
+    if args.accelerator is not None:
+        out.append(f"train.accelerator={_scalar(args.accelerator)}")
     if "data.validation_fraction" not in keys:
         out.append(f"data.validation_fraction={DEFAULT_VALIDATION_FRACTION}")
     return [*out, *user]  # the user's keys come last and win, as in `ddnn train`

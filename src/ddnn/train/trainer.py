@@ -1,23 +1,36 @@
-"""A trainer you can read in one screen: Adam on the joint loss, latent-weight clipping, dropout of devices."""
+"""A trainer you can read in one screen: Adam on the joint loss, latent-weight clipping, dropout of devices.
+
+Around that loop: the accelerator and mixed precision (``ddnn.train.accelerator``), data-parallel
+processes under torchrun (``ddnn.train.distributed``), and resumable state saved every
+``train.save_every`` epochs and on Ctrl-C (``ddnn.train.resume``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from ddnn.config import TrainConfig
 from ddnn.data.dataset import MultiDeviceDataset
 from ddnn.models.ddnn import DDNN
 from ddnn.nn.binary import clip_latent_weights
+from ddnn.train.accelerator import Placement, resolve_placement
+from ddnn.train.distributed import World, check_batch, join, mean_over_world
 from ddnn.train.losses import joint_loss
+from ddnn.train.resume import TrainingInterrupted, TrainState
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, dict[str, float]], None]
+CheckpointFn = Callable[[TrainState], None]
 
 
 @dataclass
@@ -63,6 +76,48 @@ def validate_train_config(config: TrainConfig) -> None:
         raise ValueError(f"train.batch_size must be >= 0 (0 = full batch), got {config.batch_size}")
     if not 0.0 <= config.device_dropout < 1.0:
         raise ValueError(f"train.device_dropout must be in [0, 1), got {config.device_dropout}")
+    if config.save_every < 0:
+        raise ValueError(
+            f"train.save_every must be >= 0 (0 = save resumable state only on Ctrl-C), "
+            f"got {config.save_every}"
+        )
+    resolve_placement(config.accelerator, config.precision)  # names, and cuda without a GPU
+
+
+class StopRequest:
+    """Set by Ctrl-C / SIGTERM while training; the loop stops at the next batch boundary.
+
+    A second Ctrl-C interrupts at once (no resumable state is saved then).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stop requested: saving resumable state at the end of this batch")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signal handlers live in the main thread only
+            return
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def agreed(self, world: World) -> bool:
+        """Whether any process was asked to stop (all processes stop at the same batch)."""
+        if not world.distributed:
+            return self.requested
+        flag = torch.tensor([int(self.requested)])
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
 
 
 def train(
@@ -70,56 +125,165 @@ def train(
     data: MultiDeviceDataset,
     config: TrainConfig,
     progress: ProgressFn | None = None,
+    *,
+    checkpoint: CheckpointFn | None = None,
+    resume: TrainState | None = None,
+    world: World | None = None,
 ) -> TrainHistory:
-    """Train ``model`` jointly on every exit; deterministic for a given ``config.seed`` on CPU."""
+    """Train ``model`` jointly on every exit; deterministic for a given ``config.seed`` on CPU.
+
+    Args:
+        checkpoint: called on rank 0 with the resumable state every ``config.save_every``
+            epochs and when a stop is requested (the caller writes it with the weights).
+        resume: a state saved by an earlier call with the same data and config: training
+            continues from it (``model`` must already hold the saved weights).
+        world: this process's place in a torchrun job (``None``: alone).
+
+    Raises:
+        TrainingInterrupted: after Ctrl-C / SIGTERM, once ``checkpoint`` has saved the state.
+    """
     validate_train_config(config)
+    world = world or World()
     if data.num_devices != model.config.num_devices or data.shapes != model.config.device_shapes:
         raise ValueError(
             f"data has {data.num_devices} devices of input shapes {list(data.shapes)}, the model "
             f"expects {model.config.num_devices} of {list(model.config.device_shapes)}"
         )
+    n = len(data)
+    check_batch(world, config.batch_size, n)
+    placement = resolve_placement(config.accelerator, config.precision, world.local_rank)
     seed_everything(config.seed, config.threads)
+    join(world, placement.device)
+    model.to(placement.device)
+    step_model = _wrap(model, world, placement)
     gen = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
-    n = len(data)
+    scaler = placement.grad_scaler()
     batch = n if config.batch_size == 0 else min(config.batch_size, n)
     history = TrainHistory()
-    start = time.perf_counter()
+    first_epoch, state = 0, resume
+    if state is not None:
+        optimizer.load_state_dict(state.optimizer)
+        scaler.load_state_dict(state.scaler)
+        gen.set_state(state.generator)
+        torch.set_rng_state(state.torch_rng)
+        history.losses = list(state.losses)
+        first_epoch = state.epoch
+    start = time.perf_counter() - (state.seconds if state is not None else 0.0)
+
+    def snapshot(
+        epoch: int, step: int, order: torch.Tensor | None, sums: dict[str, float], steps: int
+    ) -> TrainState:
+        return TrainState(
+            epoch,
+            step,
+            order,
+            dict(sums),
+            steps,
+            gen.get_state(),
+            torch.get_rng_state(),
+            optimizer.state_dict(),
+            scaler.state_dict(),
+            list(history.losses),
+            time.perf_counter() - start,
+        )
+
     model.train()
-    for epoch in range(config.epochs):
-        order = torch.randperm(n, generator=gen)
-        sums: dict[str, float] = {}
-        steps = 0
-        for begin in range(0, n, batch):
-            idx = order[begin : begin + batch]
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            presence = device_dropout_mask(len(idx), data.num_devices, config.device_dropout, gen)
-            out = model(data.x[idx], presence)
-            loss, parts = joint_loss(out, data.labels[idx], data.view_labels[idx], presence, config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            clip_latent_weights(model)
-            for k, v in {"total": float(loss.detach()), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v
-            steps += 1
-        epoch_losses = {k: v / max(steps, 1) for k, v in sums.items()}
-        history.losses.append(epoch_losses)
-        log.debug("epoch %d: %s", epoch + 1, epoch_losses)
-        if progress is not None:
-            progress(epoch + 1, epoch_losses)
+    with StopRequest().installed() as stop:
+        for epoch in range(first_epoch, config.epochs):
+            if state is not None and state.order is not None:  # resume inside this epoch
+                order, skip, sums, steps = state.order, state.step, dict(state.sums), state.steps
+            else:
+                order, skip, sums, steps = torch.randperm(n, generator=gen), 0, {}, 0
+            state = None
+            for b, begin in enumerate(range(0, n, batch)):
+                if b < skip:
+                    continue
+                idx = order[begin : begin + batch]
+                if world.smallest_share(len(idx)) >= 2:  # BatchNorm needs two samples
+                    presence = device_dropout_mask(
+                        len(idx), data.num_devices, config.device_dropout, gen
+                    )
+                    mine = world.share(len(idx))
+                    parts = _step(
+                        step_model,
+                        model,
+                        data,
+                        idx[mine],
+                        presence[mine],
+                        config,
+                        optimizer,
+                        scaler,
+                        placement,
+                    )
+                    for k, v in parts.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    steps += 1
+                if stop.agreed(world):
+                    if checkpoint is not None and world.is_main:
+                        checkpoint(snapshot(epoch, b + 1, order, sums, steps))
+                    raise TrainingInterrupted(None, epoch, b + 1)
+            epoch_losses = mean_over_world({k: v / max(steps, 1) for k, v in sums.items()}, world)
+            history.losses.append(epoch_losses)
+            log.debug("epoch %d: %s", epoch + 1, epoch_losses)
+            done = epoch + 1
+            if checkpoint and world.is_main and config.save_every and done % config.save_every == 0:
+                if done < config.epochs:
+                    checkpoint(snapshot(done, 0, None, {}, 0))
+            if progress is not None and world.is_main:
+                progress(epoch + 1, epoch_losses)
     if config.epochs > 0:
-        recalibrate_batchnorm(model, data, batch)
+        recalibrate_batchnorm(model, data, batch, placement.device)
     history.seconds = time.perf_counter() - start
+    model.to("cpu")
     model.eval()
     return history
 
 
+def _wrap(model: DDNN, world: World, placement: Placement) -> nn.Module:
+    """The module the steps call: ``model`` itself, or its DistributedDataParallel wrapper."""
+    if not world.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [placement.device.index] if placement.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def _step(
+    step_model: nn.Module,
+    model: DDNN,
+    data: MultiDeviceDataset,
+    idx: torch.Tensor,
+    presence: torch.Tensor,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    placement: Placement,
+) -> dict[str, float]:
+    """One optimizer step on the samples ``idx``; returns the loss parts."""
+    device = placement.device
+    x = data.x[idx].to(device, non_blocking=True)
+    labels = data.labels[idx].to(device, non_blocking=True)
+    views = data.view_labels[idx].to(device, non_blocking=True)
+    presence = presence.to(device, non_blocking=True)
+    with placement.autocast():
+        out = step_model(x, presence)
+        loss, parts = joint_loss(out, labels, views, presence, config)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    clip_latent_weights(model)
+    return {"total": float(loss.detach()), **parts}
+
+
 @torch.no_grad()
-def recalibrate_batchnorm(model: DDNN, data: MultiDeviceDataset, batch_size: int) -> None:
+def recalibrate_batchnorm(
+    model: DDNN, data: MultiDeviceDataset, batch_size: int, device: torch.device | None = None
+) -> None:
     """Re-estimate BatchNorm running statistics with the final weights (exact average over ``data``).
 
     Flipping binary weights late in training leaves the running statistics, averaged over earlier
@@ -134,6 +298,6 @@ def recalibrate_batchnorm(model: DDNN, data: MultiDeviceDataset, batch_size: int
     for begin in range(0, len(data), max(batch_size, 2)):
         chunk = data.x[begin : begin + max(batch_size, 2)]
         if len(chunk) >= 2:
-            model(chunk)
+            model(chunk.to(device) if device is not None else chunk)
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
