@@ -87,3 +87,20 @@ def test_a_batch_that_does_not_split_over_the_world_is_refused(batch, n, message
     with pytest.raises(ValueError, match=message):
         check_batch(World(0, 0, 2), batch, n)
     check_batch(World(0, 0, 1), batch, n)  # alone, anything goes
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["experiment", "missing", "--quick"],
+        ["reproduce", "--quick"],
+        ["search", "--data", "synthetic-mvmc", "--trials", "1"],
+    ],
+)
+def test_every_training_command_refuses_cuda_without_a_gpu_before_training(
+    no_gpu, tmp_path, capsys, command
+):
+    code = main([*command, "--out", str(tmp_path / "out"), "--accelerator", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("ddnn: error:") and "no CUDA GPU" in err
+    assert not (tmp_path / "out").exists()

@@ -37,6 +37,9 @@ def run_from_args(names: list[str], args: argparse.Namespace, config: RunConfig)
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if args.jobs < 0:
         raise ValueError(f"--jobs must be >= 0 (0 = CPU count), got {args.jobs}")
+    from ddnn.train.trainer import validate_train_config
+
+    validate_train_config(config.train)  # e.g. --accelerator cuda without a GPU, before any run
     seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 5)))
     base = suite_base(config, args.quick, args.epochs is not None)
     out = Path(args.out or f"reports/{base.data.name}{'-quick' if args.quick else ''}")

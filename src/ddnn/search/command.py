@@ -179,6 +179,9 @@ def prepare(args: argparse.Namespace) -> tuple[SearchSpec, DataSplits, optuna.St
         raise ValueError(f"unknown data set {args.data!r}; accepted: {', '.join(list_datasets())}")
     overrides = base_overrides(args)
     config = resolve_config(overrides=overrides)
+    from ddnn.train.trainer import validate_train_config
+
+    validate_train_config(config.train)  # e.g. --accelerator cuda without a GPU, before any trial
     if not config.model.device.filters:
         raise ValueError(
             "model.device.filters=[] (raw offloading) has no local exit to calibrate; "
