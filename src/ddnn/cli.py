@@ -91,6 +91,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ddnn.workflow import resume_run, train_run
 
     world = world_from_env()
+    if not world.is_main:  # rank 0 alone logs; the others speak only for errors
+        logging.getLogger().setLevel(logging.ERROR)
     try:
         if args.resume is not None:
             fixed = [
