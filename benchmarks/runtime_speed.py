@@ -6,9 +6,9 @@ the run client collects (latency = answer time - the capture time the first devi
 1. The paper's model (configuration c: 6 devices, device ConvP(4), MP-CC cloud, T = 0.8) on
    synthetic-mvmc: throughput with devices pipelining as fast as the flow-control window allows;
    latency at a moderate rate (one sample per device call), with and without TCP_NODELAY.
-2. Scale-out, configuration f: 6, 12, 30 and 60 devices in groups of 6, one edge per group
+2. Scale-out, configuration f: 6, 12, 30 and 60 C devices in groups of 6, one edge per group
    (devices are copies of the 6 synthetic cameras; 6 devices share one process, each with its own
-   MQTT client), as fast as possible: throughput, latency and the broker's CPU.
+   MQTT client), as fast as possible: throughput, latency, the broker's CPU and where the CPU goes.
 
 Run: python benchmarks/runtime_speed.py [--quick] [--out FILE]
 """
@@ -56,6 +56,12 @@ def deploy(run_dir: Path, options: dict[str, Any], limit: int | None) -> dict[st
         report = finish_local(dep, 0.0)
     doc = report.as_dict()
     doc["broker_cpu_percent"] = 100.0 * broker_cpu / wall if wall else 0.0
+    device_samples = doc["samples"] * len(dep.devices)
+    roles: dict[str, float] = {"broker": broker_cpu}
+    for name, cpu in used.items():  # devices_0-5 (several devices in one process) are devices
+        role = name.split("_")[0].rstrip("s") if name.startswith("device") else name.split("_")[0]
+        roles[role] = roles.get(role, 0.0) + cpu
+    doc["cpu_ms_by_role"] = {r: 1000.0 * c / device_samples for r, c in roles.items()}
     total = sum(used.values()) + broker_cpu
     doc["all_cpu_percent"] = 100.0 * total / wall if wall else 0.0
     top = sorted(used.items(), key=lambda kv: -kv[1])[:3]
@@ -100,6 +106,13 @@ def qos1_round_trip(broker_nodelay: bool, client_nodelay: bool, rounds: int = 20
         broker.close()
         os.environ.pop("DDNN_MQTT_NODELAY", None)
     return float(np.median(times))
+
+
+def by_role(doc: dict[str, Any]) -> str:
+    """CPU ms per device-sample of each kind of process (all devices together, all edges, …)."""
+    order = ["device", "aggregator", "edge", "cloud", "broker"]
+    parts = doc["cpu_ms_by_role"]
+    return ", ".join(f"{r} {parts[r]:.3f}" for r in order if r in parts)
 
 
 def latency(doc: dict[str, Any], exit_name: str) -> str:
@@ -153,9 +166,12 @@ def paper_model_tables(run: Path, n: int, log: Any) -> None:
         ("rate 20/s, batch 1", {"rate": 20.0, "batch": 1}, 300),
         ("rate 100/s, batch 1", {"rate": 100.0, "batch": 1}, 600),
     ]
+    split = []
     for engine in ("c", "torch"):
         for name, options, limit in modes:
             doc = deploy(run, {**options, "thresholds": "0.8", "engine": engine}, limit)
+            if limit is None:
+                split.append(f"{engine}, {name.split(' (')[0]}: {by_role(doc)}")
             log(
                 f"| {engine} | {name} | {doc['throughput_samples_per_s']:.0f} | "
                 f"{doc['answered']}/{doc['samples']} | {doc['degraded_answers']} "
@@ -166,6 +182,11 @@ def paper_model_tables(run: Path, n: int, log: Any) -> None:
                 f"({doc['wire_bytes_per_device'] / doc['bytes_per_device']:.2f}x) | "
                 f"{doc['cpu_ms_per_device_sample']:.3f} | {doc['broker_cpu_percent']:.0f} |"
             )
+    log(
+        "\nwhere the CPU goes at full load, ms per device-sample by kind of process (all devices together):"
+    )
+    for line in split:
+        log(f"- {line}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -193,8 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         counts = [6, 12] if args.quick else [6, 12, 30, 60]
         scale_n = 300 if args.quick else 1000
         log(
-            f"\n2. scale-out, configuration f (groups of 6, one edge each), {scale_n} samples, "
-            "as fast as possible, T = 0.8 local / 0.8 edge"
+            f"\n2. scale-out, configuration f (groups of 6, one edge each), C devices, {scale_n} "
+            "samples, as fast as possible, T = 0.8 local / 0.8 edge"
         )
         log(
             "| devices | edges | processes | samples/s | answered | degraded | exits local / edge / cloud % "
@@ -205,11 +226,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         for d in counts:
             run_d = train_scaled_model(folder, d, scale_n)
-            doc = deploy(
-                run_d,
-                {"devices_per_process": 6, "thresholds": "local=0.8,edge=0.8", "deadline": 1.0},
-                None,
-            )
+            options = {"devices_per_process": 6, "thresholds": "local=0.8,edge=0.8"}
+            doc = deploy(run_d, {**options, "deadline": 1.0, "engine": "c"}, None)
             ex = doc["exit_fractions"]
             procs = d // 6 + d // 6 + 2
             log(
@@ -223,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{doc['cpu_ms_per_device_sample']:.3f} | {doc['busiest']} |"
             )
             rows.append((d, doc))
+        for d, doc in rows:
+            log(f"- {d} devices, CPU ms per device-sample by kind of process: {by_role(doc)}")
         plot = (
             Path(args.out).with_suffix(".png")
             if args.out

@@ -19,6 +19,18 @@ DEFAULT_THRESHOLDS = (0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 CALIBRATION_SPLITS = ("validation", "train")
 
 
+# A section's weight precision: one bool for all its layers, or one per layer (blocks, then head).
+Precision = bool | tuple[bool, ...]
+
+
+def layer_flags(binary: Precision, num_layers: int) -> tuple[bool, ...]:
+    """One precision flag per layer from ``binary``: one bool for all, or already one per layer.
+
+    The length of a per-layer tuple is checked by ``ddnn.models.validate``; here it is trusted.
+    """
+    return (binary,) * num_layers if isinstance(binary, bool) else tuple(binary)
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
     """End-device section: feature blocks (pool stride 2) and a class-score head.
@@ -27,8 +39,14 @@ class DeviceConfig:
     """
 
     filters: tuple[int, ...] = (4,)
-    binary: bool = True
+    binary: Precision = True  # all layers, or one per feature block + the exit head
     share_weights: bool = False
+    # A BatchNorm on the device's raw input (per feature / channel; 2 floats each on the device).
+    normalize_input: bool = False
+
+    def layer_binary(self) -> tuple[bool, ...]:
+        """Precision of each layer: the feature blocks, then the exit head (none if raw)."""
+        return layer_flags(self.binary, len(self.filters) + 1 if self.filters else 0)
 
 
 @dataclass(frozen=True)
@@ -39,7 +57,11 @@ class EdgeConfig:
     filters: tuple[int, ...] = (16,)
     pool_stride: int = 1
     aggregation: str = "cc"
-    binary: bool = True
+    binary: Precision = True  # all layers, or one per feature block + the exit head
+
+    def layer_binary(self) -> tuple[bool, ...]:
+        """Precision of each layer: the feature blocks, then the exit head."""
+        return layer_flags(self.binary, len(self.filters) + 1)
 
 
 @dataclass(frozen=True)
@@ -50,7 +72,11 @@ class CloudConfig:
     filters: tuple[int, ...] = (16, 16)
     pool_stride: int = 1
     aggregation: str = "cc"
-    binary: bool = True
+    binary: Precision = True  # all layers, or one per feature block + the exit head
+
+    def layer_binary(self) -> tuple[bool, ...]:
+        """Precision of each layer: the feature blocks, then the exit head."""
+        return layer_flags(self.binary, len(self.filters) + 1)
 
 
 @dataclass(frozen=True)
@@ -123,6 +149,10 @@ class DataConfig:
     # Share of the training split held out (seeded) as a validation split for threshold
     # calibration; training never sees it. 0 = no validation split.
     validation_fraction: float = 0.0
+    # false: read the npz / folder data from disk on demand (memory-mapped arrays, files read
+    # lazily) instead of loading it all; batches stream through a DataLoader (docs/data.md).
+    in_memory: bool = True
+    workers: int = 0  # DataLoader worker processes when streaming; 0 = read in the main process
 
 
 @dataclass(frozen=True)
@@ -202,7 +232,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
         )
     if origin in (typing.Union, types.UnionType):
-        return value
+        return _coerce_union(value, typing.get_args(annotation), where)
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -226,6 +256,26 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if annotation is str:
         return str(value)
     return value
+
+
+def _coerce_union(value: Any, arms: tuple[Any, ...], where: str) -> Any:
+    """The first arm of a union (in declared order) that accepts ``value``, or a clear error."""
+    if value is None and type(None) in arms:
+        return None
+    errors = []
+    for arm in arms:
+        if arm is type(None):
+            continue
+        try:
+            return _coerce(value, arm, where)
+        except ValueError as exc:
+            errors.append(str(exc).removeprefix(f"config {where}: "))
+    if arms == typing.get_args(Precision):
+        raise ValueError(
+            f"config {where}: expected true/false (every layer) or a list of true/false, one per "
+            f"layer (the feature blocks, then the exit head); got {value!r}"
+        )
+    raise ValueError(f"config {where}: {'; or '.join(errors)}")
 
 
 def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:

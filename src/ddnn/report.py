@@ -155,7 +155,10 @@ def profile_table(rows: Sequence[SectionProfile]) -> str:
             str(r.binary_parameters),
             str(r.float_parameters),
             str(r.memory_bytes),
+            str(r.score_bytes) if r.score_bytes else "",
+            str(r.feature_bytes) if r.feature_bytes else "",
         ]
         for r in rows
     ]
-    return format_table(["section", "params", "binary", "float", "memory B"], body)
+    header = ["section", "params", "binary", "float", "memory B", "scores B", "features B"]
+    return format_table(header, body)

@@ -23,6 +23,7 @@ from ddnn.eval.calibrate import (
 )
 from ddnn.eval.evaluate import ThresholdRow, threshold_sweep
 from ddnn.models.ddnn import DDNN
+from ddnn.models.defaults import with_modality_defaults
 from ddnn.train.checkpoint import load_run, save_run
 from ddnn.train.distributed import World, leave, world_from_env
 from ddnn.train.resume import TrainingInterrupted, TrainState, discard_state, load_state, save_state
@@ -32,7 +33,11 @@ log = logging.getLogger(__name__)
 
 
 def fit_model_to_data(config: RunConfig, splits: DataSplits) -> RunConfig:
-    """Take devices, input shape and classes from the data; a config that disagrees is an error."""
+    """Take devices, input shape and classes from the data; a config that disagrees is an error.
+
+    Hierarchies of feature-vector sensors then get the vector defaults of ``ddnn.models.defaults``
+    for every model key the config did not give.
+    """
     train_set = splits.train
     model = config.model
     defaults = RunConfig().model
@@ -48,16 +53,15 @@ def fit_model_to_data(config: RunConfig, splits: DataSplits) -> RunConfig:
             raise ValueError(
                 f"model.{key} = {value} but data set {config.data.name!r} has {data_value}"
             )
-    return replace(
-        config,
-        model=replace(
-            model,
-            num_devices=train_set.num_devices,
-            input_shape=train_set.input_shape,
-            num_classes=train_set.num_classes,
-            device_input_shapes=train_set.device_shapes,
-        ),
+    fitted = replace(
+        model,
+        num_devices=train_set.num_devices,
+        input_shape=train_set.input_shape,
+        num_classes=train_set.num_classes,
+        device_input_shapes=train_set.device_shapes,
     )
+    # Vector sensors get their own defaults for the keys the user left alone (models/defaults.py).
+    return replace(config, model=with_modality_defaults(fitted, config.given))
 
 
 def train_run(
@@ -99,8 +103,12 @@ def resume_run(
     t0 = time.perf_counter()
     splits = load_dataset(config.data)
     data_seconds = time.perf_counter() - t0
-    fitted = fit_model_to_data(config, splits)
-    if fitted.model != config.model:
+    train_set, saved = splits.train, config.model
+    if (train_set.num_devices, train_set.shapes, train_set.num_classes) != (
+        saved.num_devices,
+        saved.device_shapes,
+        saved.num_classes,
+    ):
         raise ValueError(
             f"--resume {str(run_dir)!r}: the data set {config.data.name!r} no longer matches the "
             "saved model (devices, input shapes or classes changed)"
@@ -142,6 +150,7 @@ def _train_and_save(
             checkpoint=checkpoint,
             resume=resume,
             world=world,
+            workers=config.data.workers,
         )
     except TrainingInterrupted as stopped:
         raise TrainingInterrupted(Path(out_dir), stopped.epoch, stopped.step) from None

@@ -103,6 +103,9 @@ def test_fold_device_records_the_head_rounding_the_c_code_must_use():
     ("shape", "config", "message"),
     [
         ((3, 8, 8), DeviceConfig(filters=(4,), binary=False), "non-binary"),
+        ((3, 8, 8), DeviceConfig(filters=(4, 4), binary=(True, False, True)), "layer 1 is a float"),
+        ((3, 8, 8), DeviceConfig(filters=(4,), binary=(True, False)), "exit head is a float"),
+        ((3, 8, 8), DeviceConfig(filters=(4,), normalize_input=True), "normalizes its input"),
         ((3, 8, 8), DeviceConfig(filters=()), "raw offloading"),
         ((3, 20), DeviceConfig(filters=(4,)), "image devices"),
         ((12,), DeviceConfig(filters=(4,)), "image devices"),

@@ -151,12 +151,16 @@ def test_edge_exit_fuses_the_edges_roundtripped_scores():
     assert torch.equal(result.predictions, torch.from_numpy(fused).argmax(1))
 
 
-def test_training_forward_ignores_the_encoding():
+def test_training_forward_fuses_what_the_encoding_sends_without_rounding():
     float_model, int8_model = _model(TINY, "float32"), _model(TINY, "int8")
     int8_model.load_state_dict(float_model.state_dict())
     x = _x(TINY, n=8)
     a, b = float_model(x), int8_model(x)
-    assert torch.equal(a.local_logits, b.local_logits)
+    torch.testing.assert_close(a.cloud_logits, b.cloud_logits, rtol=0, atol=0)
+    # float scores are fused as they are; int8 sends log-probabilities, so training fuses those
+    torch.testing.assert_close(a.local_logits, a.device_logits.max(dim=1).values)
+    log_probs = F.log_softmax(a.device_logits, dim=-1)
+    torch.testing.assert_close(b.local_logits, log_probs.max(dim=1).values)
     int8_model.train()
     out = int8_model(x)
     F.cross_entropy(out.local_logits, torch.zeros(8, dtype=torch.long)).backward()

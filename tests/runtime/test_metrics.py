@@ -156,7 +156,7 @@ def test_node_publish_books_payload_frame_header_and_mqtt_overhead():
         encoding="float32",
     )
     assert len(frame) == 9 + 12  # 9-byte header (sender, first, count < 128), 3 float32
-    node.publish(TOPICS.device_scores(0), frame, qos=1)
+    node.publish(TOPICS.device_scores(0), frame, qos=1, header=9)  # the sender knows its header
     # MQTT 5 PUBLISH, QoS 1: fixed header 1 + remaining length 1 (< 128) + topic length 2 +
     # topic "ddnn/m/d/0/s" 12 + packet id 2 + empty properties 1 = 19
     assert node.metrics.wire["scores"] == [12, 9, 19]

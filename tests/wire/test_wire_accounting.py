@@ -15,7 +15,9 @@ from ddnn.wire import (
     formula_bytes_per_device,
     frame_bytes,
     frame_header_bytes,
+    mqtt_fixed_header_bytes,
     mqtt_publish_overhead,
+    mqtt_variable_header_bytes,
     pack_bits,
     raw_bytes_per_device,
     score_payload_bytes,
@@ -109,6 +111,22 @@ def test_mqtt_overhead_by_hand() -> None:
         mqtt_publish_overhead("a", 1, 3)
     with pytest.raises(ValueError, match="268435455"):
         mqtt_publish_overhead("a", 268_435_455, 0)
+
+
+def test_mqtt_overhead_split_per_topic_and_per_packet() -> None:
+    # what a sender computes once per topic, plus what it adds per packet, is the whole overhead
+    assert mqtt_variable_header_bytes("a/b", 1) == 2 + 3 + 2 + 1
+    assert mqtt_variable_header_bytes("a/b", 0) == 2 + 3 + 1
+    assert mqtt_variable_header_bytes("é", 1, 5) == 2 + 2 + 2 + 5
+    assert mqtt_fixed_header_bytes(6, 121) == 1 + 1  # remaining 127
+    assert mqtt_fixed_header_bytes(6, 122) == 1 + 2  # remaining 128
+    for topic, n, qos, props in [("a/b", 45, 1, 1), ("a/b", 122, 0, 1), ("é", 0, 1, 5)]:
+        variable = mqtt_variable_header_bytes(topic, qos, props)
+        assert mqtt_fixed_header_bytes(variable, n) + variable == mqtt_publish_overhead(
+            topic, n, qos, props
+        )
+    with pytest.raises(ValueError, match="qos"):
+        mqtt_variable_header_bytes("a", 3)
 
 
 def test_wire_bytes() -> None:

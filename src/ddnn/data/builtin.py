@@ -41,15 +41,15 @@ def _mvmc(config: DataConfig) -> DataSplits:
     return load_mvmc(config)
 
 
-@register_dataset("npz")
+@register_dataset("npz", streaming=True)
 def _npz(config: DataConfig) -> DataSplits:
-    """A user's ``.npz`` (``--data-path FILE``)."""
+    """A user's ``.npz`` or folder of ``.npy`` arrays (``--data-path FILE.npz`` or ``DIR``)."""
     from ddnn.data.npz import load_npz
 
     return load_npz(config)
 
 
-@register_dataset("folder")
+@register_dataset("folder", streaming=True)
 def _folder(config: DataConfig) -> DataSplits:
     """A user's folder: ``labels.csv`` plus one sub-folder of files per device (``--data-path DIR``)."""
     from ddnn.data.folder import load_folder
@@ -63,3 +63,27 @@ def _fashion(config: DataConfig) -> DataSplits:
     from ddnn.data.fashion import load_fashion_mnist_6
 
     return load_fashion_mnist_6(config)
+
+
+@register_dataset("synthetic-vectors")
+def _synthetic_vectors(config: DataConfig) -> DataSplits:
+    """4 vector sensors x 16 features, 3 classes, the class's feature shifted +2σ (generated)."""
+    from ddnn.data.tabular import load_synthetic_vectors
+
+    return load_synthetic_vectors(config)
+
+
+@register_dataset("digits-4")
+def _digits_4(config: DataConfig) -> DataSplits:
+    """scikit-learn's real 8x8 digits, one 4x4 quadrant (16 features) per sensor."""
+    from ddnn.data.tabular import load_digits_4
+
+    return load_digits_4(config)
+
+
+@register_dataset("breast-cancer-3")
+def _breast_cancer_3(config: DataConfig) -> DataSplits:
+    """scikit-learn's real breast cancer set: mean, error and worst views (10 features each)."""
+    from ddnn.data.tabular import load_breast_cancer_3
+
+    return load_breast_cancer_3(config)

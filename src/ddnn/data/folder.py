@@ -25,6 +25,9 @@ Layout (``--data folder --data-path DIR``)::
   ``.npy`` files, not both. Devices may differ in input shape.
 * With a ``split`` column its rows give the train and test splits; without one the split is a
   seeded 80/20 (``data.test_fraction``, ``data.seed``).
+
+With ``data.in_memory=false`` only each device's first file is read at load (it fixes the
+shape); the others are read when a batch asks for them, with the same checks.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import csv
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -41,7 +44,13 @@ from pathlib import Path
 import numpy as np
 
 from ddnn.config import DataConfig
-from ddnn.data.dataset import ABSENT, DataSplits, from_device_arrays
+from ddnn.data.dataset import (
+    ABSENT,
+    AnyDataset,
+    DataSplits,
+    from_device_arrays,
+    mapped_from_reader,
+)
 from ddnn.data.split import apply_device_selection, limit_sizes, split_dataset
 
 logger = logging.getLogger(__name__)
@@ -239,29 +248,59 @@ def read_image(path: Path, channels: int, size: tuple[int, int] | None) -> np.nd
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def _load_device(folder: Path, paths: list[Path | None]) -> np.ndarray:
-    """(N, *shape) inputs of one device; zeros where it has no file (``None``)."""
-    first = next((p for p in paths if p is not None), None)
-    if first is None:
-        raise ValueError(f"device folder {folder} holds no file named in labels.csv")
-    if first.suffix.lower() == ARRAY_SUFFIX:
-        sample = _read_npy(first)
-        read: Callable[[Path], np.ndarray] = _read_npy
-    else:
+@dataclass(frozen=True)
+class _DeviceFiles:
+    """One device's files, one per sample (``None``: the device does not see it), and how to
+    read them; its first file fixes the shape (and, for images, channels and size)."""
+
+    paths: list[Path | None]
+    first: Path
+    sample: np.ndarray
+    read: Callable[[Path], np.ndarray]
+
+    @classmethod
+    def of(cls, folder: Path, paths: list[Path | None]) -> _DeviceFiles:
+        first = next((p for p in paths if p is not None), None)
+        if first is None:
+            raise ValueError(f"device folder {folder} holds no file named in labels.csv")
+        if first.suffix.lower() == ARRAY_SUFFIX:
+            return cls(paths, first, _read_npy(first), _read_npy)
         sample = read_image(first, 0, None)
         size = (sample.shape[2], sample.shape[1])
-        read = partial(read_image, channels=sample.shape[0], size=size)
-    out = np.zeros((len(paths), *sample.shape), dtype=np.float32)
-    for i, p in enumerate(paths):
-        if p is None:
-            continue
-        a = sample if p == first else read(p)
-        if a.shape != sample.shape:
-            raise ValueError(
-                f"{p} has shape {a.shape}; this device's arrays are {sample.shape} like {first.name}"
-            )
-        out[i] = a
-    return out
+        return cls(paths, first, sample, partial(read_image, channels=sample.shape[0], size=size))
+
+    def load(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """(len(rows), *shape) inputs of the samples ``rows``; zeros where there is no file."""
+        out = np.zeros((len(rows), *self.sample.shape), dtype=np.float32)
+        for i, row in enumerate(rows):
+            p = self.paths[row]
+            if p is None:
+                continue
+            a = self.sample if p == self.first else self.read(p)
+            if a.shape != self.sample.shape:
+                raise ValueError(
+                    f"{p} has shape {a.shape}; this device's arrays are {self.sample.shape} "
+                    f"like {self.first.name}"
+                )
+            out[i] = a
+        return out
+
+
+class _FolderReader:
+    """The folder's files read when a batch asks for them (``data.in_memory=false``)."""
+
+    def __init__(self, devices: list[_DeviceFiles]) -> None:
+        self.devices = devices
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(int(n) for n in d.sample.shape) for d in self.devices)
+
+    def __len__(self) -> int:
+        return len(self.devices[0].paths)
+
+    def read(self, rows: np.ndarray, devices: Sequence[int]) -> list[np.ndarray]:
+        return [self.devices[k].load(rows) for k in devices]
 
 
 def _root(path: str) -> Path:
@@ -313,11 +352,17 @@ def load_folder(config: DataConfig) -> DataSplits:
             ", …" if len(extra) > 5 else "",
         )
     labels, names = _class_labels(rows, root / "classes.txt")
-    inputs = [
-        _load_device(d, [f.get(s) for s in rows.stems]) for d, f in zip(devices, files, strict=True)
+    sources = [
+        _DeviceFiles.of(d, [f.get(s) for s in rows.stems])
+        for d, f in zip(devices, files, strict=True)
     ]
     views = np.where(seen, labels[:, None], ABSENT)
-    data = from_device_arrays(inputs, views, labels, names, ABSENT, "folder")
+    data: AnyDataset
+    if config.in_memory:
+        inputs = [d.load(range(len(rows.stems))) for d in sources]
+        data = from_device_arrays(inputs, views, labels, names, ABSENT, "folder")
+    else:
+        data = mapped_from_reader(_FolderReader(sources), views, labels, names, ABSENT, "folder")
     data.meta["source"] = str(root)
     logger.info(
         "folder %s: %d samples, %d classes, devices %s with shapes %s",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ddnn.config import DataConfig
-from ddnn.data.dataset import DataSplits, MultiDeviceDataset
+from ddnn.data.dataset import AnyDataset, DataSplits
 
 
 def seeded_split(
@@ -49,7 +49,7 @@ def limit_sizes(splits: DataSplits, config: DataConfig) -> DataSplits:
     return DataSplits(train, test)
 
 
-def split_dataset(data: MultiDeviceDataset, config: DataConfig) -> DataSplits:
+def split_dataset(data: AnyDataset, config: DataConfig) -> DataSplits:
     """Seeded split of one data set into train and test, size limits, then device selection."""
     train_idx, test_idx = seeded_split(len(data), config.test_fraction, config.seed)
     splits = limit_sizes(DataSplits(data.subset(train_idx), data.subset(test_idx)), config)

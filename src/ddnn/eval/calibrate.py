@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ddnn.data.dataset import MultiDeviceDataset
+from ddnn.data.dataset import AnyDataset
+from ddnn.eval.batched import forward_all, infer_all
 from ddnn.eval.evaluate import check_data_fits_model
 from ddnn.models.ddnn import CLOUD, DDNN, EDGE, LOCAL, InferenceResult
 from ddnn.models.sections import EdgeSection
@@ -352,7 +353,7 @@ class Calibration:
 @torch.no_grad()
 def calibrate(
     model: DDNN,
-    data: MultiDeviceDataset,
+    data: AnyDataset,
     target: CalibrationTarget,
     grid: Sequence[float] = DEFAULT_GRID,
     split: str = "validation",
@@ -375,10 +376,11 @@ def calibrate(
     target.check_budget(model.config.num_classes, model.config.wire.scores)
     model.eval()
     costs = ByteCosts.of_model(model)
-    table = evaluate_grid(model.wire_forward(data.x).exit_logits(), data.labels, costs, grid)
+    logits = forward_all(model, data, wire=True).exit_logits()
+    table = evaluate_grid(logits, data.labels, costs, grid)
     i, j = choose(table, target)
     chosen = table.point(i, j)
-    measured = measure(model.infer(data.x, chosen.thresholds), data.labels, chosen, costs)
+    measured = measure(infer_all(model, data, chosen.thresholds), data.labels, chosen, costs)
     if measured != chosen:
         log.warning("staged inference %s differs from the grid's prediction %s", measured, chosen)
     return Calibration(

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ddnn.config import DEFAULT_THRESHOLDS  # noqa: E402  (re-exported)
-from ddnn.data.dataset import MultiDeviceDataset
+from ddnn.data.dataset import AnyDataset
+from ddnn.eval.batched import forward_all, infer_all
 from ddnn.models.ddnn import CLOUD, DDNN, EDGE, LOCAL
 from ddnn.nn.exits import check_threshold
 from ddnn.wire import formula_bytes_per_device, mean_raw_bytes_per_device
@@ -66,11 +67,11 @@ def _accuracy(logits: torch.Tensor | None, labels: torch.Tensor) -> float | None
 
 @torch.no_grad()
 def exit_accuracies(
-    model: DDNN, data: MultiDeviceDataset, presence: torch.Tensor | None = None
+    model: DDNN, data: AnyDataset, presence: torch.Tensor | None = None
 ) -> dict[str, float | None]:
     """Accuracy when every sample is forced to each exit (local, edge, cloud), as deployed."""
     model.eval()
-    out = model.wire_forward(data.x, presence)
+    out = forward_all(model, data, presence, wire=True)
     return {
         LOCAL: _accuracy(out.local_logits, data.labels),
         EDGE: _accuracy(out.edge_logits, data.labels),
@@ -78,7 +79,7 @@ def exit_accuracies(
     }
 
 
-def check_data_fits_model(model: DDNN, data: MultiDeviceDataset) -> None:
+def check_data_fits_model(model: DDNN, data: AnyDataset) -> None:
     """The data must have the model's devices and device input shapes."""
     if data.num_devices != model.config.num_devices:
         raise ValueError(
@@ -94,7 +95,7 @@ def check_data_fits_model(model: DDNN, data: MultiDeviceDataset) -> None:
 @torch.no_grad()
 def threshold_sweep(
     model: DDNN,
-    data: MultiDeviceDataset,
+    data: AnyDataset,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     edge_threshold: float = 0.8,
     missing: Sequence[int] = (),
@@ -113,7 +114,7 @@ def threshold_sweep(
     raw = mean_raw_bytes_per_device(model.config.device_shapes)
     rows = []
     for t in thresholds:
-        result = model.infer(data.x, {LOCAL: t, EDGE: edge_t or 0.0}, presence)
+        result = infer_all(model, data, {LOCAL: t, EDGE: edge_t or 0.0}, presence)
         local_frac = result.exit_fraction(LOCAL)
         if model.has_local_exit:
             formula = sum(

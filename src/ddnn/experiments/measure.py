@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from ddnn.data.dataset import MultiDeviceDataset
+from ddnn.data.dataset import AnyDataset
+from ddnn.eval.batched import forward_all
 from ddnn.eval.evaluate import ThresholdRow, threshold_sweep
 from ddnn.experiments.runner import TrainedRun
 from ddnn.nn.functional import entropy_from_logits
@@ -31,11 +32,11 @@ def pct(value: float | None) -> float | None:
     return None if value is None else 100.0 * value
 
 
-def split_data(run: TrainedRun, split: str) -> MultiDeviceDataset:
+def split_data(run: TrainedRun, split: str) -> AnyDataset:
     """The ``train``, ``validation`` or ``test`` split of ``run``'s data."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
-    data: MultiDeviceDataset | None = getattr(run.splits, split)
+    data: AnyDataset | None = getattr(run.splits, split)
     if data is None:
         raise ValueError(
             f"run {run.run_dir.name} has no validation split (data.validation_fraction = "
@@ -94,7 +95,7 @@ def threshold_for_local_exit(run: TrainedRun, fraction: float, split: str = CHOO
     """
     model = run.model.eval()
     data = split_data(run, split)
-    eta = entropy_from_logits(model(data.x).local_logits).sort().values  # type: ignore[arg-type]
+    eta = entropy_from_logits(forward_all(model, data).local_logits).sort().values  # type: ignore[arg-type]
     k = round(fraction * len(eta))
     if k <= 0:
         return 0.0

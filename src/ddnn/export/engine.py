@@ -212,6 +212,16 @@ class CDeviceEngine:
 
         The batch is checked and quantized at once, then the C code runs sample by sample into
         preallocated outputs (what a sample costs is then the C code's time, not Python's).
+        ``infer_batch(x) == infer_prepared(prepare(x))``.
+
+        Raises:
+            ValueError: If the shape is wrong or a value is not on the 8-bit grid ``k / 255``.
+        """
+        return self.infer_prepared(self.prepare(x))
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """(B, *input_shape) float pixels ``k / 255`` -> the (B, *input_shape) uint8 pixels the C
+        code reads, checked: a replay quantizes its inputs once, not at every batch.
 
         Raises:
             ValueError: If the shape is wrong or a value is not on the 8-bit grid ``k / 255``.
@@ -222,14 +232,24 @@ class CDeviceEngine:
                 f"inputs must have shape (B, {', '.join(map(str, self.input_shape))}), "
                 f"got {a.shape}"
             )
-        pixels = to_pixels(a)
+        return to_pixels(a)
+
+    def infer_prepared(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`infer_batch` of inputs already :meth:`prepare`-d (uint8 pixels)."""
+        if pixels.dtype != np.uint8 or pixels.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"pixels must be uint8 of shape (B, {', '.join(map(str, self.input_shape))}), "
+                f"got {pixels.dtype} {pixels.shape}"
+            )
+        pixels = np.ascontiguousarray(pixels)
         n = len(pixels)
         scores = np.empty((n, self.num_classes), dtype=np.float32)
         packed = np.empty((n, self._feature_bytes), dtype=np.uint8)
         src, dst_s, dst_f = pixels.ctypes.data, scores.ctypes.data, packed.ctypes.data
         step_x, step_s, step_f = pixels[0].nbytes if n else 0, scores.strides[0], packed.strides[0]
+        infer = self._infer
         for i in range(n):
-            rc = self._infer(src + i * step_x, dst_s + i * step_s, dst_f + i * step_f)
+            rc = infer(src + i * step_x, dst_s + i * step_s, dst_f + i * step_f)
             if rc != 0:  # pragma: no cover - every pointer is valid here
                 raise RuntimeError(f"{self.infer_symbol} returned error code {rc}")
         return scores, packed

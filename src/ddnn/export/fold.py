@@ -110,6 +110,11 @@ def _check_binary_image_section(section: DeviceSection) -> None:
             "the device section has no layers (raw offloading, model.device.filters=[]); there is "
             "nothing to run on the device"
         )
+    if section.input_norm is not None:
+        raise ValueError(
+            "the device normalizes its input (model.device.normalize_input=true); C export "
+            "takes 8-bit pixels straight into a binary first layer (retrain without it)"
+        )
     if len(section.input_shape) != 3:
         raise ValueError(
             f"C export supports image devices with (C, H, W) 8-bit inputs; this device's input has "
@@ -121,7 +126,8 @@ def _check_binary_image_section(section: DeviceSection) -> None:
         if not isinstance(block.conv, BinaryConv2d) or block.conv.bias is not None:
             raise ValueError(
                 f"device layer {i} is a float (non-binary) convolution; C export needs a binary "
-                "device section (retrain with model.device.binary=true)"
+                "device section (retrain with model.device.binary=true, or a list of true for "
+                "every layer)"
             )
         if block.pool.stride not in (2, (2, 2)):
             raise ValueError(f"device layer {i} pools with stride {block.pool.stride}, expected 2")
@@ -131,7 +137,7 @@ def _check_binary_image_section(section: DeviceSection) -> None:
     if not isinstance(linear, BinaryLinear) or linear.bias is not None:
         raise ValueError(
             "the device exit head is a float layer; C export needs a binary device section "
-            "(retrain with model.device.binary=true)"
+            "(retrain with model.device.binary=true, or a list of true for every layer)"
         )
 
 

@@ -23,10 +23,13 @@ from ddnn.models.sections import (
     DeviceSection,
     EdgeSection,
     LocalAggregatorSection,
+    _fast_layout,
     device_feature_shape,
 )
 from ddnn.models.validate import validate_model_config
+from ddnn.nn.aggregate import zero_absent
 from ddnn.nn.exits import exit_mask
+from ddnn.nn.stacked import stackable, stacked_features, worth_stacking
 from ddnn.wire import (
     FrameCounts,
     LinkBytes,
@@ -168,11 +171,34 @@ class DDNN(nn.Module):
             scores, feats = self.device(0)(x.flatten(0, 1))
             out_scores = None if scores is None else scores.view(b, d, -1)
             return out_scores, feats.view(b, d, *feats.shape[1:])
-        outs = [self.device(i)(x[:, i]) for i in range(self.config.num_devices)]
+        sections = [self.device(i) for i in range(self.config.num_devices)]
+        stacks = [s.features for s in sections]
+        if (
+            all(s.head is not None and s.input_norm is None for s in sections)
+            and stackable(stacks)
+            and worth_stacking(stacks)
+        ):
+            return self._run_stacked_devices(x, sections)
+        outs = [s(x[:, i]) for i, s in enumerate(sections)]
         feats = torch.stack([f for _, f in outs], dim=1)
         if not self.has_local_exit:
             return None, feats
         return torch.stack([s for s, _ in outs], dim=1), feats  # type: ignore[misc]
+
+    def _run_stacked_devices(
+        self, x: Tensor, sections: list[DeviceSection]
+    ) -> tuple[Tensor, Tensor]:
+        """Devices with same-shaped ConvP stacks as one grouped stack (``ddnn.nn.stacked``).
+
+        (B, D, Cin, ...) -> scores (B, D, C), features (B, D, Cout, ...) in the layout the CC
+        aggregator turns into the channels-last (B, D*Cout, H, W) the upper sections want.
+        """
+        b, d = x.shape[:2]
+        feats = stacked_features([s.features for s in sections], _fast_layout(x.flatten(1, 2)))
+        # Each device's (C, H, W) map flattened in the order its head expects, as one copy.
+        rows = feats.contiguous().view(b, d, -1).unbind(1)
+        scores = [s.head(r) for s, r in zip(sections, rows, strict=True)]  # type: ignore[misc]
+        return torch.stack(scores, dim=1), feats.view(b, d, -1, *feats.shape[2:])
 
     def _run_packed_devices(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
         """Devices of different shapes on packed rows (B, D, P) -> scores, features (B, D, F)."""
@@ -199,6 +225,14 @@ class DDNN(nn.Module):
         assert isinstance(out, Tensor)
         return out.to(scores.dtype)
 
+    def _as_fused(self, scores: Tensor) -> Tensor:
+        """Training's version of ``_received``, differentiable and without rounding: int8 sends
+        log-probabilities, so the exits learn to fuse those (cross-entropy on a device's own
+        scores is the same either way); the float encodings send the scores themselves."""
+        if self.config.wire.scores == "int8":
+            return F.log_softmax(scores, dim=-1)
+        return scores
+
     def _run_edges(
         self, feats: Tensor, presence: Tensor, wire: bool
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -216,8 +250,9 @@ class DDNN(nn.Module):
             present.append(presence[:, idx].any(dim=1))
         group_scores = torch.stack(scores, dim=1)
         edge_presence = torch.stack(present, dim=1)
-        if wire:
-            group_scores = self._received(group_scores, edge_presence)
+        group_scores = (
+            self._received(group_scores, edge_presence) if wire else self._as_fused(group_scores)
+        )
         assert self.edge_exit is not None
         return (
             group_scores,
@@ -228,10 +263,9 @@ class DDNN(nn.Module):
 
     def _all_exits(self, x: Tensor, presence: Tensor | None, wire: bool) -> DDNNOutput:
         mask = self._check_input(x, presence)
-        x = x * mask.view(*mask.shape, *([1] * (x.dim() - 2))).to(x.dtype)
-        dev_scores, feats = self._run_devices(x)
-        if wire and dev_scores is not None:
-            dev_scores = self._received(dev_scores, mask)
+        dev_scores, feats = self._run_devices(zero_absent(x, mask))
+        if dev_scores is not None:
+            dev_scores = self._received(dev_scores, mask) if wire else self._as_fused(dev_scores)
         local = (
             self.local(dev_scores, mask)
             if self.local is not None and dev_scores is not None

@@ -16,16 +16,22 @@ def _feature_stack(
     input_shape: tuple[int, ...],
     filters: tuple[int, ...],
     pool_stride: int,
-    binary: bool,
-    last_activation: Activation,
+    binary: tuple[bool, ...],
+    emits_features: bool,
 ) -> tuple[nn.Sequential, tuple[int, ...]]:
-    """Feature blocks for an input shape; returns the stack and its output shape."""
+    """Feature blocks for an input shape; returns the stack and its output shape.
+
+    ``binary`` has one flag per block and one for the exit head after them. A block ends in sign
+    when the layer after it is binary (it then sees ±1 inputs) or when it is the last block of a
+    section that sends its features up (they travel as bits); otherwise in ReLU.
+    """
+    assert len(binary) == len(filters) + 1, "validate_model_config checks the flags' length"
     blocks: list[nn.Module] = []
     shape = input_shape
     for i, f in enumerate(filters):
         is_last = i == len(filters) - 1
-        act: Activation = last_activation if is_last else ("sign" if binary else "relu")
-        blocks.append(make_feature_block(len(shape), shape[0], f, pool_stride, binary, act))
+        act: Activation = "sign" if binary[i + 1] or (is_last and emits_features) else "relu"
+        blocks.append(make_feature_block(len(shape), shape[0], f, pool_stride, binary[i], act))
         shape = block_output_shape(shape, f, pool_stride)
     return nn.Sequential(*blocks), shape
 
@@ -43,6 +49,13 @@ def stack_output_shape(
 def device_feature_shape(input_shape: tuple[int, ...], config: DeviceConfig) -> tuple[int, ...]:
     """Shape of the feature map a device section with ``config`` emits for ``input_shape``."""
     return stack_output_shape(input_shape, config.filters, 2)
+
+
+def input_norm(input_shape: tuple[int, ...]) -> nn.Module:
+    """BatchNorm over a device's raw input: per feature (F,) or per channel (C, L) / (C, H, W)."""
+    if len(input_shape) == 3:
+        return nn.BatchNorm2d(input_shape[0])
+    return nn.BatchNorm1d(input_shape[0])
 
 
 def _fast_layout(x: Tensor) -> Tensor:
@@ -63,17 +76,21 @@ class DeviceSection(nn.Module):
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.raw = len(config.filters) == 0
+        binary = config.layer_binary() or (True,)  # a raw device: no blocks, no head
+        self.input_norm: nn.Module | None = (
+            input_norm(self.input_shape) if config.normalize_input and not self.raw else None
+        )
         self.features, self.feature_shape = _feature_stack(
-            self.input_shape, config.filters, 2, config.binary, "sign"
+            self.input_shape, config.filters, 2, binary, True
         )
         self.head: ExitHead | None = (
-            None
-            if self.raw
-            else ExitHead(math.prod(self.feature_shape), num_classes, config.binary)
+            None if self.raw else ExitHead(math.prod(self.feature_shape), num_classes, binary[-1])
         )
 
     def forward(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
         """(B, *input_shape) -> (scores (B, C) or None for raw devices, features (B, *feature_shape))."""
+        if self.input_norm is not None:
+            x = self.input_norm(x)
         feats = self.features(_fast_layout(x))
         scores = self.head(feats) if self.head is not None else None
         return scores, feats
@@ -106,11 +123,11 @@ class UpperSection(nn.Module):
         self.aggregate = create_feature_aggregator(config.aggregation, num_inputs)
         fused_shape = self.aggregate.output_shape(tuple(input_feature_shape))
         # A section that forwards features upward ends in sign so what it sends is bits.
-        last: Activation = "sign" if (emits_features or config.binary) else "relu"
+        binary = config.layer_binary()
         self.features, self.feature_shape = _feature_stack(
-            fused_shape, config.filters, config.pool_stride, config.binary, last
+            fused_shape, config.filters, config.pool_stride, binary, emits_features
         )
-        self.head = ExitHead(math.prod(self.feature_shape), num_classes, config.binary)
+        self.head = ExitHead(math.prod(self.feature_shape), num_classes, binary[-1])
         self.num_inputs = num_inputs
 
     def forward(self, inputs: Tensor, presence: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -34,6 +34,7 @@ def validate_model_config(config: ModelConfig) -> None:
     ):
         if any(f < 1 for f in filters):
             raise ValueError(f"{name} must be positive filter counts, got {filters}")
+    _validate_precisions(config)
     groups = config.edge.groups
     if groups:
         check_aggregator_name(config.edge.aggregation)
@@ -106,4 +107,33 @@ def _validate_device_shapes(config: ModelConfig) -> None:
             raise ValueError(
                 f"{name} = {section.aggregation!r}, but devices with different input shapes send "
                 "feature vectors of different lengths, which only 'cc' (concatenation) can fuse"
+            )
+
+
+def _validate_precisions(config: ModelConfig) -> None:
+    """``binary`` per section: one bool, or one bool per layer (feature blocks, then the head)."""
+    for name, section in (
+        ("model.device", config.device),
+        ("model.edge", config.edge),
+        ("model.cloud", config.cloud),
+    ):
+        binary = section.binary
+        if isinstance(binary, bool):
+            continue
+        if not isinstance(binary, tuple) or not all(isinstance(b, bool) for b in binary):
+            raise ValueError(
+                f"{name}.binary must be true/false or a list of true/false (a tuple in Python), "
+                f"got {binary!r}"
+            )
+        blocks = len(section.filters)
+        want = blocks + 1 if blocks or name != "model.device" else 0
+        if len(binary) != want:
+            layers = (
+                "a raw-offloading device has no layers (give true or false)"
+                if want == 0
+                else f"{blocks} feature block(s) ({name}.filters) + the exit head"
+            )
+            raise ValueError(
+                f"{name}.binary lists {len(binary)} flag(s), but the section has {want} layer(s): "
+                f"{layers}; give one true/false per layer, or one true/false for all"
             )

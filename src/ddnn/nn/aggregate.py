@@ -18,6 +18,17 @@ def _expand_mask(mask: Tensor, like: Tensor) -> Tensor:
     return mask.view(*mask.shape, *([1] * (like.dim() - 2)))
 
 
+def zero_absent(x: Tensor, mask: Tensor) -> Tensor:
+    """``x`` (B, D, ...) with the inputs absent in ``mask`` (B, D) set to zero.
+
+    With every input present (every full-batch training step without device dropout) it returns
+    ``x`` itself: the multiply by ones would cost a pass over ``x``, and another in the backward.
+    """
+    if bool(mask.all()):
+        return x
+    return x * _expand_mask(mask, x).to(x.dtype)
+
+
 class Aggregator(nn.Module):
     """Fuses (B, D, *shape) inputs into one tensor per sample, ignoring absent inputs."""
 
@@ -81,8 +92,7 @@ class ConcatAggregator(Aggregator):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         m = self._check(x, mask)
-        x = x * _expand_mask(m, x).to(x.dtype)
-        return x.flatten(1, 2)  # (B, D, C, ...) -> (B, D*C, ...)
+        return zero_absent(x, m).flatten(1, 2)  # (B, D, C, ...) -> (B, D*C, ...)
 
 
 class ScoreConcatAggregator(ConcatAggregator):

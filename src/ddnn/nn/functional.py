@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -9,8 +10,22 @@ from torch import Tensor
 
 
 def sign(x: Tensor) -> Tensor:
-    """Sign with ``sign(0) = +1``, so every output is exactly ±1 (``torch.sign`` gives 0 at 0)."""
-    return (x >= 0).to(x.dtype).mul_(2).sub_(1)
+    """Sign with ``sign(0) = +1``, so every output is exactly ±1 (``torch.sign`` gives 0 at 0).
+
+    ``-0.0`` gives +1 too; NaN gives ±1 by its sign bit.
+    """
+    if not x.is_floating_point():
+        return (x >= 0).to(x.dtype).mul_(2).sub_(1)
+    # x + 0.0 turns -0.0 into +0.0 and leaves every other value as it is; copysign then takes
+    # the sign bit. Two passes over x where compare, cast, multiply and subtract take four.
+    return torch.copysign(torch.ones((), dtype=x.dtype, device=x.device), x + 0.0)
+
+
+@functools.cache
+def _just_outside_unit(dtype: torch.dtype) -> tuple[float, float]:
+    """The floats of ``dtype`` next to -1 and +1 outside [-1, 1]: lo < x < hi <=> |x| <= 1."""
+    one = torch.ones((), dtype=dtype)
+    return float(torch.nextafter(-one, -2 * one)), float(torch.nextafter(one, 2 * one))
 
 
 class _SignActivationSTE(torch.autograd.Function):
@@ -18,13 +33,21 @@ class _SignActivationSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward((x >= -1) & (x <= 1))  # a bool mask is 4x smaller than x
+        ctx.save_for_backward(x)  # the mask is computed in the backward pass, fused with its use
         return sign(x)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> Tensor:  # type: ignore[override]
-        (passes,) = ctx.saved_tensors
-        return grad_output * passes
+        (x,) = ctx.saved_tensors
+        if not x.is_floating_point() or torch.is_grad_enabled():  # double backward: plain ops
+            return grad_output * ((x >= -1) & (x <= 1))
+        # hardtanh's backward passes the gradient where lo < x < hi, i.e. where |x| <= 1, in one
+        # fused pass; written into x's layout (channels-last) whatever grad_output's layout is,
+        # because BatchNorm's backward is ~5x slower on mixed layouts. NaN x passes the gradient.
+        lo, hi = _just_outside_unit(x.dtype)
+        return torch.ops.aten.hardtanh_backward.grad_input(
+            grad_output, x, lo, hi, grad_input=torch.empty_like(x)
+        )
 
 
 class _SignWeightSTE(torch.autograd.Function):

@@ -50,6 +50,7 @@ from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node
 from ddnn.runtime.protocol import DEVICE, EDGE, EDGE_NODE, LOCAL, Topics
 from ddnn.runtime.rollout import Versions
+from ddnn.runtime.score_slots import Arrivals, ByteMaps, Costs, ScoreSlots
 from ddnn.runtime.window import FinishedIds
 from ddnn.train.checkpoint import load_section, run_class_names
 from ddnn.wire import MAX_COUNT, Expect, FrameKind, model_tag
@@ -60,18 +61,6 @@ STALE_DEADLINES = 10  # a sample most devices never reach is decided after this 
 PROGRESS_EVERY = 0.25  # s: a moving position is published at least this often ...
 PROGRESS_STEPS = 8  # ... and whenever it moved by window / PROGRESS_STEPS samples
 PROGRESS_REPEAT = 0.01  # s: at most this often again for devices that missed it (late frames)
-
-
-@dataclass
-class Arrivals:
-    """A sample's device frames so far."""
-
-    first: float  # monotonic time of the first frame
-    captured: float  # earliest capture time stamped by a device
-    scores: dict[int, np.ndarray] = field(default_factory=dict)
-    payload: dict[str, int] = field(default_factory=dict)
-    header: dict[str, float] = field(default_factory=dict)
-    mqtt: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,10 +99,16 @@ def stack_scores(
     """Score vectors by input index -> (B, N, C) scores with zeros where absent, (B, N) presence."""
     scores = np.zeros((len(per_sample), num_inputs, num_classes), dtype=np.float32)
     present = np.zeros((len(per_sample), num_inputs), dtype=bool)
-    for b, arrived in enumerate(per_sample):
-        for i, s in arrived.items():
-            scores[b, i] = s
-            present[b, i] = True
+    rows: list[int] = []
+    inputs: list[int] = []
+    vectors: list[np.ndarray] = []
+    for b, arrived in enumerate(per_sample):  # gathered first, then written in one assignment
+        rows += [b] * len(arrived)
+        inputs += arrived.keys()
+        vectors += arrived.values()
+    if vectors:
+        scores[rows, inputs] = np.stack(vectors)
+        present[rows, inputs] = True
     return torch.from_numpy(scores), torch.from_numpy(present)
 
 
@@ -156,6 +151,7 @@ class AggregatorNode(Node):
         self.heard: dict[int, tuple[int, float]] = {}
         self.state: dict[str, str] = {}
         self.arrivals: dict[int, Arrivals] = {}
+        self.slots = ScoreSlots(self.num_devices, self.num_classes)
         self.edge_waits: dict[int, EdgeWait] = {}
         self.receipts: dict[int, list[Receipt]] = {}
         self.up_waits: dict[int, UpWait] = {}
@@ -202,7 +198,7 @@ class AggregatorNode(Node):
                 max_count=MAX_COUNT,
             ),
         )
-        with torch.no_grad():  # warm up before going online
+        with torch.inference_mode():  # warm up before going online
             d, c = config.num_devices, config.num_classes
             local(torch.zeros(1, d, c), torch.ones(1, d, dtype=torch.bool))
         return model
@@ -280,6 +276,9 @@ class AggregatorNode(Node):
             topics.append(self.topics.results)
         return topics
 
+    def echo_free(self) -> set[str]:
+        return {self.topics.results}  # it reads the answers of the tiers above, not its own
+
     def alive(self, node: str) -> bool:
         return self.state.get(node) != "offline"
 
@@ -322,35 +321,46 @@ class AggregatorNode(Node):
         frame = self.decode(msg, self._expects("device_expect"), Topics.index_in(msg.topic, DEVICE))
         if frame is None:
             return
-        payload, header, mqtt = self.costs(msg, frame)
-        key, now = str(frame.sender), self.clock()
+        cost = self.costs(msg, frame)  # the same for every sample of the frame
+        sender, now = frame.sender, self.clock()
         captured = frame.captured if frame.captured is not None else self.wall()
-        beyond, top = 0, self.heard.get(frame.sender, (-1, now))[0]
+        beyond, top = 0, self.heard.get(sender, (-1, now))[0]
         version = self.models.by_tag(frame.model_tag)
-        for sample, scores in zip(frame.sample_ids, frame.rows, strict=True):
-            if self.models.version_for(sample) != version:  # the other side of a switch
+        # the per-sample checks, made cheap for the usual frame (one model, ids above every
+        # finished one, inside the window)
+        one_model = not self.models.switches and version == self.models.base
+        finished, newest_finished = self.finished, self.finished.newest
+        limit, arrivals, gaps = self.max_decided + self.window, self.arrivals, self.gaps
+        taken, rows, slots = -1, [], []
+        for i, sample in enumerate(frame.sample_ids):
+            if not one_model and self.models.version_for(sample) != version:  # across a switch
                 self.reject("wrong_model_for_sample", f"{msg.topic}: sample {sample}")
                 continue
-            if sample in self.finished:
+            if sample <= newest_finished and sample in finished:
                 self.counters["late_frames"] += 1
                 self._progress_sent = None  # the device may have missed progress: repeat it
                 continue
-            if sample > self.max_decided + self.window:
+            if sample > limit:
                 beyond += 1
                 continue
-            self.max_seen = max(self.max_seen, sample)
-            top = max(top, sample)
-            self.gaps.pop(sample, None)
-            a = self.arrivals.get(sample)
+            taken = sample  # ids increase within a frame
+            if gaps:
+                gaps.pop(sample, None)
+            a = arrivals.get(sample)
             if a is None:
-                a = self.arrivals[sample] = Arrivals(now, captured)
-            a.captured = min(a.captured, captured)
-            a.scores[frame.sender] = scores
-            a.payload[key] = payload
-            a.header[key] = header
-            a.mqtt[key] = mqtt
+                a = arrivals[sample] = Arrivals(now, captured, self.slots, self.slots.take())
+            elif captured < a.captured:
+                a.captured = captured
+            a.costs[sender] = cost
+            rows.append(i)
+            slots.append(a.slot)
+        if slots:  # the accepted rows, in one assignment
+            self.slots.put(slots, sender, frame.rows[rows])
+        if taken >= 0:
+            self.max_seen = max(self.max_seen, taken)
+            top = max(top, taken)
         if beyond < len(frame.sample_ids):
-            self.heard[frame.sender] = (top, now)
+            self.heard[sender] = (top, now)
         if beyond:
             self.counters["rejected_out_of_window"] += beyond - 1
             self.reject(
@@ -402,7 +412,7 @@ class AggregatorNode(Node):
         ready: list[int] = []
         reached = self.max_decided  # the highest ready sample most devices have reached
         for s, a in self.arrivals.items():
-            if expected <= a.scores.keys() or (
+            if expected <= a.costs.keys() or (
                 now >= a.first + self.deadline and self.reached_by_most(s, expected, now)
             ):
                 ready.append(s)
@@ -489,9 +499,9 @@ class AggregatorNode(Node):
     ) -> None:
         """The local exit of samples served by one model version."""
         d = self.num_devices
-        scores, present = stack_scores([a.scores for a in arrivals], d, self.num_classes)
-        with torch.no_grad():
-            logits = model.local(scores, present)
+        scores, present = self.slots.gather([a.slot for a in arrivals])  # (B, D, C), (B, D)
+        with torch.inference_mode():
+            logits = model.local(torch.from_numpy(scores), torch.from_numpy(present))
         is_last = not self.groups and not self.has_cloud
         leaving = (
             torch.ones(len(samples), dtype=torch.bool)
@@ -501,25 +511,54 @@ class AggregatorNode(Node):
         confidence, predictions = confidences(logits)
         now = self.wall()
         answers, requests = [], []
-        for b, (sample, a) in enumerate(zip(samples, arrivals, strict=True)):
-            ids = sorted(a.scores)
-            flags = [] if len(ids) == d else [f"devices_missing:{sorted(set(range(d)) - set(ids))}"]
-            req = UpRequest(
-                sample,
-                ids,
-                a.payload,
-                a.header,
-                a.mqtt,
-                a.captured,
-                predictions[b],
-                flags=flags,
-                local_confidence=confidence[b],
-                model_version=version,
+        everyone = list(range(d))  # shared by the answers of complete samples (never changed)
+        names = model.class_names
+        shared: dict[tuple[tuple[int, Costs], ...], ByteMaps] = {}
+        for sample, a, leaves, prediction, conf in zip(
+            samples, arrivals, leaving.tolist(), predictions, confidence, strict=True
+        ):
+            complete = len(a.costs) == d
+            ids = everyone if complete else sorted(a.costs)
+            flags = [] if complete else [f"devices_missing:{self._missing(ids)}"]
+            if leaves:  # answered here: its byte maps are only read, so equal ones are shared
+                key = tuple(a.costs.items())
+                maps = shared.get(key)
+                if maps is None:
+                    maps = shared[key] = a.byte_maps()
+                answers.append(
+                    Answer(
+                        sample,
+                        prediction,
+                        LOCAL,
+                        ids,
+                        device_payload=maps[0],
+                        device_header=maps[1],
+                        device_mqtt=maps[2],
+                        captured=a.captured,
+                        answered=now,
+                        flags=flags,
+                        class_name=names[prediction],
+                        confidence=conf,
+                        missing=[] if complete else self._missing(ids),
+                        model_version=version,
+                    )
+                )
+                continue
+            payload, header, mqtt = a.byte_maps()  # its own: the tiers above add to them
+            requests.append(
+                UpRequest(
+                    sample,
+                    ids,
+                    payload,
+                    header,
+                    mqtt,
+                    a.captured,
+                    prediction,
+                    flags=flags,
+                    local_confidence=conf,
+                    model_version=version,
+                )
             )
-            if bool(leaving[b]):
-                answers.append(self._answer_from(req, LOCAL, now))
-            else:
-                requests.append(req)
         self._answer(answers)
         if requests:
             self._send_up(requests)
@@ -546,9 +585,12 @@ class AggregatorNode(Node):
             flags=req.flags + ([extra] if extra else []),
             class_name=self._class_name(version, prediction),
             confidence=confidence,
-            missing=sorted(set(range(self.num_devices)) - set(req.present)),
+            missing=[] if len(req.present) == self.num_devices else self._missing(req.present),
             model_version=version,
         )
+
+    def _missing(self, present: list[int]) -> list[int]:
+        return sorted(set(range(self.num_devices)) - set(present))
 
     def _class_name(self, version: int, prediction: int) -> str:
         model = self.models.models.get(version)
@@ -590,7 +632,8 @@ class AggregatorNode(Node):
                 asks.append((req.sample, req.present))
         if requests:
             # The tier above learns the context first, then the devices are asked for features.
-            self.publish(self.topics.up, encode_requests(requests), qos=1)
+            # edges read no byte counts (the forward to the cloud carries them)
+            self.publish(self.topics.up, encode_requests(requests, counts=not self.groups), qos=1)
             self.publish(self.topics.request, encode_feature_asks(asks), qos=1)
 
     def _decide_edge(self, samples: list[int]) -> None:
@@ -618,7 +661,7 @@ class AggregatorNode(Node):
                 w.request.flags.extend(f for f in receipt.flags if f not in w.request.flags)
             if not w.expected <= set(w.scores):
                 w.request.flags.append(f"edges_missing:{sorted(w.expected - set(w.scores))}")
-        with torch.no_grad():
+        with torch.inference_mode():
             logits = model.edge_exit(scores, present)
         leaving = (
             exit_mask(logits, self.edge_threshold)

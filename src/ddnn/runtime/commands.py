@@ -114,8 +114,10 @@ _metrics_servers: list[Any] = []  # this process's metrics server (``--metrics-p
 
 def _connect(nodes: list[Any], connect_timeout: float, metrics_port: int | None = None) -> None:
     """Connects the process's nodes; with ``metrics_port``, serves their metrics there first
-    (so a taken port fails before anything joins the deployment)."""
+    (so a taken port fails before anything joins the deployment). Then the process is set up
+    to serve: see :func:`~ddnn.runtime.node.settle_memory`."""
     from ddnn.runtime.mqtt import BrokerError
+    from ddnn.runtime.node import settle_memory
 
     if metrics_port is not None:
         from ddnn.runtime.metrics import serve_node_metrics
@@ -136,6 +138,7 @@ def _connect(nodes: list[Any], connect_timeout: float, metrics_port: int | None 
         raise ValueError(str(exc)) from None
     for node in nodes:
         _stop_on_sigterm(node)
+    settle_memory()
 
 
 def _serve_devices(args: argparse.Namespace, mc: ModelConfig, settings: Any, topics: Topics) -> int:

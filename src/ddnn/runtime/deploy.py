@@ -39,7 +39,7 @@ from ddnn.runtime.protocol import CLOUD, EDGE, LOCAL, Topics
 from ddnn.train.checkpoint import verify_run
 
 if TYPE_CHECKING:
-    from ddnn.data.dataset import MultiDeviceDataset
+    from ddnn.data.dataset import AnyDataset
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class LocalDeployment:
         return [n for n in self.nodes if n.startswith("device_")]
 
 
-def select_split(config: RunConfig, split: str, limit: int | None) -> MultiDeviceDataset:
+def select_split(config: RunConfig, split: str, limit: int | None) -> AnyDataset:
     """The run's data set ``split`` (``test``, ``train`` or ``validation``), first ``limit`` samples."""
     from ddnn.data.registry import load_dataset
 

@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 
-from ddnn.runtime.engine import DeviceEngine
+from ddnn.runtime.engine import DeviceEngine, prepare_inputs, prepared_inference
 from ddnn.runtime.feature_cache import FeatureCache
 from ddnn.runtime.messages import Control, parse_progress, samples_asked_of
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node, NodeFenced
 from ddnn.runtime.protocol import Topics
 from ddnn.runtime.rollout import Versions
-from ddnn.wire import encode_features_frame_ids, encode_scores_frame
+from ddnn.wire import encode_features_frame_ids, encode_scores_frame, score_bytes
 from ddnn.wire.accounting import raw_bytes_per_device
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,8 @@ class DeviceNode(Node):
         self.engines: Versions[DeviceEngine] = Versions(engine.model_version, engine)
         # builds the engine of a rolled-out version from its files (set by `ddnn serve`)
         self.engine_factory: Callable[[Path], DeviceEngine] | None = None
-        self.inputs = inputs
+        self.inputs = prepare_inputs(engine, inputs)  # checked and converted once (C: uint8)
+        self._infer = {engine.model_version: prepared_inference(engine)}
         self.rate = rate
         self.batch = batch
         self.window = window
@@ -127,11 +128,13 @@ class DeviceNode(Node):
         self.decided = -1  # highest sample id the aggregator has decided (flow control)
         self.latest = -1  # newest sample any device has sent (where a rejoining device starts)
         self.t_start = 0.0
-        self.cache: FeatureCache[tuple[int, bytes]] = FeatureCache(
+        # sample -> (model version, packed features of its batch, the batch's first sample)
+        self.cache: FeatureCache[tuple[int, np.ndarray, int]] = FeatureCache(
             feature_ttl, self.counters, cache_size
         )
         self.finished = False
         self.score_encoding = score_encoding
+        self._score_row = score_bytes(engine.num_classes, score_encoding)  # payload per sample
         # SCORES frames sent and not all decided: first sample -> (last sample, frame)
         self.in_flight: dict[int, tuple[int, bytes]] = {}
         self.resend_after = resend_after
@@ -140,7 +143,7 @@ class DeviceNode(Node):
         self._switches_seen: set[int] = set()
         self.metrics.raw_bytes_per_sample = raw_bytes_per_device(tuple(engine.input_shape))
         self.metrics.gauges["feature_cache_samples"] = lambda: len(self.cache)
-        engine.infer_batch(inputs[:1])  # warm up (first calls allocate) before going online
+        self._infer[engine.model_version](self.inputs[:1])  # warm up before going online
 
     def subscriptions(self) -> list[str]:
         return [self.topics.request, self.topics.progress]
@@ -205,10 +208,14 @@ class DeviceNode(Node):
                     f"the new device section's {what} is {getattr(engine, what)}, the running "
                     f"one's {getattr(self.engine, what)}: a rollout keeps the hierarchy"
                 )
-        engine.infer_batch(
-            self.inputs[:1] if len(self.inputs) else np.zeros((1, *engine.input_shape), np.float32)
+        infer = prepared_inference(engine)
+        infer(
+            self.inputs[:1]
+            if len(self.inputs)
+            else prepare_inputs(engine, np.zeros((1, *engine.input_shape), np.float32))
         )
         self.engines.add(version, engine)
+        self._infer[version] = infer
 
     def holds_model(self, version: int) -> bool:
         return version in self.engines.models
@@ -221,15 +228,16 @@ class DeviceNode(Node):
         for s in sorted(rows):  # one frame per model version (two only across a rollout)
             by_version.setdefault(rows[s][0], []).append(s)
         for version, ids in by_version.items():
-            packed = np.frombuffer(b"".join(rows[s][1] for s in ids), dtype=np.uint8)
+            packed = np.stack([rows[s][1][s - rows[s][2]] for s in ids])  # (n, nbytes) uint8
             frame = encode_features_frame_ids(
-                packed.reshape(len(ids), -1),
+                packed,
                 sender=self.device,
                 sample_ids=ids,
                 model_version=version,
                 shape=self.engine.feature_shape,
             )
-            self.publish(self.topics.device_features(self.device), frame)
+            header = len(frame) - packed.nbytes
+            self.publish(self.topics.device_features(self.device), frame, header=header)
         self.counters["features_sent"] += len(rows)
 
     # -- replay --------------------------------------------------------------------------------
@@ -255,9 +263,10 @@ class DeviceNode(Node):
         self.next_sample += n
 
     def _send_scores(self, start: int, x: np.ndarray, captured: float) -> None:
-        """Runs the section on consecutive samples ``start, start + 1, …`` and publishes one
-        SCORES frame (two when a model switch falls inside); their features wait in the cache
-        for the aggregator's ask."""
+        """Runs the section on consecutive samples ``start, start + 1, …`` (inputs as
+        :func:`~ddnn.runtime.engine.prepare_inputs` gives them) and publishes one SCORES frame
+        (two when a model switch falls inside); their features wait in the cache for the
+        aggregator's ask."""
         n = len(x)
         version = self.engines.version_for(start)
         for at, _ in self.engines.switches:
@@ -265,13 +274,12 @@ class DeviceNode(Node):
                 self._send_scores(start, x[: at - start], captured)
                 self._send_scores(at, x[at - start :], captured)
                 return
-        scores, packed = self.engines.models[version].infer_batch(x)
+        scores, packed = self._infer[version](x)
         self.metrics.captured += n
         now = self.clock()
         if not self.in_flight:
             self._progress_at = now  # the resend clock runs from the oldest frame in flight
-        for i in range(n):
-            self.cache.put(start + i, (version, packed[i].tobytes()), now)
+        self.cache.put_many(range(start, start + n), (version, packed, start), now)
         frame = encode_scores_frame(
             scores,
             sender=self.device,
@@ -280,7 +288,8 @@ class DeviceNode(Node):
             encoding=self.score_encoding,
             captured=captured,
         )
-        self.publish(self.topics.device_scores(self.device), frame)
+        header = len(frame) - n * self._score_row
+        self.publish(self.topics.device_scores(self.device), frame, header=header)
         self.in_flight[start] = (start + n - 1, frame)
         # Under the aggregator's flow control every frame a window behind is decided; older
         # ones are held only under a forged position: drop them, so the list stays bounded.
@@ -296,7 +305,9 @@ class DeviceNode(Node):
             return
         topic = self.topics.device_scores(self.device)
         for first in sorted(self.in_flight):
-            self.publish(topic, self.in_flight[first][1])
+            last, frame = self.in_flight[first]
+            header = len(frame) - (last - first + 1) * self._score_row
+            self.publish(topic, frame, header=header)
         self.counters["resent"] += sum(
             last - first + 1 for first, (last, _) in self.in_flight.items()
         )

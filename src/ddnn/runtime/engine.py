@@ -6,8 +6,9 @@ the generated C code (bit-exact with it). Both return exactly what goes on the w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,6 +24,22 @@ class DeviceEngine(Protocol):
     def infer_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, *input_shape) float32 -> scores (B, C) float32, packed features (B, nbytes) uint8."""
         ...
+
+    # Optional, for inputs known in advance (a replay): ``prepare`` checks and converts them once
+    # into what the engine computes on, and ``infer_prepared(prepare(x)) == infer_batch(x)``.
+    # See :func:`prepare_inputs` and :func:`prepared_inference`.
+
+
+def prepare_inputs(engine: Any, x: np.ndarray) -> np.ndarray:
+    """``x`` as ``engine`` computes on it (the C engine: checked uint8 pixels), or ``x``."""
+    prepare = getattr(engine, "prepare", None)
+    return x if prepare is None else prepare(x)
+
+
+def prepared_inference(engine: Any) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The engine's inference on :func:`prepare_inputs`' output."""
+    infer = getattr(engine, "infer_prepared", None)
+    return engine.infer_batch if infer is None or not hasattr(engine, "prepare") else infer
 
 
 class TorchDeviceEngine:
@@ -51,10 +68,16 @@ class TorchDeviceEngine:
     def infer_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from ddnn.wire import pack_bits_batch
 
-        with self._torch.no_grad():
+        with self._torch.inference_mode():
             scores, feats = self.section(self._torch.from_numpy(np.ascontiguousarray(x)))
         assert scores is not None
         return scores.numpy().astype(np.float32), pack_bits_batch(feats.numpy())
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def infer_prepared(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.infer_batch(x)
 
 
 ENGINES = ("torch", "c")

@@ -7,6 +7,7 @@ tier above then fuses without it when its deadline passes.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
+from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -26,6 +27,11 @@ class FeatureCache(Generic[T]):
 
     def put(self, sample: int, features: T, now: float) -> None:
         self._items[sample] = (now, features)
+
+    def put_many(self, samples: Iterable[int], features: T, now: float) -> None:
+        """Every one of ``samples`` -> the same ``features`` (e.g. a whole batch's array and its
+        first id, from which a sample finds its row): one entry each, made at C speed."""
+        self._items.update(dict.fromkeys(samples, (now, features)))
 
     def take(self, sample: int) -> T | None:
         """The features of ``sample``, removed from the cache; ``None`` (counted) if gone."""

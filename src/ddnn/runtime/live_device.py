@@ -30,7 +30,7 @@ import numpy as np
 import paho.mqtt.client as paho
 
 from ddnn.runtime.device_node import DeviceNode, consecutive_runs
-from ddnn.runtime.engine import DeviceEngine
+from ddnn.runtime.engine import DeviceEngine, prepare_inputs
 from ddnn.runtime.messages import parse_tick
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.protocol import Topics
@@ -150,6 +150,7 @@ class LiveDeviceNode(DeviceNode):
             for i in range(0, len(run), self.batch):
                 part = run[i : i + self.batch]
                 x = np.stack([by_id[s].data for s in part]).astype(np.float32, copy=False)
+                x = prepare_inputs(self.engine, x)  # a rollout's engines are of one kind
                 self._send_scores(part[0], x, min(by_id[s].captured for s in part))
 
     def poll(self, max_wait: float) -> bool:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
@@ -64,6 +64,7 @@ __all__ = [
     "parse_progress",
     "parse_receipts",
     "parse_requests",
+    "parse_routes",
     "parse_status",
     "parse_tick",
     "encode_tick",
@@ -151,7 +152,13 @@ def _sample(value: Any, what: str = "sample") -> int:
 
 
 def _ids(value: Any, what: str) -> list[int]:
-    ids = [_int(v, f"{what} entry", 0, MAX_NODE_ID) for v in _list(value, what, MAX_NODE_ID)]
+    items = _list(value, what, MAX_NODE_ID)
+    if not items:
+        return []
+    if set(map(type, items)) == {int} and 0 <= min(items) and max(items) <= MAX_NODE_ID:
+        ids = items  # the usual case, checked at C speed (bools are not of type int)
+    else:
+        ids = [_int(v, f"{what} entry", 0, MAX_NODE_ID) for v in items]
     if len(set(ids)) != len(ids):
         raise MessageError(f"{what} repeats an id: {ids}")
     return sorted(ids)
@@ -168,8 +175,13 @@ def _byte_shares(value: Any, what: str, integer: bool = False) -> dict[str, floa
     for key, n in _dict(value, what, MAX_NODE_ID).items():
         if not (key.isdigit() and key.isascii()) or int(key) > MAX_NODE_ID:
             raise MessageError(f"{what} key {_show(key)} is not a node id")
-        if integer:
-            out[key] = _int(n, f"{what}[{key}]", 0, 2**31 - 1)
+        kind = type(n)
+        if integer:  # the usual values pass the first test; _int / _float say what is wrong
+            out[key] = (
+                n if kind is int and 0 <= n < 2**31 else _int(n, f"{what}[{key}]", 0, 2**31 - 1)
+            )
+        elif (kind is float or kind is int) and 0.0 <= n <= 2.0**31:  # NaN fails the range test
+            out[key] = float(n)
         else:
             out[key] = _float(n, f"{what}[{key}]", 0.0, 2.0**31)
     return out
@@ -367,8 +379,15 @@ _REQUEST_OPTIONAL = {
 }
 
 
-def encode_requests(requests: list[UpRequest]) -> bytes:
-    return _dump([vars(r) for r in requests])  # shallow: orjson walks the nested values
+_COUNTS = ("device_payload", "device_header", "device_mqtt", "edge_payload")
+
+
+def encode_requests(requests: list[UpRequest], counts: bool = True) -> bytes:
+    """The requests as JSON; ``counts=False`` leaves out the byte counts, which only the
+    cloud reads (to put them in its answers): what the aggregator sends its edges."""
+    if counts:
+        return _dump([vars(r) for r in requests])  # shallow: orjson walks the nested values
+    return _dump([{k: v for k, v in vars(r).items() if k not in _COUNTS} for r in requests])
 
 
 def parse_requests(payload: bytes | bytearray) -> list[UpRequest]:
@@ -400,6 +419,35 @@ def parse_requests(payload: bytes | bytearray) -> list[UpRequest]:
     return out
 
 
+def parse_routes(payload: bytes | bytearray) -> list[UpRequest]:
+    """Up or forward requests as an edge reads them: sample, present devices, edges, model
+    version and flags, each checked; the byte counts (there or not) are neither checked nor
+    kept, since only the cloud uses them."""
+    out = []
+    for item in _list(load_json(payload, "up request"), "up request"):
+        d = _fields(item, "up request", _ROUTE_REQUIRED, _REQUEST_REQUIRED | _REQUEST_OPTIONAL)
+        out.append(
+            UpRequest(
+                sample=_sample(d["sample"]),
+                present=_ids(d["present"], "present"),
+                device_payload={},
+                device_header={},
+                device_mqtt={},
+                captured=0.0,
+                local_prediction=0,
+                edges=_ids(d.get("edges", []), "edges"),
+                flags=_flags(d.get("flags", [])),
+                model_version=None
+                if d.get("model_version") is None
+                else _int(d["model_version"], "model_version", 0, 0xFFFFFFFF),
+            )
+        )
+    return out
+
+
+_ROUTE_REQUIRED = {"sample", "present"}
+
+
 # ---------------------------------------------------------------------------------------------
 # receipts (edge -> aggregator): the device -> edge bytes of the samples an edge ran
 
@@ -416,7 +464,7 @@ class Receipt:
 
 
 def encode_receipts(receipts: dict[int, Receipt]) -> bytes:
-    return _dump({str(s): asdict(r) for s, r in receipts.items()})
+    return _dump({str(s): r for s, r in receipts.items()})  # orjson writes dataclasses itself
 
 
 def parse_receipts(payload: bytes | bytearray) -> dict[int, Receipt]:

@@ -6,6 +6,11 @@ Every node talks MQTT 5 to one broker. Two details matter for latency and robust
   previous one (~40 ms on Linux). ``connect_client`` sets ``TCP_NODELAY`` on every socket.
 * a broker that is down at start is retried for a bounded time, then reported as one clear error;
   once connected, paho reconnects on its own with a capped back-off.
+
+And one detail matters for CPU: paho builds the lookup tables of an MQTT 5 property set and reason
+code anew for every packet it reads (each PUBLISH and each PUBACK), tens of microseconds a packet,
+more than the rest of a message's handling. :func:`lean_paho` makes paho's packet decoder share
+them (same classes, same behaviour); ``connect_client`` applies it.
 """
 
 from __future__ import annotations
@@ -16,13 +21,18 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ddnn.wire.accounting import mqtt_publish_overhead
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +136,64 @@ def _set_nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
 MessageHandler = Callable[[paho.MQTTMessage], None]
 
 
+_TABLES = Properties(PacketTypes.PUBLISH)  # paho's tables, the same for every packet type
+_NAMES = frozenset(name.replace(" ", "") for name in _TABLES.names)  # attribute names of properties
+_SUCCESS_CODE_TYPES = frozenset(ReasonCode.names[0]["Success"])
+
+
+class LeanProperties(Properties):
+    """paho's ``Properties`` sharing one copy of its lookup tables (paho rebuilds them per
+    instance); a set property is an instance attribute, as in paho."""
+
+    def __init__(self, packetType: int) -> None:  # noqa: N803 - paho's signature
+        object.__setattr__(self, "packetType", packetType)
+        object.__setattr__(self, "types", _TABLES.types)
+        object.__setattr__(self, "names", _TABLES.names)
+        object.__setattr__(self, "properties", _TABLES.properties)
+
+    def isEmpty(self) -> bool:  # noqa: N802 - paho's name
+        return _NAMES.isdisjoint(self.__dict__)
+
+    def clear(self) -> None:
+        d = self.__dict__
+        for name in _NAMES.intersection(d):
+            del d[name]
+
+    def pack(self) -> bytes:
+        return b"\x00" if self.isEmpty() else super().pack()  # b"\x00": no properties
+
+
+class LeanReasonCode(ReasonCode):
+    """paho's ``ReasonCode``, without copying its table of names for the usual "Success"."""
+
+    def __init__(self, packetType: int, aName: str = "Success", identifier: int = -1) -> None:  # noqa: N803
+        if identifier == -1 and aName == "Success" and packetType in _SUCCESS_CODE_TYPES:
+            self.packetType = packetType
+            self.value = 0  # the class's read-only ``names`` serves lookups
+        else:
+            super().__init__(packetType, aName, identifier)
+
+
+def lean_paho() -> bool:
+    """Makes paho's packet decoder build :class:`LeanProperties` and :class:`LeanReasonCode`
+    (subclasses: every ``isinstance`` check and every value read stays as it was). Idempotent;
+    returns whether paho has the decoder module this patches (paho >= 2.1)."""
+    try:
+        from paho.mqtt import _packet
+    except ImportError:  # pragma: no cover - an older paho decodes inside the client
+        return False
+    if getattr(_packet, "Properties", None) in (Properties, LeanProperties):
+        _packet.Properties = LeanProperties  # type: ignore[misc]
+    if getattr(_packet, "ReasonCode", None) in (ReasonCode, LeanReasonCode):
+        _packet.ReasonCode = LeanReasonCode  # type: ignore[misc]
+    return _packet.Properties is LeanProperties and _packet.ReasonCode is LeanReasonCode
+
+
 def connect_client(
     client_id: str,
     settings: BrokerSettings,
     on_message: MessageHandler,
-    subscriptions: list[tuple[str, int]],
+    subscriptions: Sequence[tuple[str, int | SubscribeOptions]],
     will: tuple[str, bytes] | None = None,
     online: tuple[str, bytes] | None = None,
     connect_timeout: float = 10.0,
@@ -143,7 +206,8 @@ def connect_client(
         client_id: Unique id at the broker (a persistent session is kept under it).
         settings: Broker address, TLS and login.
         on_message: Called on paho's network thread for every message.
-        subscriptions: ``(topic filter, qos)`` to (re)subscribe on each connect.
+        subscriptions: ``(topic filter, qos or MQTT 5 subscribe options)`` to (re)subscribe on
+            each connect.
         will: Retained Last Will ``(topic, payload)`` the broker publishes if we vanish.
         online: Retained ``(topic, payload)`` published after each (re)connect.
         connect_timeout: Seconds to keep retrying an unreachable broker before giving up.
@@ -156,6 +220,7 @@ def connect_client(
     Raises:
         BrokerError: Broker unreachable within ``connect_timeout``, or the connection refused.
     """
+    lean_paho()
     client = paho.Client(
         paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
     )
@@ -183,7 +248,10 @@ def connect_client(
             connected.set()
             return
         for topic, qos in subscriptions:
-            c.subscribe(topic, qos=qos)
+            if isinstance(qos, SubscribeOptions):
+                c.subscribe(topic, options=qos)
+            else:
+                c.subscribe(topic, qos=qos)
         if online is not None:
             c.publish(
                 online[0], online[1], qos=1, retain=True, properties=instance_properties(instance)
@@ -260,27 +328,17 @@ def close_client(client: paho.Client, offline: tuple[str, bytes] | None = None) 
     client.loop_stop()
 
 
-def _varint_len(n: int) -> int:
-    size = 1
-    while n >= 128:
-        n //= 128
-        size += 1
-    return size
-
-
 def publish_overhead(topic: str, payload_len: int, qos: int, properties_len: int) -> int:
-    """Bytes an MQTT 5 PUBLISH packet adds around its payload (fixed header, topic, id, props).
+    """:func:`ddnn.wire.accounting.mqtt_publish_overhead` (kept under this name for callers)."""
+    return mqtt_publish_overhead(topic, payload_len, qos, properties_len)
 
-    ``properties_len`` is the encoded property block *including* its length prefix (1 when empty).
-    TCP/IP headers and the QoS 1 PUBACK are not included.
-    """
-    variable = 2 + len(topic.encode()) + (2 if qos > 0 else 0) + properties_len
-    remaining = variable + payload_len
-    return 1 + _varint_len(remaining) + variable
+
+def properties_len(props: Properties | None) -> int:
+    """Bytes of an MQTT 5 property block, its length prefix included (1 when empty)."""
+    return 1 if props is None or props.isEmpty() else len(props.pack())
 
 
 def message_overhead(msg: paho.MQTTMessage) -> int:
     """:func:`publish_overhead` of a received message."""
     props = getattr(msg, "properties", None)
-    props_len = len(props.pack()) if props is not None else 1
-    return publish_overhead(msg.topic, len(msg.payload), msg.qos, props_len)
+    return mqtt_publish_overhead(msg.topic, len(msg.payload), msg.qos, properties_len(props))

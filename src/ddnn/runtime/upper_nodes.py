@@ -34,6 +34,7 @@ from ddnn.runtime.messages import (
     encode_answers,
     encode_receipts,
     parse_requests,
+    parse_routes,
 )
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node
@@ -46,6 +47,8 @@ from ddnn.wire import (
     FrameKind,
     encode_features_frame_ids,
     encode_scores_frame,
+    feature_payload_bytes,
+    score_bytes,
     unpack_bits_batch,
 )
 
@@ -64,7 +67,7 @@ class Waiting:
     expected: set[int]  # sender ids (device or edge) we wait for
     deadline: float
     version: int  # the model version serving the sample
-    features: dict[int, np.ndarray] = field(default_factory=dict)
+    features: dict[int, np.ndarray] = field(default_factory=dict)  # sender -> packed row
     payload: dict[str, int] = field(default_factory=dict)
     header: dict[str, float] = field(default_factory=dict)
     mqtt: dict[str, float] = field(default_factory=dict)
@@ -72,8 +75,8 @@ class Waiting:
 
 @dataclass(frozen=True)
 class Arrived:
-    """One sender's feature map for one sample, and what it cost on the wire. ``features`` is
-    the ±1 map, or, while it waits for its request, the packed row (32x smaller)."""
+    """One sender's feature map for one sample, packed (1 bit per value), and what it cost on
+    the wire: kept while it waits for its request."""
 
     sender: int
     features: np.ndarray
@@ -132,7 +135,7 @@ class FeatureCollector(Node):
         """One version's section, warmed up (the first calls allocate) and checked to take
         this node's inputs."""
         n = len(self.senders)
-        with torch.no_grad():
+        with torch.inference_mode():
             try:
                 section(torch.zeros(1, n, *self.input_shape), torch.ones(1, n, dtype=torch.bool))
             except RuntimeError as exc:
@@ -205,9 +208,7 @@ class FeatureCollector(Node):
                     if a.version != version:
                         self.reject("wrong_model_for_sample", f"sample {req.sample}")
                         continue
-                    shape = self.sender_shapes[a.sender]
-                    maps = unpack_bits_batch(a.features[None], shape)[0]
-                    self._attach(w, Arrived(a.sender, maps, a.payload, a.header, a.mqtt, version))
+                    self._attach(w, a.sender, a.features, (a.payload, a.header, a.mqtt))
 
     def on_features(self, msg: paho.MQTTMessage) -> None:
         frame = self.decode(msg, self._expects(), self.sender_of(msg.topic))
@@ -215,28 +216,30 @@ class FeatureCollector(Node):
             return
         version = self.models.by_tag(frame.model_tag)
         assert version is not None  # it decoded with that version's expectation
-        payload, header, mqtt = self.costs(msg, frame)
-        shape = self.sender_shapes[frame.sender]
-        maps = unpack_bits_batch(frame.rows, shape)  # (count, *shape) ±1, the frame at once
-        for i, (sample, row) in enumerate(zip(frame.sample_ids, frame.rows, strict=True)):
-            w = self.waiting.get(sample)
+        cost = self.costs(msg, frame)
+        sender, waiting = frame.sender, self.waiting
+        # rows stay packed (1 bit per value) until the section runs: unpacked then, per batch
+        for sample, row in zip(frame.sample_ids, frame.rows, strict=True):
+            w = waiting.get(sample)
             if w is not None and w.version != version:
                 self.reject("wrong_model_for_sample", f"{msg.topic}: sample {sample}")
             elif w is not None:
-                self._attach(w, Arrived(frame.sender, maps[i], payload, header, mqtt, version))
+                self._attach(w, sender, row, cost)
             elif sample in self.done:
                 self.counters["late_frames"] += 1
-            else:  # kept packed while it waits: 1 bit per value, not 32
-                orphan = Arrived(frame.sender, row.copy(), payload, header, mqtt, version)
+            else:  # kept until its request comes (or its time is up)
+                orphan = Arrived(sender, row, *cost, version)
                 self._keep_orphan(sample, orphan)
 
     @staticmethod
-    def _attach(w: Waiting, a: Arrived) -> None:
-        key = str(a.sender)
-        w.features[a.sender] = a.features
-        w.payload[key] = w.payload.get(key, 0) + a.payload
-        w.header[key] = w.header.get(key, 0.0) + a.header
-        w.mqtt[key] = w.mqtt.get(key, 0.0) + a.mqtt
+    def _attach(
+        w: Waiting, sender: int, packed: np.ndarray, cost: tuple[int, float, float]
+    ) -> None:
+        key = str(sender)
+        w.features[sender] = packed
+        w.payload[key] = w.payload.get(key, 0) + cost[0]
+        w.header[key] = w.header.get(key, 0.0) + cost[1]
+        w.mqtt[key] = w.mqtt.get(key, 0.0) + cost[2]
 
     def _keep_orphan(self, sample: int, arrived: Arrived) -> None:
         """Features ahead of their request: kept briefly, within a count bound (oldest out)."""
@@ -256,7 +259,9 @@ class FeatureCollector(Node):
 
     def tick(self, now: float) -> None:
         ready = [
-            s for s, w in self.waiting.items() if w.expected <= set(w.features) or now >= w.deadline
+            s
+            for s, w in self.waiting.items()
+            if w.expected <= w.features.keys() or now >= w.deadline
         ]
         if ready:
             self._run(sorted(ready))
@@ -266,16 +271,19 @@ class FeatureCollector(Node):
             self.orphan_count -= dropped
             self.counters["orphan_frames_dropped"] += dropped
 
-    def _input(self, sender: int, feats: np.ndarray) -> np.ndarray:
-        if len(self.input_shape) == 1 and feats.ndim != 1:  # devices of different shapes
-            flat = feats.reshape(-1)
-            return np.pad(flat, (0, self.input_shape[0] - flat.size))
-        if feats.shape != self.input_shape:  # a vector device's features, padded to the widest
-            flat = feats.reshape(-1)
-            return np.pad(flat, (0, math.prod(self.input_shape) - flat.size)).reshape(
-                self.input_shape
-            )
-        return feats
+    def _place(self, x: np.ndarray, rows: list[int], sender: int, packed: list[np.ndarray]) -> None:
+        """Unpacks one sender's packed maps (one per entry of ``rows``) into its input slot of
+        ``x`` (B, N, *input_shape), padded when its maps are smaller than the input."""
+        maps = unpack_bits_batch(np.stack(packed), self.sender_shapes[sender])  # (n, *shape) ±1
+        slot = self.slot[sender]
+        if maps.shape[1:] == self.input_shape:
+            x[rows, slot] = maps
+            return
+        # devices of different shapes: flattened, zero-padded to the input (the widest)
+        flat = maps.reshape(len(rows), -1)
+        x[rows, slot] = np.pad(
+            flat, ((0, 0), (0, math.prod(self.input_shape) - flat.shape[1]))
+        ).reshape(len(rows), *self.input_shape)
 
     def _run(self, samples: list[int]) -> None:
         groups: dict[int, list[Waiting]] = {}
@@ -290,15 +298,20 @@ class FeatureCollector(Node):
         n = len(self.senders)
         x = np.zeros((len(batch), n, *self.input_shape), dtype=np.float32)
         present = np.zeros((len(batch), n), dtype=bool)
+        by_sender: dict[int, tuple[list[int], list[np.ndarray]]] = {}
         for b, w in enumerate(batch):
-            for sender, feats in w.features.items():
-                x[b, self.slot[sender]] = self._input(sender, feats)
+            for sender, packed in w.features.items():
+                rows, maps = by_sender.setdefault(sender, ([], []))
+                rows.append(b)
+                maps.append(packed)
                 present[b, self.slot[sender]] = True
-            if not w.expected <= set(w.features):
+            if not w.expected <= w.features.keys():
                 missing = sorted(w.expected - set(w.features))
                 w.request.flags.append(f"features_missing:{self.name}:{missing}")
                 self.counters["deadline_expired"] += 1
-        with torch.no_grad():
+        for sender, (rows, maps) in by_sender.items():  # one unpacking per sender, not per map
+            self._place(x, rows, sender, maps)
+        with torch.inference_mode():
             scores, feats = self.models.models[version].section(
                 torch.from_numpy(x), torch.from_numpy(present)
             )
@@ -446,6 +459,8 @@ class EdgeNode(FeatureCollector):
         )
         self.edge = edge
         self.feature_shape = tuple(section.feature_shape)
+        self._feature_row = feature_payload_bytes(self.feature_shape)  # payload per sample
+        self._score_row = score_bytes(config.num_classes, config.wire.scores)
         self.emits_features = config.cloud.enabled
         self.cache: FeatureCache[tuple[int, np.ndarray]] = FeatureCache(
             cache_ttl, self.counters, MAX_WAITING
@@ -466,10 +481,10 @@ class EdgeNode(FeatureCollector):
         return set(req.present)
 
     def handle(self, msg: paho.MQTTMessage) -> None:
-        if msg.topic == self.topics.up:
-            self.on_requests(parse_requests(msg.payload))
+        if msg.topic == self.topics.up:  # an edge reads what routes a sample, not its bytes
+            self.on_requests(parse_routes(msg.payload))
         elif msg.topic == self.topics.forward:
-            samples = [r.sample for r in parse_requests(msg.payload) if self.edge in r.edges]
+            samples = [r.sample for r in parse_routes(msg.payload) if self.edge in r.edges]
             self._forward(sorted(set(samples)))
         else:
             self.on_features(msg)
@@ -488,7 +503,8 @@ class EdgeNode(FeatureCollector):
                 model_version=version,
                 shape=self.feature_shape,
             )
-            self.publish(self.topics.edge_features(self.edge), frame)
+            header = len(frame) - len(ids) * self._feature_row
+            self.publish(self.topics.edge_features(self.edge), frame, header=header)
 
     def emit(
         self, batch: list[Waiting], scores: torch.Tensor, feats: torch.Tensor, version: int
@@ -506,13 +522,15 @@ class EdgeNode(FeatureCollector):
         row = {sample: b for b, sample in enumerate(samples)}
         scores_np = scores.numpy()
         for run in consecutive_runs(samples):
+            rows = scores_np[[row[s] for s in run]]
             frame = encode_scores_frame(
-                scores_np[[row[s] for s in run]],
+                rows,
                 sender=self.edge,
                 first_sample=run[0],
                 model_version=version,
                 encoding=self.config.wire.scores,
                 captured=self.wall(),
             )
-            self.publish(self.topics.edge_scores(self.edge), frame)
+            header = len(frame) - len(run) * self._score_row
+            self.publish(self.topics.edge_scores(self.edge), frame, header=header)
         self.cache.evict(now)

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ddnn.config import TrainConfig
-from ddnn.data.dataset import MultiDeviceDataset
+from ddnn.data.dataset import AnyDataset
+from ddnn.data.streaming import Batch, iter_batches
 from ddnn.models.ddnn import DDNN
 from ddnn.nn.binary import clip_latent_weights
 from ddnn.train.accelerator import Placement, resolve_placement
@@ -122,13 +123,14 @@ class StopRequest:
 
 def train(
     model: DDNN,
-    data: MultiDeviceDataset,
+    data: AnyDataset,
     config: TrainConfig,
     progress: ProgressFn | None = None,
     *,
     checkpoint: CheckpointFn | None = None,
     resume: TrainState | None = None,
     world: World | None = None,
+    workers: int = 0,
 ) -> TrainHistory:
     """Train ``model`` jointly on every exit; deterministic for a given ``config.seed`` on CPU.
 
@@ -138,6 +140,7 @@ def train(
         resume: a state saved by an earlier call with the same data and config: training
             continues from it (``model`` must already hold the saved weights).
         world: this process's place in a torchrun job (``None``: alone).
+        workers: DataLoader worker processes for data streamed from disk (``data.workers``).
 
     Raises:
         TrainingInterrupted: after Ctrl-C / SIGTERM, once ``checkpoint`` has saved the state.
@@ -156,6 +159,7 @@ def train(
     join(world, placement.device)
     model.to(placement.device)
     step_model = _wrap(model, world, placement)
+    on_gpu = placement.device.type == "cuda"
     gen = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
@@ -198,25 +202,23 @@ def train(
             else:
                 order, skip, sums, steps = torch.randperm(n, generator=gen), 0, {}, 0
             state = None
-            for b, begin in enumerate(range(0, n, batch)):
-                if b < skip:
-                    continue
-                idx = order[begin : begin + batch]
-                if world.smallest_share(len(idx)) >= 2:  # BatchNorm needs two samples
+            # Global batches from ``skip`` on; this process reads only its share of each.
+            firsts = range(skip * batch, n, batch)
+            mine = torch.cat(
+                [order[:0], *(order[f:][world.share(min(batch, n - f))] for f in firsts)]
+            )
+            batches = iter_batches(
+                data, mine, batch // world.size, workers=workers, pin_memory=on_gpu
+            )
+            for b, first in enumerate(firsts, start=skip):
+                size = min(batch, n - first)  # this global batch
+                samples = next(batches)
+                if world.smallest_share(size) >= 2:  # BatchNorm needs two samples
                     presence = device_dropout_mask(
-                        len(idx), data.num_devices, config.device_dropout, gen
-                    )
-                    mine = world.share(len(idx))
+                        size, data.num_devices, config.device_dropout, gen
+                    )[world.share(size)]
                     parts = _step(
-                        step_model,
-                        model,
-                        data,
-                        idx[mine],
-                        presence[mine],
-                        config,
-                        optimizer,
-                        scaler,
-                        placement,
+                        step_model, model, samples, presence, config, optimizer, scaler, placement
                     )
                     for k, v in parts.items():
                         sums[k] = sums.get(k, 0.0) + v
@@ -235,7 +237,7 @@ def train(
             if progress is not None and world.is_main:
                 progress(epoch + 1, epoch_losses)
     if config.epochs > 0:
-        recalibrate_batchnorm(model, data, batch, placement.device)
+        recalibrate_batchnorm(model, data, batch, placement.device, workers)
     history.seconds = time.perf_counter() - start
     model.to("cpu")
     model.eval()
@@ -255,23 +257,19 @@ def _wrap(model: DDNN, world: World, placement: Placement) -> nn.Module:
 def _step(
     step_model: nn.Module,
     model: DDNN,
-    data: MultiDeviceDataset,
-    idx: torch.Tensor,
+    samples: Batch,
     presence: torch.Tensor,
     config: TrainConfig,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     placement: Placement,
 ) -> dict[str, float]:
-    """One optimizer step on the samples ``idx``; returns the loss parts."""
-    device = placement.device
-    x = data.x[idx].to(device, non_blocking=True)
-    labels = data.labels[idx].to(device, non_blocking=True)
-    views = data.view_labels[idx].to(device, non_blocking=True)
-    presence = presence.to(device, non_blocking=True)
+    """One optimizer step on ``samples``; returns the loss parts."""
+    batch = samples.to(placement.device, non_blocking=True)
+    presence = presence.to(placement.device, non_blocking=True)
     with placement.autocast():
-        out = step_model(x, presence)
-        loss, parts = joint_loss(out, labels, views, presence, config)
+        out = step_model(batch.x, presence)
+        loss, parts = joint_loss(out, batch.labels, batch.view_labels, presence, config)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -282,7 +280,11 @@ def _step(
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    model: DDNN, data: MultiDeviceDataset, batch_size: int, device: torch.device | None = None
+    model: DDNN,
+    data: AnyDataset,
+    batch_size: int,
+    device: torch.device | None = None,
+    workers: int = 0,
 ) -> None:
     """Re-estimate BatchNorm running statistics with the final weights (exact average over ``data``).
 
@@ -295,9 +297,9 @@ def recalibrate_batchnorm(
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average = exact mean over the batches
     model.train()
-    for begin in range(0, len(data), max(batch_size, 2)):
-        chunk = data.x[begin : begin + max(batch_size, 2)]
-        if len(chunk) >= 2:
-            model(chunk.to(device) if device is not None else chunk)
+    everything = torch.arange(len(data))
+    for samples in iter_batches(data, everything, max(batch_size, 2), workers=workers):
+        if len(samples) >= 2:
+            model(samples.x.to(device) if device is not None else samples.x)
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum

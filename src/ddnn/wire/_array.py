@@ -41,14 +41,14 @@ def to_numpy(x: ArrayLike, what: str) -> np.ndarray:
 
 def check_real(a: np.ndarray, what: str) -> None:
     """Rejects dtypes that are not integer or real float (bool, complex, object, strings)."""
-    if a.dtype == np.bool_ or not (
-        np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)
-    ):
+    if a.dtype.kind not in "iuf":  # signed, unsigned, real float; not bool, complex, object, …
         raise ValueError(f"{what} must have an integer or float dtype, got {a.dtype}")
 
 
 def check_int(value: int, name: str, low: int, high: int) -> int:
     """Returns ``value`` as an int in ``[low, high]``, or raises ValueError naming the field."""
+    if type(value) is int and low <= value <= high:  # the usual case, checked at once
+        return value
     if isinstance(value, bool):
         raise ValueError(f"{name} must be an integer in [{low}, {high}], got a bool")
     try:

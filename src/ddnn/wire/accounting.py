@@ -34,7 +34,9 @@ __all__ = [
     "formula_bytes_per_device",
     "frame_bytes",
     "frame_header_bytes",
+    "mqtt_fixed_header_bytes",
     "mqtt_publish_overhead",
+    "mqtt_variable_header_bytes",
     "raw_bytes_per_device",
     "score_payload_bytes",
 ]
@@ -141,6 +143,27 @@ def raw_bytes_per_device(input_shape: tuple[int, ...]) -> int:
     return math.prod(check_shape(input_shape, "input_shape"))
 
 
+def mqtt_variable_header_bytes(topic: str, qos: int, properties_len: int = 1) -> int:
+    """The part of an MQTT 5 PUBLISH header that does not depend on the payload: topic (2-byte
+    length + UTF-8 bytes), packet id (2 bytes, QoS 1 and 2 only) and property block.
+
+    A sender computes it once per topic; :func:`mqtt_fixed_header_bytes` adds the rest per packet.
+
+    Raises:
+        ValueError: On a bad QoS, a topic over 65535 bytes or a bad ``properties_len``.
+    """
+    qos = check_int(qos, "qos", 0, 2)
+    topic_len = check_int(len(topic.encode()), "topic length in bytes", 0, 0xFFFF)
+    properties_len = check_int(properties_len, "properties_len", 1, MQTT_MAX_REMAINING)
+    return 2 + topic_len + (2 if qos > 0 else 0) + properties_len
+
+
+def mqtt_fixed_header_bytes(variable: int, payload_len: int) -> int:
+    """The fixed header of a PUBLISH packet: 1 byte + the remaining-length varint of
+    ``variable + payload_len`` (not checked: :func:`mqtt_publish_overhead` checks)."""
+    return 1 + varint_len(variable + payload_len)
+
+
 def mqtt_publish_overhead(topic: str, payload_len: int, qos: int, properties_len: int = 1) -> int:
     """Bytes an MQTT 5 PUBLISH packet adds around its payload.
 
@@ -157,17 +180,14 @@ def mqtt_publish_overhead(topic: str, payload_len: int, qos: int, properties_len
     Raises:
         ValueError: On a bad QoS, a topic over 65535 bytes, or a packet MQTT cannot carry.
     """
-    qos = check_int(qos, "qos", 0, 2)
-    topic_len = check_int(len(topic.encode()), "topic length in bytes", 0, 0xFFFF)
-    properties_len = check_int(properties_len, "properties_len", 1, MQTT_MAX_REMAINING)
+    variable = mqtt_variable_header_bytes(topic, qos, properties_len)
     payload_len = check_int(payload_len, "payload_len", 0, MQTT_MAX_REMAINING)
-    variable = 2 + topic_len + (2 if qos > 0 else 0) + properties_len
     remaining = variable + payload_len
     if remaining > MQTT_MAX_REMAINING:
         raise ValueError(
             f"an MQTT packet holds at most {MQTT_MAX_REMAINING} bytes, got {remaining}"
         )
-    return 1 + varint_len(remaining) + variable
+    return mqtt_fixed_header_bytes(variable, payload_len) + variable
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,9 @@ def _asks(buf: BytesLike) -> list[tuple[int, int]]:
             raise FrameDecodeError(f"ASKS sample id {sample} beyond {MAX_SAMPLE}", "sample_range")
         if pos + mask_bytes > len(buf):
             raise FrameDecodeError("ASKS message ends inside a device mask", "truncated")
-        mask = int.from_bytes(buf[pos : pos + mask_bytes], "little")
+        mask = (
+            buf[pos] if mask_bytes == 1 else int.from_bytes(buf[pos : pos + mask_bytes], "little")
+        )
         pos += mask_bytes
         if mask == 0:
             raise FrameDecodeError(f"ASKS sample {sample} asks no device", "sender")

@@ -18,11 +18,10 @@ from ddnn.wire.frame import (
     MAX_COUNT,
     MAX_MODEL_VERSION,
     MAX_SENDER,
-    FrameHeader,
     FrameKind,
     as_buffer,
     model_tag,
-    read_header,
+    parse_header,
     unwrap_capture,
 )
 from ddnn.wire.scores import ScoreEncoding, decode_scores, score_bytes
@@ -76,13 +75,23 @@ class Expect:
         object.__setattr__(self, "kinds", kinds)
         object.__setattr__(self, "feature_shapes", MappingProxyType(shapes))
         object.__setattr__(self, "senders", senders)
+        # what decoding looks up per frame, worked out once
+        object.__setattr__(self, "_tag", model_tag(self.model_version))
+        object.__setattr__(self, "_numel", {k: math.prod(v) for k, v in shapes.items()})
+        classes = self.num_classes
+        rows = (
+            {}
+            if classes is None
+            else {k: score_bytes(classes, e) for k in kinds if (e := k.encoding)}
+        )
+        object.__setattr__(self, "_score_bytes", rows)
 
     def sample_bytes(self, kind: FrameKind, sender: int) -> int:
         """Payload bytes per sample of an accepted ``kind`` from ``sender``."""
         if kind.is_features:
-            return packed_bytes(math.prod(self.feature_shapes[sender]))
+            return packed_bytes(self._numel[sender])  # type: ignore[attr-defined]
         assert kind.encoding is not None and self.num_classes is not None
-        return score_bytes(self.num_classes, kind.encoding)
+        return self._score_bytes[kind]  # type: ignore[attr-defined,no-any-return]
 
 
 def _iterable(value: Iterable[int], name: str) -> Iterable[int]:
@@ -130,17 +139,17 @@ class Frame:
         return unpack_bits_batch(self.rows, shape)
 
 
-def _check_expected(h: FrameHeader, expect: Expect) -> None:
-    if h.kind not in expect.kinds:
+def _check_expected(kind: FrameKind, sender: int, count: int, expect: Expect) -> None:
+    if kind not in expect.kinds:
         accepted = ", ".join(sorted(k.name for k in expect.kinds))
-        raise FrameDecodeError(f"{h.kind.name} frames are not accepted here ({accepted})", "kind")
-    if expect.senders is not None and h.sender not in expect.senders:
-        raise FrameDecodeError(f"sender {h.sender} is not accepted here", "sender")
-    if h.kind.is_features and h.sender not in expect.feature_shapes:
-        raise FrameDecodeError(f"no feature shape is known for sender {h.sender}", "sender")
-    if h.count > expect.max_count:
+        raise FrameDecodeError(f"{kind.name} frames are not accepted here ({accepted})", "kind")
+    if expect.senders is not None and sender not in expect.senders:
+        raise FrameDecodeError(f"sender {sender} is not accepted here", "sender")
+    if kind.is_features and sender not in expect.feature_shapes:
+        raise FrameDecodeError(f"no feature shape is known for sender {sender}", "sender")
+    if count > expect.max_count:
         raise FrameDecodeError(
-            f"count {h.count} is over this receiver's limit {expect.max_count}", "count"
+            f"count {count} is over this receiver's limit {expect.max_count}", "count"
         )
 
 
@@ -167,41 +176,46 @@ def decode_frame(data: BytesLike, expect: Expect, *, now: float | None = None) -
         FrameDecodeError: With the reason of the first failed check.
     """
     buf = as_buffer(data)
-    h = read_header(buf)
-    _check_expected(h, expect)
-    per_sample = expect.sample_bytes(h.kind, h.sender)
-    payload_len = len(buf) - h.header_len
-    if payload_len != h.count * per_sample:
+    kind, encoding, sender, first, count, tag, time_field, header_len, gaps = parse_header(buf)
+    _check_expected(kind, sender, count, expect)
+    per_sample = expect.sample_bytes(kind, sender)
+    payload_len = len(buf) - header_len
+    if payload_len != count * per_sample:
         raise FrameDecodeError(
-            f"{h.kind.name} frame of {h.count} samples needs {h.count * per_sample} payload "
+            f"{kind.name} frame of {count} samples needs {count * per_sample} payload "
             f"bytes ({per_sample} each), got {payload_len}",
             "length",
         )
-    if h.model_tag != model_tag(expect.model_version):
+    if tag != expect._tag:  # type: ignore[attr-defined]
         raise FrameDecodeError(
-            f"model tag {h.model_tag:#06x} is not this receiver's "
-            f"{model_tag(expect.model_version):#06x}",
+            f"model tag {tag:#06x} is not this receiver's {model_tag(expect.model_version):#06x}",
             "wrong_model",
         )
-    payload = memoryview(buf)[h.header_len :]
+    payload = memoryview(buf)[header_len:]
     captured = None
-    if h.encoding is not None:
-        assert expect.num_classes is not None and h.captured_field is not None
-        rows = decode_scores(payload, h.count, expect.num_classes, h.encoding)
-        captured = unwrap_capture(h.captured_field, time.time() if now is None else now)
+    if encoding is not None:
+        assert expect.num_classes is not None and time_field is not None
+        rows = decode_scores(payload, count, expect.num_classes, encoding)
+        captured = unwrap_capture(time_field, time.time() if now is None else now)
     else:
-        rows = np.frombuffer(payload, dtype=np.uint8).reshape(h.count, per_sample).copy()
-        check_padding(rows, math.prod(expect.feature_shapes[h.sender]))
+        rows = np.frombuffer(payload, dtype=np.uint8).reshape(count, per_sample).copy()
+        check_padding(rows, expect._numel[sender])  # type: ignore[attr-defined]
     rows.flags.writeable = False
+    ids = None
+    if gaps:
+        ids, s = [first], first
+        for g in gaps:
+            s += g + 1
+            ids.append(s)
     return Frame(
-        h.kind,
-        h.encoding,
-        h.sender,
-        h.first_sample,
-        h.count,
-        h.model_tag,
+        kind,
+        encoding,
+        sender,
+        first,
+        count,
+        tag,
         captured,
         rows,
-        h.header_len,
-        tuple(h.sample_ids) if h.gaps else None,
+        header_len,
+        tuple(ids) if ids is not None else None,
     )

@@ -57,6 +57,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -82,6 +83,7 @@ __all__ = [
     "id_gaps",
     "encode_scores_frame",
     "model_tag",
+    "parse_header",
     "read_header",
     "unwrap_capture",
 ]
@@ -260,6 +262,13 @@ def encode_features_frame(
     Raises:
         ValueError: On a shape mismatch, set padding bits, NaN, or a field out of range.
     """
+    packed = _packed_rows(features, shape)
+    head = _header(FrameKind.FEATURES, sender, first_sample, len(packed), model_version, None)
+    return head + packed.tobytes()
+
+
+def _packed_rows(features: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
+    """``features`` (see :func:`encode_features_frame`) as checked, contiguous packed rows."""
     f = to_numpy(features, "features")
     dims = check_shape(shape, "shape")
     numel = math.prod(dims)
@@ -273,14 +282,11 @@ def encode_features_frame(
             check_padding(f, numel)
         except FrameDecodeError as e:
             raise ValueError(f"packed features: {e}") from None
-        packed = f
-    else:
-        check_real(f, "features")
-        if f.shape[1:] != dims:
-            raise ValueError(f"features must have shape (B, *{dims}), got {f.shape}")
-        packed = pack_bits_batch(f)
-    head = _header(FrameKind.FEATURES, sender, first_sample, f.shape[0], model_version, None)
-    return head + np.ascontiguousarray(packed).tobytes()
+        return np.ascontiguousarray(f)
+    check_real(f, "features")
+    if f.shape[1:] != dims:
+        raise ValueError(f"features must have shape (B, *{dims}), got {f.shape}")
+    return np.ascontiguousarray(pack_bits_batch(f))
 
 
 def encode_features_frame_ids(
@@ -299,22 +305,15 @@ def encode_features_frame_ids(
             are not one per row.
     """
     gaps = id_gaps(sample_ids)
-    frame = encode_features_frame(
-        features,
-        sender=sender,
-        first_sample=sample_ids[0],
-        model_version=model_version,
-        shape=shape,
-    )
-    plain = read_header(frame)
-    if plain.count != len(sample_ids):
-        raise ValueError(f"{len(sample_ids)} sample ids for {plain.count} feature rows")
-    if not any(gaps):
-        return frame
+    packed = _packed_rows(features, shape)
+    count = len(packed)
+    if count != len(sample_ids):
+        raise ValueError(f"{len(sample_ids)} sample ids for {count} feature rows")
+    kind = FrameKind.FEATURES_IDS if any(gaps) else FrameKind.FEATURES
     head = _header(
-        FrameKind.FEATURES_IDS, sender, sample_ids[0], plain.count, model_version, None, gaps
+        kind, sender, sample_ids[0], count, model_version, None, gaps if any(gaps) else ()
     )
-    return head + frame[plain.header_len :]
+    return head + packed.tobytes()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,33 +371,42 @@ def read_header(data: BytesLike) -> FrameHeader:
     Raises:
         FrameDecodeError: With the reason of the first failed check.
     """
-    buf = as_buffer(data)
+    return FrameHeader(*parse_header(as_buffer(data)))
+
+
+_KINDS = {k.value: (k, k.encoding) for k in FrameKind}  # the low nibble -> (kind, encoding)
+
+
+def parse_header(buf: bytes | bytearray | memoryview) -> tuple[Any, ...]:
+    """:func:`read_header`'s fields as a plain tuple, in :class:`FrameHeader`'s order (what a
+    receiver's hot path reads without building the dataclass); ``buf`` is flat bytes."""
     if not buf:
         raise FrameDecodeError("empty frame", "truncated")
-    if buf[0] == V1_FIRST_BYTE:
+    head = buf[0]
+    if head == V1_FIRST_BYTE:
         raise FrameDecodeError(
             "this is a v1 frame (it starts with b'DN'); v1 frames are no longer read, "
             f"senders must use frame format v{VERSION}",
             "version_1",
         )
-    version, kind_raw = buf[0] >> 4, buf[0] & 0x0F
+    version, kind_raw = head >> 4, head & 0x0F
     if version != VERSION:
         raise FrameDecodeError(
             f"unsupported frame format version {version}, this decoder reads {VERSION}", "version"
         )
-    try:
-        kind = FrameKind(kind_raw)
-    except ValueError:
-        known = ", ".join(f"{k.value} ({k.name})" for k in FrameKind)
-        raise FrameDecodeError(f"unknown frame kind {kind_raw}; known: {known}", "kind") from None
+    known = _KINDS.get(kind_raw)
+    if known is None:
+        names = ", ".join(f"{k.value} ({k.name})" for k in FrameKind)
+        raise FrameDecodeError(f"unknown frame kind {kind_raw}; known: {names}", "kind")
+    kind, encoding = known
     sender, pos = decode_varint(buf, 1)
     first, pos = decode_varint(buf, pos)
     count, pos = decode_varint(buf, pos)
-    end = pos + MODEL_TAG_BYTES + (CAPTURE_BYTES if kind.encoding else 0)
+    end = pos + MODEL_TAG_BYTES + (CAPTURE_BYTES if encoding else 0)
     if len(buf) < end:
         raise FrameDecodeError(f"{kind.name} header needs {end} bytes, got {len(buf)}", "truncated")
-    tag = int.from_bytes(buf[pos : pos + MODEL_TAG_BYTES], "little")
-    time = int.from_bytes(buf[pos + MODEL_TAG_BYTES : end], "little") if kind.encoding else None
+    tag = buf[pos] | buf[pos + 1] << 8  # uint16, little-endian
+    time = buf[pos + 2] | buf[pos + 3] << 8 | buf[pos + 4] << 16 if encoding else None  # uint24
     if sender > MAX_SENDER:
         raise FrameDecodeError(f"sender {sender} is over {MAX_SENDER}", "sender")
     if not 1 <= count <= MAX_COUNT:
@@ -415,4 +423,4 @@ def read_header(data: BytesLike) -> FrameHeader:
     last = first + count - 1 + sum(gaps)
     if last > MAX_SAMPLE:
         raise FrameDecodeError(f"samples {first}..{last} go past {MAX_SAMPLE}", "sample_range")
-    return FrameHeader(kind, kind.encoding, sender, first, count, tag, time, end, gaps)
+    return kind, encoding, sender, first, count, tag, time, end, gaps

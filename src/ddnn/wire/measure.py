@@ -80,6 +80,20 @@ class FrameCounts:
         self.header[rows] += other.header
         self.frames[rows] += other.frames
 
+    @classmethod
+    def concat(cls, parts: Sequence[FrameCounts], firsts: Sequence[int]) -> FrameCounts:
+        """Rows of ``parts`` stacked; part k's sample ids ``0 .. n-1`` become ``firsts[k] + …``."""
+        headers = []
+        for part, first in zip(parts, firsts, strict=True):
+            ids = np.arange(part.frames.shape[0], dtype=np.int64)
+            grow = _varint_lengths(ids + int(first)) - _varint_lengths(ids)  # (n,) bytes per frame
+            headers.append(part.header + part.frames * grow[:, None])
+        return cls(
+            np.concatenate([p.payload for p in parts]),
+            np.concatenate(headers),
+            np.concatenate([p.frames for p in parts]),
+        )
+
     def totals(self, mask: np.ndarray | None = None) -> WireBytes:
         """Sums as :class:`WireBytes`; ``samples`` counts the (sample, sender) pairs in ``mask``
         (default: those that sent a frame)."""
@@ -110,6 +124,23 @@ class LinkBytes:
     def empty(cls, present: np.ndarray, num_edges: int) -> LinkBytes:
         b, d = present.shape
         return cls(FrameCounts.zeros(b, d), FrameCounts.zeros(b, num_edges), present.astype(bool))
+
+    @classmethod
+    def concat(cls, parts: Sequence[LinkBytes]) -> LinkBytes:
+        """Records of consecutive batches as the record of one batch holding them all.
+
+        Each part counted its samples with ids ``0 .. b-1``; here the ids run on across parts,
+        so a frame's header grows wherever its id now needs a longer varint (header lengths
+        depend on the id only through its varint length, see the module docstring).
+        """
+        if not parts:
+            raise ValueError("need at least one LinkBytes to concatenate")
+        firsts = np.cumsum([0] + [len(p.present) for p in parts[:-1]]).tolist()
+        return cls(
+            FrameCounts.concat([p.device for p in parts], firsts),
+            FrameCounts.concat([p.edge for p in parts], firsts),
+            np.concatenate([p.present for p in parts]),
+        )
 
     def _per_present(self, counts: np.ndarray) -> float:
         n = int(self.present.sum())

@@ -76,15 +76,19 @@ def score_bytes(num_classes: int, encoding: ScoreEncoding | str) -> int:
 def _quantize(x: np.ndarray, enc: ScoreEncoding) -> np.ndarray:
     """``(N, C)`` real scores to their wire values, in the wire dtype; refuses non-finite."""
     check_real(x, "scores")
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is rejected just below
-        if enc is ScoreEncoding.INT8:
-            x64 = x.astype(np.float64)
-            if not np.isfinite(x64).all():
-                raise ValueError("scores must be finite (no NaN or ±inf)")
-            shifted = x64 - x64.max(axis=1, keepdims=True)  # (N, C), max 0: exp cannot overflow
-            logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-            return np.clip(np.rint(-logp / INT8_SCALE), 0, 255).astype(np.uint8)
-        wire = x.astype(_WIRE_DTYPE[enc])
+    wire_dtype = _WIRE_DTYPE[enc]
+    if enc is not ScoreEncoding.INT8 and x.dtype == wire_dtype:
+        wire = x  # nothing to convert (float32 rows sent as float32), nothing can overflow
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is rejected just below
+            if enc is ScoreEncoding.INT8:
+                x64 = x.astype(np.float64)
+                if not np.isfinite(x64).all():
+                    raise ValueError("scores must be finite (no NaN or ±inf)")
+                shifted = x64 - x64.max(axis=1, keepdims=True)  # (N, C), max 0: no overflow
+                logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+                return np.clip(np.rint(-logp / INT8_SCALE), 0, 255).astype(np.uint8)
+            wire = x.astype(wire_dtype)
     if not np.isfinite(wire).all():
         hint = (
             " (|x| >= 65520 rounds past the float16 maximum 65504)"

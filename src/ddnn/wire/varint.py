@@ -23,8 +23,13 @@ def _check_unsigned(n: int) -> int:
     return v
 
 
+_ONE_BYTE = [bytes([v]) for v in range(0x80)]  # the encodings of 0..127, made once
+
+
 def varint_len(n: int) -> int:
     """Bytes :func:`encode_varint` uses for ``n``: 1 below 2**7, 2 below 2**14, and so on."""
+    if type(n) is int and 0 <= n < 0x80:  # the usual case, without the general checks
+        return 1
     v = _check_unsigned(n)
     return max(1, -(-v.bit_length() // 7))
 
@@ -38,6 +43,8 @@ def encode_varint(n: int) -> bytes:
     Raises:
         ValueError: If ``n`` is not a non-negative integer.
     """
+    if type(n) is int and 0 <= n < 0x80:
+        return _ONE_BYTE[n]
     v = _check_unsigned(n)
     out = bytearray()
     while v >= 0x80:
@@ -63,6 +70,8 @@ def decode_varint(buf: BytesLike, offset: int = 0, max_bytes: int = 8) -> tuple[
             runs past ``max_bytes`` or is non-minimal (a last byte of 0x00 after the first), since
             a non-minimal form would give one value two encodings.
     """
+    if 0 <= offset < len(buf) and buf[offset] < 0x80 and max_bytes >= 1:  # a one-byte varint
+        return buf[offset], offset + 1
     value = 0
     for i in range(max_bytes):
         pos = offset + i

@@ -1,0 +1,377 @@
+"""Defaults for vector (feature) sensors, chosen by measurement on synthetic and real multi-view data.
+
+Data (``ddnn.data.tabular``): ``synthetic-vectors`` (issue 15's easy case: 4 sensors x 16
+features, 3 classes, the class's feature shifted +2σ; one fresh 600-sample set per data seed),
+``digits-4`` (scikit-learn's real 8 x 8 digits, one 4 x 4 quadrant per sensor, 10 classes) and
+``breast-cancer-3`` (scikit-learn's real breast cancer set, its mean / error / worst views of 10
+measurements as 3 sensors, 2 classes). Each split: seeded 80/20 train/test, and 20 % of train held
+out as validation.
+
+Every DDNN candidate is trained with the default recipe (``TrainConfig()``), its local-exit
+threshold calibrated on the validation split (``ddnn.eval.calibrate``, target: no accuracy below
+cloud-only, then the most local exits), and reported on the test split at that threshold. The
+search is staged: the local aggregation (it decides how many samples can exit locally at all),
+then the device (width, depth, which layers are binary, input normalization), then the cloud's
+precision and width, then the score encoding. Each stage keeps, among the candidates that meet
+the goal's constraints on every validation split where any does (>= 50 % local exits, then fewer
+payload bytes than raw), the one with the best mean validation accuracy over the data sets, or
+among those within ``TIE`` points of it the cheapest (device memory, then bytes per device). Test
+figures are printed but never used to choose.
+
+Columns: val% / vexit% overall accuracy and local exits on validation at the calibrated
+threshold; test% / exit% / B/dev the same threshold on test (payload bytes per device per
+sample); local% / cloud% every test sample forced to that exit; raw B the raw input's bytes;
+mem B device memory (``ddnn profile``).
+
+The reference is a float model on all sensors concatenated (standardized inputs): scikit-learn's
+LogisticRegression (C chosen on validation) and a one-hidden-layer MLP; the one better on
+validation is the bar.
+
+Run: python benchmarks/sensor_defaults.py [--quick] [--synthetic-seeds N]
+(``--quick``: 10 epochs, one synthetic seed, two candidates; a smoke test, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
+
+from ddnn.config import DataConfig, RunConfig, TrainConfig, resolve_config, to_dict  # noqa: E402
+from ddnn.data.dataset import DataSplits, MultiDeviceDataset  # noqa: E402
+from ddnn.data.registry import load_dataset  # noqa: E402
+from ddnn.eval.calibrate import CalibrationTarget, calibrate  # noqa: E402
+from ddnn.eval.evaluate import exit_accuracies, threshold_sweep  # noqa: E402
+from ddnn.eval.profile import profile_model  # noqa: E402
+from ddnn.models.ddnn import DDNN  # noqa: E402
+from ddnn.train.trainer import train  # noqa: E402
+from ddnn.workflow import fit_model_to_data  # noqa: E402
+
+TIE = 0.5  # accuracy points: validation differences below this are noise on these sizes
+TARGET = CalibrationTarget(max_accuracy_drop=0.0)
+# The paper's (image) defaults, spelled out so that a candidate never inherits modality defaults.
+PAPER = {
+    "model.device.filters": [4],
+    "model.device.binary": True,
+    "model.device.normalize_input": False,
+    "model.local_aggregation": "mp",
+    "model.cloud.filters": [16, 16],
+    "model.cloud.binary": True,
+    "model.wire.scores": "float32",
+}
+
+
+@dataclass
+class Outcome:
+    """One trained candidate on one data split."""
+
+    val_overall: float
+    test_overall: float
+    test_local: float
+    test_cloud: float
+    local_exit: float  # on test, at the threshold calibrated on validation
+    threshold: float
+    bytes_per_device: float  # measured payload on test
+    raw_bytes: float
+    device_memory: int
+    val_bytes: float
+    val_exit: float
+
+
+def _overrides(values: dict[str, Any]) -> list[str]:
+    def text(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, list | tuple):
+            return "[" + ",".join(text(x) for x in v) + "]"
+        return str(v)
+
+    return [f"{k}={text(v)}" for k, v in values.items()]
+
+
+def run_candidate(
+    values: dict[str, Any], splits: DataSplits, data: DataConfig, epochs: int
+) -> Outcome:
+    config = resolve_config(RunConfig(data=data), overrides=_overrides(values))
+    config = replace(config, train=replace(TrainConfig(), epochs=epochs))
+    config = fit_model_to_data(config, splits)
+    torch.manual_seed(config.train.seed)
+    model = DDNN(config.model)
+    train(model, splits.train, config.train)
+    model.eval()
+    assert splits.validation is not None
+    cal = calibrate(model, splits.validation, TARGET)
+    t = cal.thresholds["local"]
+    row = threshold_sweep(model, splits.test, [t])[0]
+    forced = exit_accuracies(model, splits.test)
+    return Outcome(
+        val_overall=cal.measured.overall_accuracy,
+        test_overall=row.overall_accuracy,
+        test_local=forced["local"] or 0.0,
+        test_cloud=forced["cloud"] or 0.0,
+        local_exit=row.local_exit_fraction,
+        threshold=t,
+        bytes_per_device=row.bytes_per_device,
+        raw_bytes=row.raw_bytes_per_device,
+        device_memory=profile_model(model)[0].memory_bytes,
+        val_bytes=cal.measured.bytes_per_device,
+        val_exit=cal.measured.local_exit_fraction,
+    )
+
+
+# -- the float reference on all sensors concatenated ----------------------------------------------
+def _flat(d: MultiDeviceDataset) -> np.ndarray:
+    return d.x.reshape(len(d), -1).numpy().astype(np.float64)
+
+
+def logistic_reference(splits: DataSplits) -> tuple[float, float]:
+    """(validation, test) accuracy of a standardized LogisticRegression, C chosen on validation."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    assert splits.validation is not None
+    best: tuple[float, float] = (-1.0, 0.0)
+    for c in (0.01, 0.1, 1.0, 10.0):
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+        model.fit(_flat(splits.train), splits.train.labels.numpy())
+        val = model.score(_flat(splits.validation), splits.validation.labels.numpy())
+        if val > best[0]:
+            best = (val, model.score(_flat(splits.test), splits.test.labels.numpy()))
+    return best
+
+
+def mlp_reference(splits: DataSplits, epochs: int) -> tuple[float, float]:
+    """(validation, test) accuracy of a float MLP (64 hidden, ReLU) with the DDNN's recipe."""
+    assert splits.validation is not None
+    x = torch.from_numpy(_flat(splits.train)).float()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Linear(x.shape[1], 64), nn.ReLU(), nn.Linear(64, splits.train.num_classes)
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    y = splits.train.labels
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x)).split(64):
+            opt.zero_grad()
+            F.cross_entropy(net((x[idx] - mean) / std), y[idx]).backward()
+            opt.step()
+
+    def acc(d: MultiDeviceDataset) -> float:
+        with torch.no_grad():
+            z = (torch.from_numpy(_flat(d)).float() - mean) / std
+            return float((net(z).argmax(1) == d.labels).float().mean())
+
+    return acc(splits.validation), acc(splits.test)
+
+
+# -- the staged search ----------------------------------------------------------------------------
+@dataclass
+class Scored:
+    """A candidate's validation figures over all data sets."""
+
+    accuracy: float  # mean over data sets of the validation overall accuracy
+    memory: float  # mean device memory, bytes
+    bytes_ratio: float  # mean payload per device over raw, on validation
+    exits_ok: bool  # >= 50 % local exits on every validation split
+    below_raw: bool  # fewer payload bytes than raw on every validation split
+    values: dict[str, Any]
+    key: str
+
+
+def choose(scored: list[Scored]) -> tuple[Scored, str]:
+    """The goal's constraints first, where some candidate meets them (on validation): >= 50 %
+    local exits, then fewer bytes than raw too. Among those, the best mean validation accuracy;
+    candidates within ``TIE`` points of it go to the least device memory, then the fewest bytes."""
+    pool, rule = scored, "no candidate has >= 50 % local exits on every validation split"
+    if any(s.exits_ok for s in scored):
+        pool, rule = [s for s in scored if s.exits_ok], ">= 50 % local exits"
+        if any(s.below_raw for s in pool):
+            pool, rule = [s for s in pool if s.below_raw], ">= 50 % local exits, below raw bytes"
+    top = max(s.accuracy for s in pool)
+    chosen = min(
+        (s for s in pool if s.accuracy >= top - TIE / 100), key=lambda s: (s.memory, s.bytes_ratio)
+    )
+    return chosen, (
+        f"among candidates with {rule} on validation: mean validation accuracy "
+        f"{100 * chosen.accuracy:.1f}%, best {100 * top:.1f}%; within {TIE} points the least "
+        "device memory, then the fewest bytes"
+    )
+
+
+def stages(quick: bool) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Each stage: changes tried on top of the best candidate so far (the first: on PAPER)."""
+    norm = {"model.device.normalize_input": True}
+    first_float = {"model.device.binary": [False, True]}
+    device = [
+        {},
+        {**norm, "model.device.filters": [16]},
+        {**first_float, "model.device.filters": [16]},
+        {**first_float, **norm, "model.device.filters": [16]},
+        {**first_float, "model.device.filters": [32]},
+        {"model.device.filters": [16], "model.device.binary": False},
+        {"model.device.filters": [32, 16], "model.device.binary": [False, True, True]},
+    ]
+    if quick:
+        return [("device", device[:1] + device[3:4])]
+    return [
+        ("local", [{}, {"model.local_aggregation": "ap"}, {"model.local_aggregation": "cc"}]),
+        ("device", device),
+        (
+            "cloud",
+            [
+                {},
+                {"model.cloud.binary": False},
+                {"model.cloud.filters": [64], "model.cloud.binary": False},
+            ],
+        ),
+        ("wire", [{}, {"model.wire.scores": "float16"}, {"model.wire.scores": "int8"}]),
+    ]
+
+
+def describe(values: dict[str, Any]) -> str:
+    """A candidate in one short line: device · local aggregation · cloud · score encoding."""
+
+    def precision(v: Any) -> str:
+        if isinstance(v, bool):
+            return "binary" if v else "float"
+        return "[" + ",".join("B" if b else "F" for b in v) + "]"
+
+    def widths(v: Any) -> str:
+        return "x".join(str(f) for f in v)
+
+    norm = " norm" if values["model.device.normalize_input"] else ""
+    return (
+        f"dev {widths(values['model.device.filters'])} {precision(values['model.device.binary'])}"
+        f"{norm} | {values['model.local_aggregation']} | cloud "
+        f"{widths(values['model.cloud.filters'])} {precision(values['model.cloud.binary'])} | "
+        f"{values['model.wire.scores']}"
+    )
+
+
+def library_defaults_match(values: dict[str, Any], splits: DataSplits, data: DataConfig) -> str:
+    """Whether ``ddnn``'s defaults for this data (no model keys given) are the chosen values."""
+    fitted = to_dict(fit_model_to_data(RunConfig(data=data), splits).model)
+    differ = []
+    for key, want in values.items():
+        have: Any = fitted
+        for part in key.split(".")[1:]:
+            have = have[part]
+        if have != (list(want) if isinstance(want, tuple) else want):
+            differ.append(f"{key}={have!r} (chosen {want!r})")
+    return "match" if not differ else "differ: " + ", ".join(differ)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test: 10 epochs, 2 candidates")
+    parser.add_argument("--synthetic-seeds", type=int, default=2, help="fresh synthetic sets")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    epochs = 10 if args.quick else TrainConfig().epochs
+    seeds = 1 if args.quick else args.synthetic_seeds
+    names = [("synthetic-vectors", s) for s in range(seeds)]
+    names += [("digits-4", 0), ("breast-cancer-3", 0)]
+    start = time.perf_counter()
+    print(f"command: python benchmarks/sensor_defaults.py {' '.join(argv or sys.argv[1:])}".strip())
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"# sensor defaults: {machine()}; {epochs} epochs, recipe {to_dict(TrainConfig())}")
+    data: dict[tuple[str, int], tuple[DataConfig, DataSplits]] = {}
+    for name, seed in names:
+        dc = DataConfig(name=name, seed=seed, validation_fraction=0.2)
+        data[(name, seed)] = (dc, load_dataset(dc))
+
+    print("\n## float reference on all sensors concatenated (validation / test accuracy %)")
+    refs: dict[str, list[float]] = {}
+    for (name, seed), (_, splits) in data.items():
+        lr, mlp = logistic_reference(splits), mlp_reference(splits, epochs)
+        best = lr if lr[0] >= mlp[0] else mlp
+        refs.setdefault(name, []).append(best[1])
+        print(
+            f"{name} seed {seed} ({len(splits.train)}/{len(splits.validation or [])}/"
+            f"{len(splits.test)} train/val/test): logistic {100 * lr[0]:.1f} / {100 * lr[1]:.1f}, "
+            f"MLP {100 * mlp[0]:.1f} / {100 * mlp[1]:.1f}; bar (better on validation): "
+            f"{100 * best[1]:.1f}"
+        )
+
+    best_values = dict(PAPER)
+    results: dict[str, dict[str, list[Outcome]]] = {}
+    for stage, changes in stages(args.quick):
+        print(f"\n## stage {stage}")
+        print(
+            f"{'candidate':52} {'data':18} {'val%':>5} {'vexit%':>6} {'test%':>5} "
+            f"{'local%':>6} {'cloud%':>6} {'exit%':>5} {'B/dev':>5} {'raw B':>5} {'mem B':>5}"
+        )
+        scored = []
+        for change in changes:
+            values = {**best_values, **change}
+            key = describe(values)
+            if key not in results:
+                per: dict[str, list[Outcome]] = {}
+                for (name, _seed), (dc, splits) in data.items():
+                    per.setdefault(name, []).append(run_candidate(values, splits, dc, epochs))
+                results[key] = per
+            per = results[key]
+            for name, outs in per.items():
+                m = {
+                    f: statistics.mean(getattr(o, f) for o in outs)
+                    for f in Outcome.__dataclass_fields__
+                }
+                print(
+                    f"{key:52} {name:18} {100 * m['val_overall']:5.1f} {100 * m['val_exit']:6.1f} "
+                    f"{100 * m['test_overall']:5.1f} "
+                    f"{100 * m['test_local']:6.1f} {100 * m['test_cloud']:6.1f} "
+                    f"{100 * m['local_exit']:5.1f} {m['bytes_per_device']:5.1f} {m['raw_bytes']:5.0f} "
+                    f"{m['device_memory']:5.0f}"
+                )
+            val = statistics.mean(
+                statistics.mean(o.val_overall for o in outs) for outs in per.values()
+            )
+            memory = statistics.mean(o.device_memory for outs in per.values() for o in outs)
+            ratio = statistics.mean(
+                o.val_bytes / o.raw_bytes for outs in per.values() for o in outs
+            )
+            exits = min(o.val_exit for outs in per.values() for o in outs)
+            below_raw = all(o.val_bytes < o.raw_bytes for outs in per.values() for o in outs)
+            scored.append(Scored(val, memory, ratio, exits >= 0.5, below_raw, values, key))
+        chosen, rule = choose(scored)
+        best_values = chosen.values
+        print(f"-> chosen: {chosen.key} ({rule})")
+
+    print("\n## chosen configuration against the float reference (test, mean over data seeds)")
+    final = results[describe(best_values)]
+    for name, outs in final.items():
+        ref = statistics.mean(refs[name])
+        acc = statistics.mean(o.test_overall for o in outs)
+        exits = statistics.mean(o.local_exit for o in outs)
+        sent = statistics.mean(o.bytes_per_device for o in outs)
+        raw = outs[0].raw_bytes
+        ok = acc >= ref - 0.01 and exits >= 0.5 and sent < raw
+        print(
+            f"{name:18} DDNN {100 * acc:5.1f}%  float {100 * ref:5.1f}%  gap {100 * (ref - acc):+5.1f} "
+            f"points  local exits {100 * exits:5.1f}%  {sent:5.1f} B/device vs raw {raw:.0f} B  "
+            f"goal {'met' if ok else 'NOT met'}"
+        )
+    print(f"\nchosen: {' '.join(_overrides(best_values))}")
+    dc, splits = data[("digits-4", 0)]
+    print(f"ddnn's defaults for vector sensors: {library_defaults_match(best_values, splits, dc)}")
+    print(f"finished in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""The model over a whole data set: in memory in one pass, as before; on disk in chunks.
+
+Evaluation, calibration and experiments call these instead of ``model(data.x)`` so that data
+left on disk (``data.in_memory=false``) are read a chunk at a time. Per-sample results do not
+depend on the chunking; staged inference's byte record is joined as if one batch had been sent
+(``LinkBytes.concat`` renumbers the sample ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from ddnn.data.dataset import AnyDataset
+from ddnn.data.streaming import Batch, iter_chunks
+from ddnn.models.ddnn import DDNN, DDNNOutput, InferenceResult
+from ddnn.wire import LinkBytes
+
+
+def _with_presence(
+    data: AnyDataset, presence: Tensor | None, workers: int
+) -> Iterator[tuple[Batch, Tensor | None]]:
+    begin = 0
+    for batch in iter_chunks(data, workers=workers):
+        end = begin + len(batch)
+        yield batch, None if presence is None else presence[begin:end]
+        begin = end
+
+
+def _cat(parts: list[Tensor | None]) -> Tensor | None:
+    return None if parts[0] is None else torch.cat(parts)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def forward_all(
+    model: DDNN,
+    data: AnyDataset,
+    presence: Tensor | None = None,
+    *,
+    wire: bool = False,
+    workers: int = 0,
+) -> DDNNOutput:
+    """Every exit's logits on every sample: ``model(x)``, or ``model.wire_forward(x)``."""
+    run = model.wire_forward if wire else model
+    outs = [run(b.x, p) for b, p in _with_presence(data, presence, workers)]
+    if len(outs) == 1:
+        return outs[0]
+    return DDNNOutput(
+        _cat([o.device_logits for o in outs]),
+        _cat([o.local_logits for o in outs]),
+        _cat([o.edge_group_logits for o in outs]),
+        _cat([o.edge_logits for o in outs]),
+        _cat([o.cloud_logits for o in outs]),
+    )
+
+
+@torch.no_grad()
+def infer_all(
+    model: DDNN,
+    data: AnyDataset,
+    thresholds: dict[str, float] | None = None,
+    presence: Tensor | None = None,
+    *,
+    workers: int = 0,
+) -> InferenceResult:
+    """``model.infer`` on every sample of ``data``, as one batch."""
+    parts = [model.infer(b.x, thresholds, p) for b, p in _with_presence(data, presence, workers)]
+    if len(parts) == 1:
+        return parts[0]
+    return InferenceResult(
+        torch.cat([r.predictions for r in parts]),
+        torch.cat([r.exit_index for r in parts]),
+        parts[0].exit_names,
+        LinkBytes.concat([r.bytes for r in parts]),
+    )

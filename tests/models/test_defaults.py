@@ -1,0 +1,79 @@
+"""Per-modality defaults: vector sensors get their own, images keep the paper's, given keys win."""
+
+from dataclasses import replace
+
+import pytest
+
+from ddnn.config import DataConfig, ModelConfig, RunConfig, resolve_config
+from ddnn.data.registry import load_dataset
+from ddnn.models import defaults
+from ddnn.models.ddnn import DDNN
+from ddnn.models.defaults import modality, vector_binary, with_modality_defaults
+from ddnn.workflow import fit_model_to_data
+
+VECTORS = ModelConfig(num_devices=4, input_shape=(16,))
+
+
+def test_modality_of_device_shapes():
+    assert modality([(16,), (16,)]) == "vector"
+    assert modality([(2, 12)]) == "series"
+    assert modality([(3, 32, 32)]) == "image"
+    assert modality([(3, 8, 8), (5,)]) == "mixed"
+
+
+def test_vector_devices_get_the_vector_defaults():
+    model = with_modality_defaults(VECTORS)
+    assert model.device.filters == defaults.VECTOR_FILTERS
+    assert model.device.binary == vector_binary(defaults.VECTOR_FILTERS)
+    assert model.device.normalize_input is defaults.VECTOR_NORMALIZE_INPUT
+    assert model.local_aggregation == defaults.VECTOR_LOCAL_AGGREGATION
+    assert model.cloud.filters == defaults.VECTOR_CLOUD_FILTERS
+    assert model.cloud.binary == defaults.VECTOR_CLOUD_BINARY
+    assert model.wire.scores == defaults.VECTOR_SCORES
+    DDNN(model)  # a valid hierarchy
+    assert with_modality_defaults(model) == model  # applying twice changes nothing (resume)
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (2, 12)])
+def test_images_and_time_series_keep_the_papers_defaults(shape):
+    model = replace(VECTORS, input_shape=shape)
+    assert with_modality_defaults(model) == model
+
+
+def test_given_keys_are_kept_even_when_equal_to_the_papers():
+    config = resolve_config(
+        overrides=[
+            "model.device.filters=[4]",
+            "model.local_aggregation=mp",
+            "model.wire.scores=float32",
+        ]
+    )
+    model = with_modality_defaults(replace(config.model, **_shape()), config.given)
+    assert model.device.filters == (4,) and model.local_aggregation == "mp"
+    assert model.wire.scores == "float32"
+    # the precision follows the given depth: a float first layer, then binary
+    assert model.device.binary == (False, True)
+    deep = with_modality_defaults(replace(VECTORS, device=replace(VECTORS.device, filters=(8, 8))))
+    assert deep.device.binary == (False, True, True)
+    kept = resolve_config(
+        overrides=["model.device.binary=true", "model.device.normalize_input=false"]
+    )
+    model = with_modality_defaults(replace(kept.model, **_shape()), kept.given)
+    assert model.device.binary is True and model.device.normalize_input is False
+
+
+def _shape():
+    return {"num_devices": 4, "input_shape": (16,)}
+
+
+def test_fit_model_to_data_applies_them_and_the_paper_run_is_untouched():
+    vectors = load_dataset(DataConfig(name="synthetic-vectors"))
+    fitted = fit_model_to_data(RunConfig(data=DataConfig(name="synthetic-vectors")), vectors)
+    assert (
+        fitted.model == with_modality_defaults(fitted.model) != replace(ModelConfig(), **_shape())
+    )
+    assert fitted.model.device.normalize_input is defaults.VECTOR_NORMALIZE_INPUT
+    images = load_dataset(DataConfig(num_train=8, num_test=4))
+    assert fit_model_to_data(RunConfig(data=DataConfig(num_train=8, num_test=4)), images).model == (
+        ModelConfig()
+    )
