@@ -4,8 +4,6 @@ bytes from its own shape) and exports the camera to C, with a clear error for th
 
 from __future__ import annotations
 
-import json
-import math
 import shutil
 from pathlib import Path
 
@@ -49,7 +47,9 @@ def test_mixed_devices_deploy_as_they_evaluate(mixed_run):
     test = load_dataset(config.data).test
     thresholds = {"local": 0.6}
     expected = model.infer(test.x, thresholds)
-    dep = start_local(mixed_run, {"thresholds": "local=0.6", "deadline": 2.0, "upper_timeout": 10.0})
+    dep = start_local(
+        mixed_run, {"thresholds": "local=0.6", "deadline": 2.0, "upper_timeout": 10.0}
+    )
     try:
         run_local(dep, grace=2.0, timeout=120.0)
     finally:
