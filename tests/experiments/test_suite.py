@@ -191,3 +191,27 @@ def test_cli_experiment_and_its_errors(tmp_path, capsys):
     assert "holds results for another setup" in capsys.readouterr().err
     assert main(["reproduce", "--seeds", "0", "--out", str(tmp_path / "x")]) == 2
     assert "--seeds must be >= 1" in capsys.readouterr().err
+
+
+def test_a_given_value_equal_to_the_papers_is_what_the_trials_train(tmp_path):
+    """Trials train in worker processes from the config's JSON; a key the user gave (here the
+    paper's device.filters=[4], which vector data would otherwise replace by its own default)
+    must still be the one trained, and the report must show what was trained."""
+    vectors = ["data.name=synthetic-vectors", "model.device.filters=[4]"]
+    run_suite(["threshold"], _base(*vectors), [0], True, tmp_path, jobs=1)
+    doc = json.loads((tmp_path / "threshold.json").read_text())
+    (trial,) = doc["trials"]
+    trained = yaml.safe_load((tmp_path / "runs" / trial["run"] / "config.yaml").read_text())
+    assert trained["model"]["device"]["filters"] == [4]  # as given, not the vector default
+    assert trained["model"]["input_shape"] == [16]  # the data's, not given
+    assert doc["base_config"]["model"] == trained["model"]
+    assert doc["base_config_key"] == trial["run"]
+
+
+def test_a_config_that_disagrees_with_the_data_fails_before_any_training(tmp_path):
+    """model.num_devices=6 equals the default but is given; the data keeps 2 devices. The suite
+    refuses before it trains anything or claims the folder."""
+    base = _base("data.devices=[0,2]", "model.num_devices=6")
+    with pytest.raises(ValueError, match=r"^model.num_devices = 6 but data set 'synthetic-mvmc'"):
+        run_suite(["threshold"], base, [0], True, tmp_path, jobs=1)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "manifest.json").exists()

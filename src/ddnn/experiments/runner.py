@@ -5,6 +5,10 @@ directory is named after a hash of the resolved config, so two experiments askin
 model share one training, and an interrupted ``reproduce`` finds finished runs (marked by
 ``done.json``) and does not retrain them. Training runs in worker processes (one thread each);
 experiments for different seeds are planned concurrently so the workers stay busy.
+
+A trial is fitted to its data (``fit_model_to_data``) here, where the keys the user gave are
+known, and the run is named after the fitted config; the worker gets those keys with the config,
+since they do not survive its JSON, so what it trains is what the report shows.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ddnn.data.registry import load_dataset
 from ddnn.data.split import apply_device_selection, carve_validation
 from ddnn.models.ddnn import DDNN
 from ddnn.train.checkpoint import load_run
+from ddnn.workflow import fit_model_to_data
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +67,20 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def train_trial(config_json: str, run_dir: str) -> dict[str, Any]:
-    """Train one config into ``run_dir`` (runs in a worker process) and mark it done."""
+def fit_trial(config: RunConfig) -> RunConfig:
+    """``config`` fitted to its data (devices, shapes, classes, modality defaults); a value the
+    user gave that the data contradicts is a ``ValueError``, raised before any training."""
+    return fit_model_to_data(config, load_splits(config.data))
+
+
+def train_trial(config_json: str, run_dir: str, given: Sequence[str] = ()) -> dict[str, Any]:
+    """Train one config into ``run_dir`` (runs in a worker process) and mark it done.
+
+    ``given``: the keys the user set (``RunConfig.given``), which the JSON does not carry.
+    """
     from ddnn.workflow import train_run
 
-    config = from_dict(RunConfig, json.loads(config_json))
+    config = replace(from_dict(RunConfig, json.loads(config_json)), given=frozenset(given))
     _, fitted, history, _ = train_run(config, run_dir, splits=load_splits(config.data))
     summary = {
         "config_key": config_key(config),
@@ -142,12 +156,12 @@ class RunCache:
             elif self.jobs == 1:
                 future = Future()
                 try:
-                    future.set_result(train_trial(json.dumps(to_dict(config)), str(run_dir)))
+                    future.set_result(train_trial(*_trial_args(config, run_dir)))
                 except Exception as exc:  # handed to the caller through the future
                     future.set_exception(exc)
                 self.trained += 1
             else:
-                future = self._pool().submit(train_trial, json.dumps(to_dict(config)), str(run_dir))
+                future = self._pool().submit(train_trial, *_trial_args(config, run_dir))
                 self.trained += 1
             self._futures[key] = future
             return future
@@ -155,6 +169,10 @@ class RunCache:
     def get(self, config: RunConfig) -> TrainedRun:
         summary = self.submit(config).result()
         return TrainedRun(self.root / config_key(config), config, summary)
+
+
+def _trial_args(config: RunConfig, run_dir: Path) -> tuple[str, str, list[str]]:
+    return json.dumps(to_dict(config)), str(run_dir), sorted(config.given)
 
 
 def _read_done(run_dir: Path, key: str) -> dict[str, Any] | None:
@@ -203,8 +221,11 @@ class ExperimentContext:
         return self.run_many([tuple(overrides)])[0]
 
     def run_many(self, trials: Sequence[Sequence[str]]) -> list[TrainedRun]:
-        """Train (or reuse) several trials at once, in parallel; results in the given order."""
-        configs = [self.config(*t) for t in trials]
+        """Train (or reuse) several trials at once, in parallel; results in the given order.
+
+        Each trial is fitted to its data first, so a config the data contradicts fails here.
+        """
+        configs = [fit_trial(self.config(*t)) for t in trials]
         self.history += [
             TrialRecord(tuple(t), config_key(c)) for t, c in zip(trials, configs, strict=True)
         ]

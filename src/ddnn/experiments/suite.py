@@ -23,8 +23,7 @@ from typing import Any
 from ddnn.config import RunConfig, to_dict
 from ddnn.experiments.measure import CHOOSE_ON, REPORT_ON
 from ddnn.experiments.registry import Experiment, Row, get_experiment
-from ddnn.experiments.runner import ExperimentContext, RunCache, config_key, load_splits
-from ddnn.workflow import fit_model_to_data
+from ddnn.experiments.runner import ExperimentContext, RunCache, config_key, fit_trial
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +211,7 @@ def _grow(progress: Any, n: int) -> None:
 def write_result(out: Path, result: ExperimentResult, base: RunConfig) -> None:
     """``NAME.csv`` (one line per seed and row), ``NAME.json`` (everything, with configs)."""
     name = result.experiment.name
+    fitted = fit_trial(base)
     columns: list[str] = []
     for row in result.rows:
         columns += [c for c in row if c not in columns]
@@ -229,8 +229,8 @@ def write_result(out: Path, result: ExperimentResult, base: RunConfig) -> None:
         "git_revision": git_revision(),
         "command": " ".join(["ddnn", *sys.argv[1:]]) if sys.argv else "",
         # The model's devices, input shape and classes as fitted to the data, as trained.
-        "base_config": to_dict(fit_model_to_data(base, load_splits(base.data))),
-        "base_config_key": config_key(base),
+        "base_config": to_dict(fitted),
+        "base_config_key": config_key(fitted),  # hashed as the trials' run directories are
         "choose_on": CHOOSE_ON,
         "report_on": REPORT_ON,
         "trials": result.trials,
@@ -261,6 +261,7 @@ def run_suite(
     if not seeds:
         raise ValueError("need at least one seed (--seeds N with N >= 1)")
     check_validation(base)
+    fit_trial(base)  # a config the data contradicts is refused before the folder is claimed
     check_manifest(out, base, quick)
     cache = RunCache(out / "runs", jobs)
     results = []
