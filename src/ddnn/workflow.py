@@ -51,7 +51,8 @@ def fit_model_to_data(config: RunConfig, splits: DataSplits) -> RunConfig:
         given = value != getattr(defaults, key) or f"model.{key}" in config.given
         if given and value != data_value:  # a given value equal to the default counts too
             raise ValueError(
-                f"model.{key} = {value} but data set {config.data.name!r} has {data_value}"
+                f"model.{key} = {value} but data set {config.data.name!r} has {data_value}; "
+                f"give {data_value} or leave model.{key} out to take the data's"
             )
     fitted = replace(
         model,

@@ -132,3 +132,62 @@ def test_console_script_runs():
         [sys.executable, "-m", "ddnn.cli", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "demo" in result.stdout
+
+
+@pytest.fixture
+def two_class_npz(tmp_path):
+    """6 devices of 3x4x4 images, 2 classes: the data's class count differs from the default 3."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 6, 3, 4, 4)).astype(np.float32)
+    path = tmp_path / "two.npz"
+    np.savez(path, X=x, y=np.arange(40) % 2)
+    return path
+
+
+def test_a_given_value_equal_to_the_default_that_the_data_contradicts_exits_2(
+    two_class_npz, tmp_path, capsys
+):
+    """model.num_classes=3 is the default; given for 2-class data it is one line and exit 2
+    (train, from a flag or a YAML file, and experiment), and nothing is trained or written."""
+    data = ["--data", "npz", "--data-path", str(two_class_npz)]
+    expected = (
+        "ddnn: error: model.num_classes = 3 but data set 'npz' has 2; "
+        "give 2 or leave model.num_classes out to take the data's"
+    )
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("model:\n  num_classes: 3\n")
+    report = tmp_path / "report"
+    for argv in (
+        ["train", *data, "--out", str(tmp_path / "a"), "model.num_classes=3"],
+        ["train", *data, "--out", str(tmp_path / "b"), "--config", str(yaml_file)],
+        [
+            "experiment",
+            "threshold",
+            *data,
+            "--quick",
+            "--jobs",
+            "1",
+            "--out",
+            str(report),
+            "model.num_classes=3",
+        ],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.strip().splitlines() == [expected], argv
+    assert not (tmp_path / "a" / "checkpoint.pt").exists()
+    assert not (tmp_path / "b" / "checkpoint.pt").exists()
+    assert not report.exists()
+
+
+def test_a_value_left_out_is_taken_from_the_data(two_class_npz, tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--data", "npz", "--data-path", str(two_class_npz), "--out", str(out)]
+    assert main([*argv, "--epochs", "1"]) == 0
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["model"]["num_classes"] == 2 and saved["model"]["num_devices"] == 6
+    assert saved["model"]["input_shape"] == [3, 4, 4]
