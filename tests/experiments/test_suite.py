@@ -215,3 +215,17 @@ def test_a_config_that_disagrees_with_the_data_fails_before_any_training(tmp_pat
     with pytest.raises(ValueError, match=r"^model.num_devices = 6 but data set 'synthetic-mvmc'"):
         run_suite(["threshold"], base, [0], True, tmp_path, jobs=1)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "manifest.json").exists()
+
+
+def test_without_device_dropout_the_report_still_judges_the_missing_device_goal(tmp_path):
+    run_suite(["missing"], _base("train.device_dropout=0"), [0], True, tmp_path, jobs=1)
+    rows = json.loads((tmp_path / "missing.json").read_text())["rows"]
+    # one masked model (trained without dropout): none + 6 singles + 15 pairs; 6 retrained
+    assert sum(r["protocol"] == "mask, dropout 0" for r in rows) == 22
+    assert {r["protocol"] for r in rows} == {"mask, dropout 0", "retrain"}
+    goals = write_report(tmp_path).read_text().split("## Goals")[1].split("\n## ")[0]
+    (line,) = [g for g in goals.splitlines() if g.startswith("- Any one device missing")]
+    assert "(trained without device dropout: train.device_dropout = 0)" in line
+    assert (
+        "**met** on the mean" in line or "**missed** on the mean" in line
+    ) and "Per seed: 0 " in line
