@@ -119,6 +119,9 @@ def iter_batches(
     idx = _check_order(order, len(data))
     size = batch_size or max(len(idx), 1)
     if isinstance(data, MultiDeviceDataset):
+        if size >= len(data) and _is_everything_in_order(idx, len(data)):
+            yield Batch(data.x, data.view_labels, data.labels)  # no copy of the whole set
+            return
         for begin in range(0, len(idx), size):
             i = idx[begin : begin + size]
             yield Batch(data.x[i], data.view_labels[i], data.labels[i])
@@ -131,6 +134,10 @@ def iter_batches(
         pin_memory=pin_memory and torch.cuda.is_available(),
     )
     yield from loader
+
+
+def _is_everything_in_order(idx: Tensor, n: int) -> bool:
+    return len(idx) == n and bool(torch.equal(idx, torch.arange(n, dtype=idx.dtype)))
 
 
 def chunk_size(data: AnyDataset, budget: int | None = None) -> int:

@@ -162,6 +162,18 @@ class DDNN(nn.Module):
             )
         return presence.to(torch.bool)
 
+    def input_layout(self, x: Tensor) -> Tensor:
+        """``x`` (B, D, C, H, W) stored so that ``x.flatten(1, 2)`` is already the channels-last
+        (B, D*C, H, W) the stacked devices convolve: a trainer converts its data once instead of
+        every step (rows gathered from it keep the layout). Other inputs come back unchanged."""
+        if x.dim() != 5 or self.packed or self.config.device.share_weights:
+            return x
+        if not self._devices_stack():
+            return x
+        b, d, c = x.shape[:3]
+        stacked = x.reshape(b, d * c, *x.shape[3:]).contiguous(memory_format=torch.channels_last)
+        return stacked.unflatten(1, (d, c))
+
     def _run_devices(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
         """All devices on ``x`` (B, D, ...) -> scores (B, D, C) or None, features (B, D, ...)."""
         if self.packed:
@@ -172,18 +184,23 @@ class DDNN(nn.Module):
             out_scores = None if scores is None else scores.view(b, d, -1)
             return out_scores, feats.view(b, d, *feats.shape[1:])
         sections = [self.device(i) for i in range(self.config.num_devices)]
-        stacks = [s.features for s in sections]
-        if (
-            all(s.head is not None and s.input_norm is None for s in sections)
-            and stackable(stacks)
-            and worth_stacking(stacks)
-        ):
+        if self._devices_stack():
             return self._run_stacked_devices(x, sections)
         outs = [s(x[:, i]) for i, s in enumerate(sections)]
         feats = torch.stack([f for _, f in outs], dim=1)
         if not self.has_local_exit:
             return None, feats
         return torch.stack([s for s, _ in outs], dim=1), feats  # type: ignore[misc]
+
+    def _devices_stack(self) -> bool:
+        """Whether the devices run as one grouped stack (``ddnn.nn.stacked``)."""
+        sections = [self.device(i) for i in range(self.config.num_devices)]
+        stacks = [s.features for s in sections]
+        return (
+            all(s.head is not None and s.input_norm is None for s in sections)
+            and stackable(stacks)
+            and worth_stacking(stacks)
+        )
 
     def _run_stacked_devices(
         self, x: Tensor, sections: list[DeviceSection]

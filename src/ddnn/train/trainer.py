@@ -13,13 +13,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
 from ddnn.config import TrainConfig
-from ddnn.data.dataset import AnyDataset
+from ddnn.data.dataset import AnyDataset, MultiDeviceDataset
 from ddnn.data.streaming import Batch, iter_batches
 from ddnn.models.ddnn import DDNN
 from ddnn.nn.binary import clip_latent_weights
@@ -159,10 +159,16 @@ def train(
     join(world, placement.device)
     model.to(placement.device)
     step_model = _wrap(model, world, placement)
+    if isinstance(data, MultiDeviceDataset):  # in memory: the model's layout once, not per step
+        data = replace(data, x=model.input_layout(data.x))
     on_gpu = placement.device.type == "cuda"
     gen = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        model.parameters(),
+        lr=config.lr,
+        betas=config.betas,
+        weight_decay=config.weight_decay,
+        foreach=True,  # one kernel per step for all tensors; the same values as the loop
     )
     scaler = placement.grad_scaler()
     batch = n if config.batch_size == 0 else min(config.batch_size, n)
@@ -207,6 +213,8 @@ def train(
             mine = torch.cat(
                 [order[:0], *(order[f:][world.share(min(batch, n - f))] for f in firsts)]
             )
+            if batch == n and world.size == 1:  # one batch of everything: its order is moot
+                mine = torch.arange(n)
             batches = iter_batches(
                 data, mine, batch // world.size, workers=workers, pin_memory=on_gpu
             )
