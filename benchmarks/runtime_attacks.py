@@ -73,6 +73,7 @@ except ImportError:  # the runtime as issue 11 reported it: JSON, no parser modu
 
 
 from ddnn.runtime.mqtt import close_client, connect_client
+from ddnn.runtime.protocol import WINDOW
 
 PACED = {"rate": 40.0, "deadline": 0.5, "thresholds": "0.5"}
 RSS_LIMIT_MB = 30.0
@@ -558,13 +559,13 @@ def deploy(
 
 
 def far_ahead_and_phantom_ids(ctx: Ctx) -> None:
-    """Class 1: one valid SCORES frame 115 samples ahead; 400 frames with ids >= 10**6.
+    """Class 1: one valid SCORES frame a window and 51 samples ahead; 400 frames with ids >= 10**6.
 
     "Ahead" of the newest position seen and of the run's last sample: the position the attacker
     saw may lag the aggregator's (progress goes out every few decisions), and the frame must be
-    beyond the aggregator's 64-sample window whenever it arrives."""
+    beyond the aggregator's window (``WINDOW`` samples) whenever it arrives."""
     ctx.wait_running()
-    ahead = max(*ctx.position, ctx.dep.samples - 1) + 115
+    ahead = max(*ctx.position, ctx.dep.samples - 1) + WINDOW + 51
     ctx.marks["forged_ahead"] = ahead
     ctx.publish(
         [
@@ -586,7 +587,7 @@ def far_ahead_and_phantom_ids(ctx: Ctx) -> None:
 
 def in_window_forgery(ctx: Ctx) -> None:
     """Class 1, inside the window: single valid frames 40 ids past the newest sample seen, one
-    every 0.6 s (beyond where the devices are, but within the aggregator's 64-sample window)."""
+    every 0.6 s (beyond where the devices are, but within the aggregator's window)."""
     ctx.wait_running()
     for _ in range(4):
         ahead = max(ctx.position) + 40
@@ -1080,7 +1081,7 @@ SCENARIOS = [
     Scenario("0", "baseline, no attack", "c", ()),
     Scenario(
         "1a",
-        "forged ids: +115 ahead, 400 >= 10**6",
+        f"forged ids: +{WINDOW + 51} ahead, 400 >= 10**6",
         "c",
         (far_ahead_and_phantom_ids,),
         check_far_ahead,

@@ -32,6 +32,7 @@ from ddnn.cli import main as ddnn  # noqa: E402
 from ddnn.config import resolve_config  # noqa: E402
 from ddnn.data.registry import load_dataset  # noqa: E402
 from ddnn.runtime.deploy import finish_local, run_local, start_local  # noqa: E402
+from ddnn.runtime.protocol import BATCH, WINDOW  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results_runtime_speed.txt"
 
@@ -162,7 +163,11 @@ def paper_model_tables(run: Path, n: int, log: Any) -> None:
     )
     log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     modes = [
-        ("as fast as possible (defaults: batch ≤ 16, window 64)", {"deadline": 1.0}, None),
+        (
+            f"as fast as possible (defaults: batch ≤ {BATCH}, window {WINDOW})",
+            {"deadline": 1.0},
+            None,
+        ),
         ("rate 20/s, batch 1", {"rate": 20.0, "batch": 1}, 300),
         ("rate 100/s, batch 1", {"rate": 100.0, "batch": 1}, 600),
     ]

@@ -48,7 +48,7 @@ from ddnn.runtime.messages import (
 )
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node
-from ddnn.runtime.protocol import DEVICE, EDGE, EDGE_NODE, LOCAL, Topics
+from ddnn.runtime.protocol import DEVICE, EDGE, EDGE_NODE, LOCAL, WINDOW, Topics
 from ddnn.runtime.rollout import Versions
 from ddnn.runtime.score_slots import Arrivals, ByteMaps, Costs, ScoreSlots
 from ddnn.runtime.window import FinishedIds
@@ -125,7 +125,7 @@ class AggregatorNode(Node):
         thresholds: dict[str, float] | None = None,
         deadline: float = 0.5,
         upper_timeout: float = 3.0,
-        window: int = 64,
+        window: int = WINDOW,
         qos: int = 1,
     ) -> None:
         _, config, version = load_section(run_dir, "local")

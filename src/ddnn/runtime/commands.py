@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ddnn.config import ModelConfig
-from ddnn.runtime.protocol import Topics
+from ddnn.runtime.protocol import BATCH, WINDOW, Topics
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def _serve_devices(args: argparse.Namespace, mc: ModelConfig, settings: Any, top
             topics,
             rate=args.rate,
             batch=args.batch,
-            window=args.window or 64,
+            window=args.window or WINDOW,
             score_encoding=mc.wire.scores,
             wait_for_start=args.wait_for_start,
             qos=args.qos,
@@ -288,7 +288,7 @@ def _upper_node(args: argparse.Namespace, mc: ModelConfig, settings: Any, topics
             thresholds,
             deadline=args.deadline,
             upper_timeout=args.upper_timeout,
-            window=args.window or 64,
+            window=args.window or WINDOW,
             qos=args.qos,
         )
     from ddnn.runtime.upper_nodes import CloudNode, EdgeNode
@@ -575,15 +575,15 @@ def add_runtime_parsers(sub: Any) -> None:
     g.add_argument(
         "--batch",
         type=_checked("batch"),
-        default=16,
-        help="most samples per device inference call and frame (16; fewer when fewer are due)",
+        default=BATCH,
+        help=f"most samples per device inference call and frame ({BATCH}; fewer when fewer are due)",
     )
     g.add_argument(
         "--window",
         type=_checked("window"),
         default=None,
-        help="devices: samples a device runs ahead of the aggregator's decisions (64); "
-        "aggregator: sample ids accepted ahead of them, >= every device's window (64)",
+        help=f"devices: samples a device runs ahead of the aggregator's decisions ({WINDOW}); "
+        f"aggregator: sample ids accepted ahead of them, >= every device's window ({WINDOW})",
     )
     g.add_argument("--engine", choices=("torch", "c"), default="torch")
     g.add_argument("--wait-for-start", action="store_true", help="wait for a start command")
@@ -663,7 +663,7 @@ def add_runtime_parsers(sub: Any) -> None:
     p.add_argument(
         "--rate", type=_checked("rate"), default=0.0, help="samples/s per device (0: at once)"
     )
-    p.add_argument("--batch", type=_checked("batch"), default=16)
+    p.add_argument("--batch", type=_checked("batch"), default=BATCH)
     p.add_argument("--engine", choices=("torch", "c"), default="torch")
     p.add_argument("--deadline", type=_checked("deadline"), help="s (default: serve's)")
     p.add_argument("--upper-timeout", type=_checked("upper_timeout"), help="s (default: serve's)")

@@ -28,7 +28,7 @@ from ddnn.runtime.feature_cache import FeatureCache
 from ddnn.runtime.messages import Control, parse_progress, samples_asked_of
 from ddnn.runtime.mqtt import BrokerSettings
 from ddnn.runtime.node import Node, NodeFenced
-from ddnn.runtime.protocol import Topics
+from ddnn.runtime.protocol import BATCH, WINDOW, Topics
 from ddnn.runtime.rollout import Versions
 from ddnn.wire import encode_features_frame_ids, encode_scores_frame, score_bytes
 from ddnn.wire.accounting import raw_bytes_per_device
@@ -91,8 +91,8 @@ class DeviceNode(Node):
         topics: Topics,
         *,
         rate: float = 0.0,
-        batch: int = 16,
-        window: int = 64,
+        batch: int = BATCH,
+        window: int = WINDOW,
         feature_ttl: float = 30.0,
         cache_size: int = 20_000,
         wait_for_start: bool = False,

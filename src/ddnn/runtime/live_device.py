@@ -33,7 +33,7 @@ from ddnn.runtime.device_node import DeviceNode, consecutive_runs
 from ddnn.runtime.engine import DeviceEngine, prepare_inputs
 from ddnn.runtime.messages import parse_tick
 from ddnn.runtime.mqtt import BrokerSettings
-from ddnn.runtime.protocol import Topics
+from ddnn.runtime.protocol import BATCH, Topics
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class LiveDeviceNode(DeviceNode):
         *,
         triggered: bool = False,
         tick_deadline: float = 0.5,
-        batch: int = 16,
+        batch: int = BATCH,
         feature_ttl: float = 30.0,
         cache_size: int = 20_000,
         score_encoding: str = "float32",

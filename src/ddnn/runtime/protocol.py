@@ -51,6 +51,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ONLINE, OFFLINE, DONE = b"online", b"offline", b"done"
+# Flow control. Under load a device sends what is ready in one frame of up to BATCH samples and
+# runs up to WINDOW samples ahead of the aggregator's decisions; at light load its frames hold one
+# sample. Measured in benchmarks/runtime_speed.py (results_runtime_speed.txt): with 16 and 64, 60
+# devices were limited to ~110 samples/s by per-frame costs; 64 and 256 amortize them.
+BATCH = 64  # most samples per device inference call and frame
+WINDOW = 256  # samples a device runs ahead of the decided ones; ids the aggregator accepts ahead
+
 STOP = b"stop"
 
 # The topic levels that name a device's or an edge's own topics: ddnn/<ns>/d/K/…, …/e/E/…
