@@ -459,3 +459,17 @@ def test_cli_reports_a_compressed_npz_as_a_usage_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("ddnn: error: ") and "np.savez, not np.savez_compressed" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_batch_of_everything_in_order_is_the_data_itself_and_any_other_order_a_gather():
+    x = torch.arange(5 * 2 * 3, dtype=torch.float32).reshape(5, 2, 3)
+    data = MultiDeviceDataset(
+        x, torch.zeros(5, 2, dtype=torch.long), torch.arange(5) % 2, ("a", "b")
+    )
+    (whole,) = iter_batches(data, torch.arange(5), 0)
+    assert whole.x is data.x  # no copy of the whole set
+    order = torch.tensor([4, 2, 0, 1, 3])
+    (shuffled,) = iter_batches(data, order, 0)
+    assert torch.equal(shuffled.x, x[order]) and torch.equal(shuffled.labels, order % 2)
+    first, second = iter_batches(data, torch.arange(5), 3)  # in order, but in two batches
+    assert torch.equal(first.x, x[:3]) and torch.equal(second.x, x[3:])

@@ -120,3 +120,32 @@ def test_inference_equals_devices_one_by_one(name, monkeypatch):
     for key, e in vars(expected_wire).items():
         if e is not None:
             torch.testing.assert_close(getattr(got_wire, key), e, atol=1e-5, rtol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_input_laid_out_once_gives_the_same_outputs_and_needs_no_copy(name: str) -> None:
+    """``input_layout`` stores (B, D, C, H, W) so that the stacked devices' (B, D*C, H, W) view is
+    channels-last already; the outputs are those of the plain input, bit for bit."""
+    torch.manual_seed(0)
+    model = DDNN(CONFIGS[name]).eval()
+    x = torch.randn(5, CONFIGS[name].num_devices, *SMALL["input_shape"])
+    laid = model.input_layout(x)
+    assert torch.equal(laid, x)  # the same values, another memory order
+    assert laid.flatten(1, 2).is_contiguous(memory_format=torch.channels_last)
+    assert not x.flatten(1, 2).is_contiguous(memory_format=torch.channels_last)
+    rows = laid[torch.tensor([3, 0, 4])]  # a gathered batch keeps the layout
+    assert rows.flatten(1, 2).is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        a, b = model(x), model(laid)
+    assert a.exit_logits().keys() == b.exit_logits().keys()
+    for k, logits in a.exit_logits().items():
+        assert torch.equal(logits, b.exit_logits()[k]), k
+    assert torch.equal(a.device_logits, b.device_logits)
+
+
+def test_input_layout_leaves_shared_weight_devices_alone() -> None:
+    config = ModelConfig(
+        num_devices=3, device=DeviceConfig(filters=(4,), share_weights=True), **SMALL
+    )
+    x = torch.randn(2, 3, *SMALL["input_shape"])
+    assert DDNN(config).input_layout(x) is x

@@ -42,6 +42,9 @@ class TrainHistory:
     seconds: float = 0.0
 
 
+RELAYOUT_BYTES = 512 * 2**20  # in-memory inputs up to this size are re-laid out once for training
+
+
 def seed_everything(seed: int, threads: int = 0) -> None:
     """Seed torch and make CPU kernels deterministic."""
     torch.manual_seed(seed)
@@ -159,7 +162,9 @@ def train(
     join(world, placement.device)
     model.to(placement.device)
     step_model = _wrap(model, world, placement)
-    if isinstance(data, MultiDeviceDataset):  # in memory: the model's layout once, not per step
+    if isinstance(data, MultiDeviceDataset) and data.x.nbytes <= RELAYOUT_BYTES:
+        # the model's layout once, not a copy per step (a larger set is converted per batch,
+        # so training never holds two copies of a big one)
         data = replace(data, x=model.input_layout(data.x))
     on_gpu = placement.device.type == "cuda"
     gen = torch.Generator().manual_seed(config.seed)
