@@ -167,7 +167,7 @@ class DDNN(nn.Module):
         (B, D*C, H, W) the stacked devices convolve: a trainer converts its data once instead of
         every step (rows gathered from it keep the layout). Other inputs come back unchanged."""
         if x.dim() != 5 or self.packed or self.config.device.share_weights:
-            return x
+            return x  # the cases _run_devices does not stack, checked before the stacking test
         if not self._devices_stack():
             return x
         b, d, c = x.shape[:3]

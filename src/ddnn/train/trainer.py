@@ -215,11 +215,12 @@ def train(
             state = None
             # Global batches from ``skip`` on; this process reads only its share of each.
             firsts = range(skip * batch, n, batch)
-            mine = torch.cat(
-                [order[:0], *(order[f:][world.share(min(batch, n - f))] for f in firsts)]
-            )
-            if batch == n and world.size == 1:  # one batch of everything: its order is moot
-                mine = torch.arange(n)
+            if batch == n and world.size == 1 and skip == 0:
+                mine = torch.arange(n)  # one batch of everything: its order is moot
+            else:
+                mine = torch.cat(
+                    [order[:0], *(order[f:][world.share(min(batch, n - f))] for f in firsts)]
+                )
             batches = iter_batches(
                 data, mine, batch // world.size, workers=workers, pin_memory=on_gpu
             )
