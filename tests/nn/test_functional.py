@@ -66,3 +66,15 @@ def test_entropy_bounds_and_log_space_agreement(logits):
 def test_entropy_needs_two_classes():
     with pytest.raises(ValueError, match="at least 2 classes"):
         normalized_entropy(torch.ones(3, 1))
+
+@pytest.mark.parametrize("binarize", [sign_activation, sign_weight])
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_inference_binarizes_to_the_same_values_without_recording_a_gradient(binarize, context):
+    values = [-2.0, -1.0, -0.0, 0.0, 1e-30, -1e-30, 0.5, 3.0]
+    w = torch.tensor(values, requires_grad=True)
+    with context():
+        out = binarize(w)
+    assert out.tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0]
+    assert out.grad_fn is None and not out.requires_grad
+    # a tensor that needs no gradient takes the same path with gradients on
+    assert binarize(torch.tensor(values)).tolist() == out.tolist()

@@ -62,14 +62,22 @@ class _SignWeightSTE(torch.autograd.Function):
         return grad_output
 
 
+def _records_gradient(x: Tensor) -> bool:
+    return x.requires_grad and torch.is_grad_enabled()
+
+
 def sign_activation(x: Tensor) -> Tensor:
-    """Binarize activations to ±1 with the straight-through estimator of eBNN/BinaryNet."""
-    return _SignActivationSTE.apply(x)
+    """Binarize activations to ±1 with the straight-through estimator of eBNN/BinaryNet.
+
+    Where no gradient is recorded (inference) the estimator is skipped: the same values, without
+    an autograd function's overhead on every call."""
+    return _SignActivationSTE.apply(x) if _records_gradient(x) else sign(x)
 
 
 def sign_weight(w: Tensor) -> Tensor:
-    """Binarize weights to ±1; the gradient reaches the latent weight unchanged."""
-    return _SignWeightSTE.apply(w)
+    """Binarize weights to ±1; the gradient reaches the latent weight unchanged (inference
+    skips the estimator, as :func:`sign_activation` does)."""
+    return _SignWeightSTE.apply(w) if _records_gradient(w) else sign(w)
 
 
 def normalized_entropy(probs: Tensor, dim: int = -1) -> Tensor:
