@@ -1,11 +1,14 @@
-"""Defaults for vector (feature) sensors, chosen by measurement on synthetic and real multi-view data.
+"""Defaults for vector and time-series sensors, chosen by measurement on synthetic and real multi-view data.
 
 Data (``ddnn.data.tabular``): ``synthetic-vectors`` (issue 15's easy case: 4 sensors x 16
 features, 3 classes, the class's feature shifted +2σ; one fresh 600-sample set per data seed),
 ``digits-4`` (scikit-learn's real 8 x 8 digits, one 4 x 4 quadrant per sensor, 10 classes) and
 ``breast-cancer-3`` (scikit-learn's real breast cancer set, its mean / error / worst views of 10
 measurements as 3 sensors, 2 classes). Each split: seeded 80/20 train/test, and 20 % of train held
-out as validation.
+out as validation. With ``--modality series`` (``ddnn.data.series``): ``synthetic-series`` (4
+three-axis vibration sensors x 64 steps, 3 classes by frequency, under a distractor vibration and
+noise growing from sensor to sensor; one fresh set per data seed) and ``digits-rows-4`` (the real
+digits read as series: two rows, 2 x 8, per sensor).
 
 Every DDNN candidate is trained with the default recipe (``TrainConfig()``), its local-exit
 threshold calibrated on the validation split (``ddnn.eval.calibrate``, target: no accuracy below
@@ -24,10 +27,10 @@ sample); local% / cloud% every test sample forced to that exit; raw B the raw in
 mem B device memory (``ddnn profile``).
 
 The reference is a float model on all sensors concatenated (standardized inputs): scikit-learn's
-LogisticRegression (C chosen on validation) and a one-hidden-layer MLP; the one better on
-validation is the bar.
+LogisticRegression (C chosen on validation) and a one-hidden-layer MLP, and for series also a
+float 1-D CNN on all sensors' channels stacked; the one better on validation is the bar.
 
-Run: python benchmarks/sensor_defaults.py [--quick] [--synthetic-seeds N]
+Run: python benchmarks/sensor_defaults.py [--modality vector|series] [--quick] [--synthetic-seeds N]
 (``--quick``: 10 epochs, one synthetic seed, two candidates; a smoke test, not a measurement).
 """
 
@@ -179,6 +182,50 @@ def mlp_reference(splits: DataSplits, epochs: int) -> tuple[float, float]:
     return acc(splits.validation), acc(splits.test)
 
 
+def cnn_reference(splits: DataSplits, epochs: int) -> tuple[float, float]:
+    """(validation, test) accuracy of a float 1-D CNN on every sensor's channels stacked:
+    two conv(3)-BN-ReLU-maxpool(2) blocks of 32 and 64 filters, global average, linear."""
+    assert splits.validation is not None
+
+    def stacked(d: MultiDeviceDataset) -> torch.Tensor:
+        x = d.x.float()
+        return x.reshape(len(d), -1, x.shape[-1])  # (N, sensors * channels, L)
+
+    x = stacked(splits.train)
+    torch.manual_seed(0)
+
+    def block(cin: int, cout: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv1d(cin, cout, 3, padding=1), nn.BatchNorm1d(cout), nn.ReLU(), nn.MaxPool1d(2)
+        )
+
+    net = nn.Sequential(
+        nn.BatchNorm1d(x.shape[1]),
+        block(x.shape[1], 32),
+        block(32, 64),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(64, splits.train.num_classes),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    y = splits.train.labels
+    net.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x)).split(64):
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            opt.zero_grad()
+            F.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+    net.eval()
+
+    def acc(d: MultiDeviceDataset) -> float:
+        with torch.no_grad():
+            return float((net(stacked(d)).argmax(1) == d.labels).float().mean())
+
+    return acc(splits.validation), acc(splits.test)
+
+
 # -- the staged search ----------------------------------------------------------------------------
 @dataclass
 class Scored:
@@ -213,8 +260,10 @@ def choose(scored: list[Scored]) -> tuple[Scored, str]:
     )
 
 
-def stages(quick: bool) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Each stage: changes tried on top of the best candidate so far (the first: on PAPER)."""
+def stages(quick: bool, series: bool = False) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Each stage: changes tried on top of the best candidate so far (the first: on PAPER).
+    Series devices also try deeper stacks: each 1-D ConvP block halves the length, and a
+    vibration of a few cycles per window needs a receptive field of a dozen steps or more."""
     norm = {"model.device.normalize_input": True}
     first_float = {"model.device.binary": [False, True]}
     device = [
@@ -226,6 +275,20 @@ def stages(quick: bool) -> list[tuple[str, list[dict[str, Any]]]]:
         {"model.device.filters": [16], "model.device.binary": False},
         {"model.device.filters": [32, 16], "model.device.binary": [False, True, True]},
     ]
+    if series:
+        device += [
+            {"model.device.filters": [16, 16], "model.device.binary": [False, True, True]},
+            {"model.device.filters": [32, 32], "model.device.binary": [False, True, True]},
+            {
+                "model.device.filters": [16, 16, 16],
+                "model.device.binary": [False, True, True, True],
+            },
+            {
+                "model.device.filters": [32, 16, 16],
+                "model.device.binary": [False, True, True, True],
+            },
+            {**norm, "model.device.filters": [32, 16], "model.device.binary": [False, True, True]},
+        ]
     if quick:
         return [("device", device[:1] + device[3:4])]
     return [
@@ -280,14 +343,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: 10 epochs, 2 candidates")
     parser.add_argument("--synthetic-seeds", type=int, default=2, help="fresh synthetic sets")
+    parser.add_argument("--modality", choices=("vector", "series"), default="vector")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     epochs = 10 if args.quick else TrainConfig().epochs
     seeds = 1 if args.quick else args.synthetic_seeds
-    names = [("synthetic-vectors", s) for s in range(seeds)]
-    names += [("digits-4", 0), ("breast-cancer-3", 0)]
+    series = args.modality == "series"
+    names = [("synthetic-series" if series else "synthetic-vectors", s) for s in range(seeds)]
+    names += [("digits-rows-4", 0)] if series else [("digits-4", 0), ("breast-cancer-3", 0)]
     start = time.perf_counter()
     print(f"command: python benchmarks/sensor_defaults.py {' '.join(argv or sys.argv[1:])}".strip())
+    print(f"modality: {args.modality}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"# sensor defaults: {machine()}; {epochs} epochs, recipe {to_dict(TrainConfig())}")
     data: dict[tuple[str, int], tuple[DataConfig, DataSplits]] = {}
@@ -298,19 +364,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n## float reference on all sensors concatenated (validation / test accuracy %)")
     refs: dict[str, list[float]] = {}
     for (name, seed), (_, splits) in data.items():
-        lr, mlp = logistic_reference(splits), mlp_reference(splits, epochs)
-        best = lr if lr[0] >= mlp[0] else mlp
+        found = {"logistic": logistic_reference(splits), "MLP": mlp_reference(splits, epochs)}
+        if series:
+            found["1-D CNN"] = cnn_reference(splits, epochs)
+        best = max(found.values(), key=lambda vt: vt[0])  # the first of equals on validation
         refs.setdefault(name, []).append(best[1])
+        each = ", ".join(f"{k} {100 * v:.1f} / {100 * t:.1f}" for k, (v, t) in found.items())
         print(
             f"{name} seed {seed} ({len(splits.train)}/{len(splits.validation or [])}/"
-            f"{len(splits.test)} train/val/test): logistic {100 * lr[0]:.1f} / {100 * lr[1]:.1f}, "
-            f"MLP {100 * mlp[0]:.1f} / {100 * mlp[1]:.1f}; bar (better on validation): "
+            f"{len(splits.test)} train/val/test): {each}; bar (better on validation): "
             f"{100 * best[1]:.1f}"
         )
 
     best_values = dict(PAPER)
     results: dict[str, dict[str, list[Outcome]]] = {}
-    for stage, changes in stages(args.quick):
+    for stage, changes in stages(args.quick, series):
         print(f"\n## stage {stage}")
         print(
             f"{'candidate':52} {'data':18} {'val%':>5} {'vexit%':>6} {'test%':>5} "
@@ -367,8 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"goal {'met' if ok else 'NOT met'}"
         )
     print(f"\nchosen: {' '.join(_overrides(best_values))}")
-    dc, splits = data[("digits-4", 0)]
-    print(f"ddnn's defaults for vector sensors: {library_defaults_match(best_values, splits, dc)}")
+    dc, splits = data[("digits-rows-4" if series else "digits-4", 0)]
+    match = library_defaults_match(best_values, splits, dc)
+    print(f"ddnn's defaults for {args.modality} sensors: {match}")
     print(f"finished in {time.perf_counter() - start:.0f} s")
     return 0
 

@@ -1,4 +1,5 @@
-"""Per-modality defaults: vector sensors get their own, images keep the paper's, given keys win."""
+"""Per-modality defaults: vector and time-series sensors get their own, images keep the paper's,
+given keys win."""
 
 from dataclasses import replace
 
@@ -34,8 +35,23 @@ def test_vector_devices_get_the_vector_defaults():
     assert with_modality_defaults(model) == model  # applying twice changes nothing (resume)
 
 
-@pytest.mark.parametrize("shape", [(3, 32, 32), (2, 12)])
-def test_images_and_time_series_keep_the_papers_defaults(shape):
+def test_series_devices_get_the_series_defaults():
+    model = with_modality_defaults(replace(VECTORS, input_shape=(3, 64)))
+    assert model.device.filters == defaults.SERIES_FILTERS == (32, 16, 16)
+    assert model.device.binary == (False, True, True, True)  # float first layer, binary after
+    assert model.device.normalize_input is defaults.SERIES_NORMALIZE_INPUT
+    assert model.local_aggregation == defaults.SERIES_LOCAL_AGGREGATION
+    assert model.cloud.filters == defaults.SERIES_CLOUD_FILTERS
+    assert model.cloud.binary == defaults.SERIES_CLOUD_BINARY
+    assert model.wire.scores == defaults.SERIES_SCORES
+    net = DDNN(model)  # a valid hierarchy, also on the shortest series the blocks can take
+    assert net.devices[0].feature_shape == (16, 8)  # 64 steps halved by each of the 3 blocks
+    DDNN(with_modality_defaults(replace(VECTORS, input_shape=(2, 2))))
+    assert with_modality_defaults(model) == model
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)])
+def test_images_keep_the_papers_defaults(shape):
     model = replace(VECTORS, input_shape=shape)
     assert with_modality_defaults(model) == model
 

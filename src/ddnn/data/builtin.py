@@ -87,3 +87,19 @@ def _breast_cancer_3(config: DataConfig) -> DataSplits:
     from ddnn.data.tabular import load_breast_cancer_3
 
     return load_breast_cancer_3(config)
+
+
+@register_dataset("synthetic-series")
+def _synthetic_series(config: DataConfig) -> DataSplits:
+    """4 three-axis vibration sensors x 64 steps, 3 classes by frequency (generated)."""
+    from ddnn.data.series import load_synthetic_series
+
+    return load_synthetic_series(config)
+
+
+@register_dataset("digits-rows-4")
+def _digits_rows_4(config: DataConfig) -> DataSplits:
+    """scikit-learn's real 8x8 digits read as series: two rows (2 x 8) per sensor."""
+    from ddnn.data.series import load_digits_rows_4
+
+    return load_digits_rows_4(config)
