@@ -67,6 +67,7 @@ def test_entropy_needs_two_classes():
     with pytest.raises(ValueError, match="at least 2 classes"):
         normalized_entropy(torch.ones(3, 1))
 
+
 @pytest.mark.parametrize("binarize", [sign_activation, sign_weight])
 @pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
 def test_inference_binarizes_to_the_same_values_without_recording_a_gradient(binarize, context):
