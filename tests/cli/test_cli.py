@@ -89,8 +89,8 @@ def test_profile(run_dir, capsys):
     [
         (
             ["train", "--data", "imagenet", "--out", "{tmp}/x"],
-            "unknown data set 'imagenet'; accepted: breast-cancer-3, digits-4, fashion-mnist-6, folder, "
-            "mvmc, npz, synthetic-mvmc, synthetic-vectors",
+            "unknown data set 'imagenet'; accepted: breast-cancer-3, digits-4, digits-rows-4, "
+            "fashion-mnist-6, folder, mvmc, npz, synthetic-mvmc, synthetic-series, synthetic-vectors",
         ),
         (
             ["train", "--out", "{tmp}/x", "model.local_aggregation=sum"],

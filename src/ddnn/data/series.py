@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from ddnn.config import DataConfig
-from ddnn.data.dataset import DataSplits, from_arrays
+from ddnn.data.dataset import DataSplits
 from ddnn.data.split import split_dataset
-from ddnn.data.tabular import _check_no_path, _sklearn
+from ddnn.data.tabular import check_no_path, digits_images, real_loader, views_dataset
 
 SERIES_SAMPLES = 600
 SERIES_SENSORS = 4
@@ -28,8 +28,8 @@ SERIES_AXES = 3
 SERIES_LENGTH = 64
 SERIES_CYCLES = (2, 3, 5)  # the class's vibration, cycles per window
 DISTRACTOR_CYCLES = (1, 8)  # a class-free vibration of a random whole frequency in this range
+DISTRACTOR_AMPLITUDE = 0.7  # the class's vibration has amplitude 1 times an axis gain in [0.5, 1.5]
 NOISE_BASE, NOISE_STEP = 0.8, 0.4  # sensor k's noise standard deviation: base + k * step
-DIGITS_PIXEL_MAX = 16.0
 
 
 def make_vibration_sensors(
@@ -59,7 +59,7 @@ def make_vibration_sensors(
     distractor = np.sin(2 * np.pi * d_freq[..., None] * t + d_phase[..., None])  # (N, S, L)
     noise_sd = NOISE_BASE + NOISE_STEP * np.arange(num_sensors)  # (S,)
     noise = rng.standard_normal((num_samples, num_sensors, axes, length))
-    x = gains[..., None] * signal[:, :, None, :] + 0.7 * distractor[:, :, None, :]
+    x = gains[..., None] * signal[:, :, None, :] + DISTRACTOR_AMPLITUDE * distractor[:, :, None, :]
     x = x + noise_sd[None, :, None, None] * noise
     return x.astype(np.float32), y
 
@@ -67,29 +67,16 @@ def make_vibration_sensors(
 def digits_rows() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """scikit-learn's digits as (x (1797, 4, 2, 8) in [0, 1], y, class names): sensor ``k`` sees
     rows ``2k`` and ``2k + 1`` as two channels over the 8 columns."""
-    bunch = _sklearn().load_digits()  # type: ignore[attr-defined]
-    images = bunch.images.astype(np.float32) / DIGITS_PIXEL_MAX  # (N, 8, 8)
-    x = images.reshape(len(images), 4, 2, 8)
-    return x, bunch.target, tuple(str(c) for c in bunch.target_names)
-
-
-def _splits(
-    x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], name: str, config: DataConfig
-) -> DataSplits:
-    views = np.repeat(y[:, None], x.shape[1], axis=1)
-    return split_dataset(from_arrays(x, views, y, classes, -1, name), config)
+    images, y, classes = digits_images()
+    return images.reshape(len(images), 4, 2, 8), y, classes
 
 
 def load_synthetic_series(config: DataConfig) -> DataSplits:
     """The synthetic case: 600 samples generated from ``data.seed``, split like a file."""
-    _check_no_path(config)
+    check_no_path(config)
     x, y = make_vibration_sensors(seed=config.seed)
     classes = tuple(f"{c} cycles" for c in SERIES_CYCLES)
-    return _splits(x, y, classes, "synthetic-series", config)
+    return split_dataset(views_dataset(x, y, classes, "synthetic-series"), config)
 
 
-def load_digits_rows_4(config: DataConfig) -> DataSplits:
-    """``digits-rows-4``: a seeded split of the real digits, read as 2-channel series."""
-    _check_no_path(config)
-    x, y, classes = digits_rows()
-    return _splits(x, y, classes, "digits-rows-4", config)
+load_digits_rows_4 = real_loader(digits_rows, "digits-rows-4")

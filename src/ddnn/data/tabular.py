@@ -49,7 +49,8 @@ def make_shifted_sensors(
     return x, y
 
 
-def _sklearn() -> object:
+def sklearn_datasets() -> object:
+    """``sklearn.datasets``, or a clear error naming the extra to install."""
     try:
         import sklearn.datasets
     except ImportError:
@@ -60,55 +61,63 @@ def _sklearn() -> object:
     return sklearn.datasets
 
 
+def digits_images() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """scikit-learn's digits as (images (1797, 8, 8) in [0, 1], y, class names)."""
+    bunch = sklearn_datasets().load_digits()  # type: ignore[attr-defined]
+    images = bunch.images.astype(np.float32) / DIGITS_PIXEL_MAX
+    return images, bunch.target, tuple(str(c) for c in bunch.target_names)
+
+
 def digits_quadrants() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """scikit-learn's digits as (x (1797, 4, 16) in [0, 1], y, class names); sensor ``2·row + col``
     sees quadrant (row, col) of the 8 x 8 image, row-major inside the quadrant."""
-    bunch = _sklearn().load_digits()  # type: ignore[attr-defined]
-    images = bunch.images.astype(np.float32) / DIGITS_PIXEL_MAX  # (N, 8, 8)
+    images, y, classes = digits_images()
     n = len(images)
     quads = images.reshape(n, 2, 4, 2, 4).transpose(0, 1, 3, 2, 4).reshape(n, 4, 16)
-    return quads, bunch.target, tuple(str(c) for c in bunch.target_names)
+    return quads, y, classes
 
 
 def breast_cancer_views() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """scikit-learn's breast cancer set as (x (569, 3, 10), y, class names); sensors are the
     mean, standard-error and worst views of the same 10 measurements."""
-    bunch = _sklearn().load_breast_cancer()  # type: ignore[attr-defined]
+    bunch = sklearn_datasets().load_breast_cancer()  # type: ignore[attr-defined]
     x = bunch.data.astype(np.float32).reshape(-1, 3, 10)  # columns: 10 mean, 10 error, 10 worst
     return x, bunch.target, tuple(str(c) for c in bunch.target_names)
 
 
-def _dataset(
+def views_dataset(
     x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], name: str
 ) -> MultiDeviceDataset:
+    """Every sensor sees every sample: each view's label is the sample's."""
     views = np.repeat(y[:, None], x.shape[1], axis=1)
     return from_arrays(x, views, y, classes, -1, name)
 
 
-def _check_no_path(config: DataConfig) -> None:
+def check_no_path(config: DataConfig) -> None:
+    """A built-in data set refuses ``--data-path``."""
     if config.path:
         raise ValueError(f"{config.name} is built in, it takes no --data-path")
 
 
 def load_synthetic_vectors(config: DataConfig) -> DataSplits:
     """The synthetic case: 600 samples generated from ``data.seed``, split like a file."""
-    _check_no_path(config)
+    check_no_path(config)
     x, y = make_shifted_sensors(seed=config.seed)
     classes = tuple(f"class {c}" for c in range(SYNTHETIC_CLASSES))
-    return split_dataset(_dataset(x, y, classes, "synthetic-vectors"), config)
+    return split_dataset(views_dataset(x, y, classes, "synthetic-vectors"), config)
 
 
-def _real(
+def real_loader(
     load: Callable[[], tuple[np.ndarray, np.ndarray, tuple[str, ...]]], name: str
 ) -> Callable[[DataConfig], DataSplits]:
     def loader(config: DataConfig) -> DataSplits:
-        _check_no_path(config)
+        check_no_path(config)
         x, y, classes = load()
-        return split_dataset(_dataset(x, y, classes, name), config)
+        return split_dataset(views_dataset(x, y, classes, name), config)
 
     loader.__doc__ = f"``{name}``: a seeded split of the real set (``data.test_fraction``)."
     return loader
 
 
-load_digits_4 = _real(digits_quadrants, "digits-4")
-load_breast_cancer_3 = _real(breast_cancer_views, "breast-cancer-3")
+load_digits_4 = real_loader(digits_quadrants, "digits-4")
+load_breast_cancer_3 = real_loader(breast_cancer_views, "breast-cancer-3")
