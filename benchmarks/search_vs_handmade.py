@@ -30,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
+from fashion_benchmark import DDNN_OVERRIDES  # noqa: E402
 
 from ddnn.cli import build_parser  # noqa: E402
 from ddnn.cli import main as ddnn  # noqa: E402
@@ -46,16 +47,7 @@ HANDMADE: dict[str, dict[str, list[str]]] = {
         "paper (config c, defaults)": [],
         "paper + int8 scores": ["model.wire.scores=int8"],
     },
-    "fashion-mnist-6": {
-        "fashion benchmark DDNN": [
-            "model.local_aggregation=mp",
-            "model.cloud.aggregation=cc",
-            "model.device.filters=[64,32]",
-            "model.device.binary=true",
-            "model.cloud.binary=false",
-            "model.cloud.filters=[64,64]",
-        ],
-    },
+    "fashion-mnist-6": {"fashion benchmark DDNN": list(DDNN_OVERRIDES)},
 }
 
 
