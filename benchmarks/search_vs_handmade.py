@@ -138,6 +138,8 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     out = Path(args.out)
+    if args.render_only and not (out / "search_vs_handmade.json").is_file():
+        p.error(f"--render-only needs {out / 'search_vs_handmade.json'} from an earlier run")
     out.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
 
