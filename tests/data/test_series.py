@@ -5,8 +5,9 @@ import pytest
 
 from ddnn.cli import main
 from ddnn.config import DataConfig
-from ddnn.data.registry import list_datasets, load_dataset
+from ddnn.data.registry import load_dataset
 from ddnn.data.series import SERIES_CYCLES, make_vibration_sensors
+from ddnn.models.defaults import SERIES_FILTERS
 from ddnn.train.checkpoint import load_run
 
 
@@ -62,17 +63,12 @@ def test_digits_rows_are_the_real_images_two_rows_per_sensor():
     assert splits.train.shapes == ((2, 8),) * 4
 
 
-def test_series_sets_are_listed_and_take_no_path():
-    assert {"synthetic-series", "digits-rows-4"} <= set(list_datasets())
-    with pytest.raises(ValueError, match="takes no --data-path"):
-        load_dataset(DataConfig(name="synthetic-series", path="x.npz"))
-
-
-def test_train_on_a_series_set_builds_1d_device_sections(tmp_path, capsys):
+def test_train_on_a_series_set_builds_1d_device_sections_with_the_series_defaults(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data", "synthetic-series", "--out", str(out), "train.epochs=1"]) == 0
     model, config, _ = load_run(out)
     assert config.model.device_shapes == ((3, 64),) * 4
+    assert config.model.device.filters == SERIES_FILTERS
     convs = [m for m in model.modules() if type(m).__name__ in ("BinaryConv1d", "Conv1d")]
     assert convs, "a (C, L) device input is served by 1-D convolutions"
     capsys.readouterr()

@@ -62,10 +62,14 @@ def test_breast_cancer_views_are_mean_error_worst():
     assert (len(splits.train), len(splits.test)) == (427, 142)
 
 
-def test_built_in_sets_are_listed_and_take_no_path():
-    assert {"synthetic-vectors", "digits-4", "breast-cancer-3"} <= set(list_datasets())
+BUILT_IN = ["synthetic-vectors", "digits-4", "breast-cancer-3", "synthetic-series", "digits-rows-4"]
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_built_in_sets_are_listed_and_take_no_path(name):
+    assert name in list_datasets()
     with pytest.raises(ValueError, match="takes no --data-path"):
-        load_dataset(DataConfig(name="synthetic-vectors", path="x.npz"))
+        load_dataset(DataConfig(name=name, path="x.npz"))
 
 
 def test_train_on_a_vector_set_from_the_cli_uses_the_vector_defaults(tmp_path, capsys):
