@@ -40,7 +40,7 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -157,62 +157,22 @@ def logistic_reference(splits: DataSplits) -> tuple[float, float]:
     return best
 
 
-def mlp_reference(splits: DataSplits, epochs: int) -> tuple[float, float]:
-    """(validation, test) accuracy of a float MLP (64 hidden, ReLU) with the DDNN's recipe."""
+def fit_reference(
+    net: nn.Module,
+    inputs: Callable[[MultiDeviceDataset], torch.Tensor],
+    splits: DataSplits,
+    epochs: int,
+) -> tuple[float, float]:
+    """Train ``net`` on ``inputs(train)`` with the DDNN's recipe (Adam 1e-3, batches of 64);
+    (validation, test) accuracy. A net with BatchNorm skips a last batch of one sample."""
     assert splits.validation is not None
-    x = torch.from_numpy(_flat(splits.train)).float()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Linear(x.shape[1], 64), nn.ReLU(), nn.Linear(64, splits.train.num_classes)
-    )
+    x, y = inputs(splits.train), splits.train.labels
+    norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    y = splits.train.labels
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x)).split(64):
-            opt.zero_grad()
-            F.cross_entropy(net((x[idx] - mean) / std), y[idx]).backward()
-            opt.step()
-
-    def acc(d: MultiDeviceDataset) -> float:
-        with torch.no_grad():
-            z = (torch.from_numpy(_flat(d)).float() - mean) / std
-            return float((net(z).argmax(1) == d.labels).float().mean())
-
-    return acc(splits.validation), acc(splits.test)
-
-
-def cnn_reference(splits: DataSplits, epochs: int) -> tuple[float, float]:
-    """(validation, test) accuracy of a float 1-D CNN on every sensor's channels stacked:
-    two conv(3)-BN-ReLU-maxpool(2) blocks of 32 and 64 filters, global average, linear."""
-    assert splits.validation is not None
-
-    def stacked(d: MultiDeviceDataset) -> torch.Tensor:
-        x = d.x.float()
-        return x.reshape(len(d), -1, x.shape[-1])  # (N, sensors * channels, L)
-
-    x = stacked(splits.train)
-    torch.manual_seed(0)
-
-    def block(cin: int, cout: int) -> nn.Sequential:
-        return nn.Sequential(
-            nn.Conv1d(cin, cout, 3, padding=1), nn.BatchNorm1d(cout), nn.ReLU(), nn.MaxPool1d(2)
-        )
-
-    net = nn.Sequential(
-        nn.BatchNorm1d(x.shape[1]),
-        block(x.shape[1], 32),
-        block(32, 64),
-        nn.AdaptiveAvgPool1d(1),
-        nn.Flatten(),
-        nn.Linear(64, splits.train.num_classes),
-    )
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    y = splits.train.labels
     net.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(x)).split(64):
-            if len(idx) < 2:  # BatchNorm needs two samples
+            if norms and len(idx) < 2:  # BatchNorm needs two samples
                 continue
             opt.zero_grad()
             F.cross_entropy(net(x[idx]), y[idx]).backward()
@@ -221,9 +181,51 @@ def cnn_reference(splits: DataSplits, epochs: int) -> tuple[float, float]:
 
     def acc(d: MultiDeviceDataset) -> float:
         with torch.no_grad():
-            return float((net(stacked(d)).argmax(1) == d.labels).float().mean())
+            return float((net(inputs(d)).argmax(1) == d.labels).float().mean())
 
     return acc(splits.validation), acc(splits.test)
+
+
+def mlp_reference(splits: DataSplits, epochs: int) -> tuple[float, float]:
+    """(validation, test) accuracy of a float MLP (64 hidden, ReLU) on standardized inputs."""
+    x = torch.from_numpy(_flat(splits.train)).float()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Linear(x.shape[1], 64), nn.ReLU(), nn.Linear(64, splits.train.num_classes)
+    )
+
+    def standardized(d: MultiDeviceDataset) -> torch.Tensor:
+        return (torch.from_numpy(_flat(d)).float() - mean) / std
+
+    return fit_reference(net, standardized, splits, epochs)
+
+
+def cnn_reference(splits: DataSplits, epochs: int) -> tuple[float, float]:
+    """(validation, test) accuracy of a float 1-D CNN on every sensor's channels stacked:
+    two conv(3)-BN-ReLU-maxpool(2) blocks of 32 and 64 filters, global average, linear."""
+
+    def stacked(d: MultiDeviceDataset) -> torch.Tensor:
+        x = d.x.float()
+        return x.reshape(len(d), -1, x.shape[-1])  # (N, sensors * channels, L)
+
+    channels = stacked(splits.train).shape[1]
+    torch.manual_seed(0)
+
+    def block(cin: int, cout: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv1d(cin, cout, 3, padding=1), nn.BatchNorm1d(cout), nn.ReLU(), nn.MaxPool1d(2)
+        )
+
+    net = nn.Sequential(
+        nn.BatchNorm1d(channels),
+        block(channels, 32),
+        block(32, 64),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(64, splits.train.num_classes),
+    )
+    return fit_reference(net, stacked, splits, epochs)
 
 
 # -- the staged search ----------------------------------------------------------------------------
