@@ -71,15 +71,18 @@ def pick(frontier: list[dict[str, Any]], hand: dict[str, Any]) -> dict[str, Any 
     smaller = [r for r in cheaper if r["device_memory_bytes"] <= hand["device_memory"]]
     better = [r for r in frontier if r["validation_accuracy"] >= hand["val_accuracy"]]
 
-    def most_accurate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-        key = lambda r: (r["validation_accuracy"], -r["validation_bytes_per_device"])  # noqa: E731
-        return max(rows, key=key) if rows else None
+    def accuracy_first(r: dict[str, Any]) -> tuple[float, float]:
+        return r["validation_accuracy"], -r["validation_bytes_per_device"]
 
-    fewest = lambda r: (r["validation_bytes_per_device"], -r["validation_accuracy"])  # noqa: E731
+    def bytes_first(r: dict[str, Any]) -> tuple[float, float]:
+        return r["validation_bytes_per_device"], -r["validation_accuracy"]
+
     return {
-        "most accurate at <= its bytes": most_accurate(cheaper),
-        "most accurate at <= its bytes and device memory": most_accurate(smaller),
-        "fewest bytes at >= its accuracy": min(better, key=fewest) if better else None,
+        "most accurate at <= its bytes": max(cheaper, key=accuracy_first, default=None),
+        "most accurate at <= its bytes and device memory": max(
+            smaller, key=accuracy_first, default=None
+        ),
+        "fewest bytes at >= its accuracy": min(better, key=bytes_first, default=None),
     }
 
 
