@@ -68,6 +68,31 @@ def test_space_mixed_shapes_and_fixed_keys():
         DDNN(config.model)
 
 
+@pytest.mark.parametrize("fixed_filters", [None, "[8,4]"])
+def test_space_offers_a_float_first_layer(fixed_filters):
+    """All-binary, all-float and float-first precisions are sampled; float-first flags the first
+    block float and every later block and the head binary, for sampled and fixed filters alike."""
+    fixed = [f"model.device.filters={fixed_filters}"] if fixed_filters else []
+    space = SearchSpace(
+        num_devices=4, fixed=override_keys(fixed), fixed_device_layers=2 if fixed else 1
+    )
+    seen = set()
+    for overrides in _sampled(space, 40, seed=11):
+        config = resolve_config(overrides=["model.num_devices=4", *fixed, *overrides])
+        device = config.model.device
+        flags = device.layer_binary()
+        assert len(flags) == len(device.filters) + 1
+        if all(flags):
+            seen.add("binary")
+        elif not any(flags):
+            seen.add("float")
+        else:
+            assert flags == (False,) + (True,) * len(device.filters)
+            seen.add("float-first")
+        DDNN(config.model)  # builds
+    assert seen == {"binary", "float", "float-first"}
+
+
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     out = tmp_path_factory.mktemp("search")

@@ -211,6 +211,7 @@ def prepare(args: argparse.Namespace) -> tuple[SearchSpec, DataSplits, optuna.St
             mixed_shapes=len(set(train.shapes)) > 1,
             fixed=override_keys(args.overrides),
             fixed_edge=bool(config.model.edge.groups),
+            fixed_device_layers=len(config.model.device.filters),
         ),
         base_overrides=tuple(overrides),
         out_dir=str(out.resolve()),

@@ -15,12 +15,16 @@ from ddnn.config import parse_override
 
 # Choices (kept small: every trial is a full training run).
 DEVICE_LAYERS = (1, 2)
-FIRST_FILTERS = (1, 2, 4, 8, 16)
-SECOND_FILTERS = (1, 2, 4, 8)
-PRECISIONS = (True, False)  # model.device.binary: binarized or float weights
+# Up to 64 first-layer filters: a wide first layer is what lifts a 28 x 28 camera tile
+# (benchmarks/fashion_benchmark.py); the device-memory objective weighs what it costs.
+FIRST_FILTERS = (1, 2, 4, 8, 16, 32, 64)
+SECOND_FILTERS = (1, 2, 4, 8, 16, 32)
+# model.device.binary: every layer binary (eBNN), every layer float, or a float first layer on the
+# raw signal and binary after (the vector and time-series default, ddnn.models.defaults).
+PRECISIONS = ("binary", "float", "float-first")
 SCORE_ENCODINGS = ("float32", "float16", "int8")
 AGGREGATIONS = ("mp", "ap", "cc")
-CLOUD_WIDTHS = (8, 16, 32)
+CLOUD_WIDTHS = (8, 16, 32, 64)
 DROPOUT = (0.0, 0.3, 0.05)  # low, high, step
 DEVICE_WEIGHT = (0.0, 1.0, 0.25)
 EXIT_WEIGHT = (0.25, 2.0, 0.25)  # local and edge exits; the cloud exit keeps weight 1
@@ -86,6 +90,14 @@ def _list(values: Sequence[Any]) -> str:
     return "[" + ",".join(str(v) for v in values) + "]"
 
 
+def _precision_value(precision: str, layers: int) -> str:
+    """``model.device.binary``'s value for a precision choice on ``layers`` feature blocks (a
+    float first layer takes one flag per block and one for the exit head)."""
+    if precision == "float-first":
+        return _list(["false", *(["true"] * layers)])
+    return "true" if precision == "binary" else "false"
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """The DDNN hierarchy's searchable choices for a data set with ``num_devices`` devices.
@@ -96,12 +108,14 @@ class SearchSpace:
             above the local exit, so edge and cloud aggregation are not searched.
         fixed: dotted config keys the user set; parameters writing them are not searched.
         fixed_edge: when ``model.edge.groups`` is fixed, whether those groups are non-empty.
+        fixed_device_layers: when ``model.device.filters`` is fixed, how many blocks it lists.
     """
 
     num_devices: int
     mixed_shapes: bool = False
     fixed: frozenset[str] = frozenset()
     fixed_edge: bool = False
+    fixed_device_layers: int = 1
 
     def searched(self, param: str) -> bool:
         """Whether ``param`` is searched (its key, or a mapping above it, is not fixed)."""
@@ -111,6 +125,7 @@ class SearchSpace:
     def suggest(self, trial: Suggester) -> list[str]:
         """Sample one point; returns its overrides in a stable order."""
         out: list[str] = []
+        layers = self.fixed_device_layers
         if self.searched("device_layers"):
             layers = trial.suggest_categorical("device_layers", DEVICE_LAYERS)
             filters = [trial.suggest_categorical("device_filters_1", FIRST_FILTERS)]
@@ -118,8 +133,8 @@ class SearchSpace:
                 filters.append(trial.suggest_categorical("device_filters_2", SECOND_FILTERS))
             out.append(f"model.device.filters={_list(filters)}")
         if self.searched("device_binary"):
-            binary = trial.suggest_categorical("device_binary", PRECISIONS)
-            out.append(f"model.device.binary={str(binary).lower()}")
+            precision = trial.suggest_categorical("device_binary", PRECISIONS)
+            out.append(f"model.device.binary={_precision_value(precision, layers)}")
         if self.searched("score_encoding"):
             out.append(
                 f"model.wire.scores={trial.suggest_categorical('score_encoding', SCORE_ENCODINGS)}"
