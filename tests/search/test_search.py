@@ -69,14 +69,15 @@ def test_space_mixed_shapes_and_fixed_keys():
 
 
 @pytest.mark.parametrize("fixed_filters", [None, "[8,4]"])
-def test_space_offers_a_float_first_layer(fixed_filters):
-    """All-binary, all-float and float-first precisions are sampled; float-first flags the first
-    block float and every later block and the head binary, for sampled and fixed filters alike."""
+def test_space_precisions(fixed_filters):
+    """All-binary, all-float and float-first devices are sampled; float-first flags the first
+    block float and every later block and the head binary, for sampled and fixed filters alike.
+    The cloud is sampled binary and float."""
     fixed = [f"model.device.filters={fixed_filters}"] if fixed_filters else []
     space = SearchSpace(
         num_devices=4, fixed=override_keys(fixed), fixed_device_layers=2 if fixed else 1
     )
-    seen = set()
+    seen, clouds = set(), set()
     for overrides in _sampled(space, 40, seed=11):
         config = resolve_config(overrides=["model.num_devices=4", *fixed, *overrides])
         device = config.model.device
@@ -89,8 +90,10 @@ def test_space_offers_a_float_first_layer(fixed_filters):
         else:
             assert flags == (False,) + (True,) * len(device.filters)
             seen.add("float-first")
+        clouds.add(config.model.cloud.binary)
         DDNN(config.model)  # builds
     assert seen == {"binary", "float", "float-first"}
+    assert clouds == {True, False}
 
 
 @pytest.fixture(scope="module")

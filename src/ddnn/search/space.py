@@ -25,6 +25,7 @@ PRECISIONS = ("binary", "float", "float-first")
 SCORE_ENCODINGS = ("float32", "float16", "int8")
 AGGREGATIONS = ("mp", "ap", "cc")
 CLOUD_WIDTHS = (8, 16, 32, 64)
+CLOUD_PRECISIONS = (True, False)  # model.cloud.binary: binarized or float (it runs on a server)
 DROPOUT = (0.0, 0.3, 0.05)  # low, high, step
 DEVICE_WEIGHT = (0.0, 1.0, 0.25)
 EXIT_WEIGHT = (0.25, 2.0, 0.25)  # local and edge exits; the cloud exit keeps weight 1
@@ -39,6 +40,7 @@ PARAM_KEYS: dict[str, str] = {
     "local_aggregation": "model.local_aggregation",
     "cloud_aggregation": "model.cloud.aggregation",
     "cloud_width": "model.cloud.filters",
+    "cloud_binary": "model.cloud.binary",
     "edge_groups": "model.edge.groups",
     "edge_aggregation": "model.edge.aggregation",
     "device_dropout": "train.device_dropout",
@@ -149,6 +151,9 @@ class SearchSpace:
         if self.searched("cloud_width"):
             width = trial.suggest_categorical("cloud_width", CLOUD_WIDTHS)
             out.append(f"model.cloud.filters={_list([width, width])}")
+        if self.searched("cloud_binary"):
+            binary = trial.suggest_categorical("cloud_binary", CLOUD_PRECISIONS)
+            out.append(f"model.cloud.binary={str(binary).lower()}")
         has_edge = self.fixed_edge
         if self.searched("edge_groups"):
             layouts = edge_groupings(self.num_devices)
@@ -183,6 +188,7 @@ class SearchSpace:
             ("local_aggregation", AGGREGATIONS),
             ("cloud_aggregation", ("cc",) if self.mixed_shapes else AGGREGATIONS),
             ("cloud_width", CLOUD_WIDTHS),
+            ("cloud_binary", CLOUD_PRECISIONS),
             ("edge_groups", tuple(edge_groupings(self.num_devices).values())),
             ("edge_aggregation", ("cc",) if self.mixed_shapes else AGGREGATIONS),
         ):
