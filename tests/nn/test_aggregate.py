@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ddnn.nn.aggregate import create_feature_aggregator, create_score_aggregator
+from ddnn.nn.aggregate import create_feature_aggregator, create_score_aggregator, zero_absent
 
 X = np.array(
     [[[1.0, 5.0], [3.0, -2.0], [-1.0, 9.0]], [[0.0, 0.0], [2.0, 2.0], [4.0, -4.0]]],
@@ -72,3 +72,27 @@ def test_mp_ap_permutation_invariant_and_match_numpy(x, mask, perm, name):
         else:
             ref = present.max(axis=0) if name == "mp" else present.mean(axis=0)
         np.testing.assert_allclose(out[b], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [(5, 3, 2, 4, 6), (5, 3, 4, 7), (5, 3, 2)])
+def test_zero_absent_matches_numpy_and_keeps_the_layout(shape, channels_last):
+    """Absent inputs become zeros, present ones are untouched, in any memory layout (the stacked
+    devices' channels-last layout included), and the gradient reaches present inputs only."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen)
+    if channels_last and len(shape) == 5:  # (B, D, C, H, W) stored as channels-last (B, D*C, H, W)
+        b, d, c = shape[:3]
+        x = x.reshape(b, d * c, *shape[3:]).contiguous(memory_format=torch.channels_last)
+        x = x.unflatten(1, (d, c))
+    mask = torch.tensor([[1, 0, 1], [0, 0, 1], [1, 1, 1], [0, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    x.requires_grad_()
+    out = zero_absent(x, mask)
+    expected = x.detach().numpy() * mask.numpy().reshape(5, 3, *([1] * (len(shape) - 2)))
+    np.testing.assert_array_equal(out.detach().numpy(), expected)
+    assert out.stride() == x.stride()
+    out.sum().backward()
+    assert x.grad is not None
+    grad = mask.numpy().reshape(5, 3, *([1] * (len(shape) - 2))) * np.ones(shape)
+    np.testing.assert_array_equal(x.grad.numpy(), grad)
+    assert zero_absent(x, torch.ones(5, 3, dtype=torch.bool)) is x  # all present: x itself
