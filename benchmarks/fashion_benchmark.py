@@ -3,8 +3,9 @@
 Three kinds of model are trained under one budget (the same training images, epochs, batch size,
 Adam with lr 1e-3 and seed):
 
-* **DDNN** (configuration c): 6 binary devices (ConvP, one 16 x 10 tile each), MP local exit,
-  CC cloud (float: it runs on a server); ``DDNN_OVERRIDES`` holds the configuration chosen by exploration
+* **DDNN** (configuration c): 6 devices (ConvP [64, 32] on one 16 x 10 tile each: a float first
+  layer, binary after, so the features travel as bits), MP local exit on int8 scores, CC cloud
+  (float: it runs on a server); ``DDNN_OVERRIDES`` holds the configuration chosen by exploration
   runs whose results were not committed (only the chosen configuration's run is).
 * **(a) cloud only on raw input**: a plain float CNN on the full 28 x 28 image reassembled from
   the 6 tiles; every device uploads its tile as 8-bit pixels, 160 B per device per sample.
@@ -62,17 +63,24 @@ THREADS = 2
 # rule below, overall / local exits / B per device: [8] 88.0 / 9% / 76, [16] 89.2 / 23% / 101,
 # [32,16] 88.8 / 27% / 58, [64,32] 89.5 / 57% / 61, [64,64] 89.2 / 69% / 69. A wide first
 # binary layer matters most; [64,32] sends 32 x 4 x 3 bits = 48 B of features per sample going up.
+# Then [64,32] with a float first layer (binary after, the features still bits) and int8 scores
+# (10 B instead of 40), 55 000 x 10 epochs, DDNN cloud exit on test / on the validation images:
+# device dropout 0.15 — / 91.6; no device dropout 91.8 / 92.2 (overall 91.4 at 3.8x less than
+# raw at T = 0.5); 0.15 with cloud [128,128] 91.5 / 92.0.
 DDNN_OVERRIDES = (
     "model.local_aggregation=mp",
     "model.cloud.aggregation=cc",
     "model.device.filters=[64,32]",
-    "model.device.binary=true",
+    "model.device.binary=[false,true,true]",
     "model.cloud.binary=false",
     "model.cloud.filters=[64,64]",
+    "model.wire.scores=int8",
+    "train.device_dropout=0",
 )
 # T = 0 sends every sample up (cloud-forced bytes), T = 1 answers every sample locally.
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
-MAX_DROP = 0.02  # goal: DDNN overall accuracy within 2 points of the cloud-only raw baseline
+# Issue 15's goal: DDNN overall accuracy >= the cloud-only raw CNN's, at >= 3x less payload.
+MIN_REDUCTION = 3.0
 # The tiles cover rows 0-31 and columns 1-30 of the zero-padded 32 x 32 image; the 28 x 28
 # original sits at padded rows / columns 2-29, i.e. canvas rows 2-29 and columns 1-28.
 GRID, TILE = (2, 3), (16, 10)
@@ -181,12 +189,12 @@ def accuracy(model: nn.Module, data: MultiDeviceDataset) -> float:
 
 def choose_threshold(rows: Sequence[ThresholdRow], target: float) -> tuple[ThresholdRow, str]:
     """The rule for T: most local exits (fewest bytes) among the thresholds whose overall
-    accuracy reaches ``target`` (cloud-only - 2 points); if none does, the best overall."""
+    accuracy reaches ``target`` (the cloud-only CNN's); if none does, the best overall."""
     ok = [r for r in rows if r.overall_accuracy >= target - 1e-9]
     if ok:
         pick = max(ok, key=lambda r: (r.local_exit_fraction, r.overall_accuracy))
-        return pick, "the most local exits among T whose overall accuracy >= cloud-only - 2 pts"
-    return best_row(rows), "no T within 2 pts of cloud-only, so the best overall accuracy"
+        return pick, "the most local exits among T whose overall accuracy >= cloud-only"
+    return best_row(rows), "no T reaches cloud-only, so the best overall accuracy"
 
 
 @dataclass
@@ -215,6 +223,15 @@ def train_baselines(
     return result
 
 
+def precision(flags: Sequence[bool]) -> str:
+    """A section's layer precisions in words: binary, float, or one word per layer."""
+    if all(flags):
+        return "binary"
+    if not any(flags):
+        return "float"
+    return "/".join("binary" if f else "float" for f in flags)
+
+
 def pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
 
@@ -229,13 +246,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="5000 / 1000 / 2000 images, 2 epochs")
     p.add_argument("--skip-baselines", action="store_true", help="train the DDNN only")
+    p.add_argument(
+        "--threads", type=int, default=THREADS, help=f"torch threads (default {THREADS})"
+    )
     p.add_argument("--out", help=f"results file (default {RESULTS.name}; none with --quick)")
     p.add_argument("overrides", nargs="*", help="DDNN config overrides, key=value")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.num_train, args.num_val, args.num_test = 2, 5_000, 1_000, 2_000
-    if min(args.num_train, args.num_val, args.num_test, args.epochs) < 1:
-        p.error("--epochs, --num-train, --num-val and --num-test must be >= 1")
+    if min(args.num_train, args.num_val, args.num_test, args.epochs, args.threads) < 1:
+        p.error("--epochs, --num-train, --num-val, --num-test and --threads must be >= 1")
     if args.num_train + args.num_val > 60_000:
         p.error("--num-train + --num-val must be <= 60000 (the official training split)")
     return args
@@ -257,7 +277,7 @@ def load(args: argparse.Namespace) -> tuple[DataSplits, MultiDeviceDataset]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     lines: list[str] = []
 
     def log(text: str = "") -> None:
@@ -293,9 +313,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     log(
         f"DDNN: {m.local_aggregation.upper()}-{m.cloud.aggregation.upper()}, device "
-        f"{'binary' if m.device.binary else 'FLOAT'} ConvP{list(m.device.filters)}, cloud "
-        f"{'binary' if m.cloud.binary else 'float'} ConvP{list(m.cloud.filters)} "
-        f"(pool stride {m.cloud.pool_stride}), device dropout {recipe.device_dropout}"
+        f"{precision(m.device.layer_binary())} ConvP{list(m.device.filters)}, cloud "
+        f"{precision(m.cloud.layer_binary())} ConvP{list(m.cloud.filters)} "
+        f"(pool stride {m.cloud.pool_stride}), {m.wire.scores} scores, "
+        f"device dropout {recipe.device_dropout}"
     )
     log("training:")
     torch.manual_seed(recipe.seed)
@@ -307,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     val_rows = threshold_sweep(ddnn, val, THRESHOLDS)
     # Without the baseline (exploration), the DDNN's own cloud exit stands in for it.
     reference = base.cloud_val if base else (val_rows[0].cloud_accuracy or 0.0)
-    chosen_val, rule = choose_threshold(val_rows, reference - MAX_DROP)
+    chosen_val, rule = choose_threshold(val_rows, reference)
     rows = threshold_sweep(ddnn, splits.test, THRESHOLDS)
     chosen = next(r for r in rows if r.threshold == chosen_val.threshold)
     log()
@@ -328,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def raw_bytes_measured(ddnn: DDNN, data: MultiDeviceDataset) -> tuple[float, float]:
     """Payload and header bytes per device per sample of configuration (a), on v2 frames."""
-    raw = DDNN(replace(ddnn.config, device=replace(ddnn.config.device, filters=())))
+    device = replace(ddnn.config.device, filters=(), binary=True)  # no layers to flag
+    raw = DDNN(replace(ddnn.config, device=device))
     b = raw.infer(data.x[:256]).bytes
     return b.per_device(), b.header_per_device()
 
@@ -441,14 +463,15 @@ def report(
         + " ".join(f"{pct(float(s))}%" for s in seen)
     )
     if base:
-        gap = base.cloud_test - chosen.overall_accuracy
-        acc_ok, bytes_ok = gap <= MAX_DROP + 1e-9, chosen.bytes_per_device < raw_b
+        gap = chosen.overall_accuracy - base.cloud_test
+        reduction = raw_b / chosen.bytes_per_device
+        acc_ok, bytes_ok = gap >= -1e-9, reduction >= MIN_REDUCTION
         log(
             f"goal: overall {pct(chosen.overall_accuracy)}% vs cloud-only {pct(base.cloud_test)}% "
-            f"({100 * abs(gap):.1f} pts {'behind' if gap >= 0 else 'ahead'}; within 2: "
-            f"{'yes' if acc_ok else 'NO'}), "
-            f"{chosen.bytes_per_device:.1f} B vs {raw_b:.0f} B raw per device "
-            f"({'fewer' if bytes_ok else 'NOT fewer'}) -> "
+            f"({100 * abs(gap):.1f} pts {'ahead' if gap >= 0 else 'behind'}; >= cloud-only: "
+            f"{'yes' if acc_ok else 'NO'}), {chosen.bytes_per_device:.1f} B vs {raw_b:.0f} B raw "
+            f"per device ({reduction:.2f}x less; >= {MIN_REDUCTION:.0f}x: "
+            f"{'yes' if bytes_ok else 'NO'}) -> "
             f"{'MET' if acc_ok and bytes_ok else 'NOT MET'}"
         )
 
