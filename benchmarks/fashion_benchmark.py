@@ -46,6 +46,7 @@ from ddnn.eval.evaluate import ThresholdRow, best_row, threshold_sweep  # noqa: 
 from ddnn.models.ddnn import DDNN  # noqa: E402
 from ddnn.models.sections import DeviceSection  # noqa: E402
 from ddnn.nn.binary import clip_latent_weights  # noqa: E402
+from ddnn.train.memory import reused_memory  # noqa: E402
 from ddnn.train.trainer import train  # noqa: E402
 from ddnn.wire import FrameKind, frame_header_bytes, score_payload_bytes  # noqa: E402
 from ddnn.workflow import fit_model_to_data  # noqa: E402
@@ -147,17 +148,18 @@ def fit(model: nn.Module, data: MultiDeviceDataset, config: TrainConfig) -> floa
     batch = min(config.batch_size, n) if config.batch_size else n
     start = time.perf_counter()
     model.train()
-    for _ in range(config.epochs):
-        order = torch.randperm(n, generator=gen)
-        for begin in range(0, n, batch):
-            idx = order[begin : begin + batch]
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            loss = F.cross_entropy(model(data.x[idx]), data.labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            clip_latent_weights(model)  # binary layers only
+    with reused_memory():  # as the library trainer does
+        for _ in range(config.epochs):
+            order = torch.randperm(n, generator=gen)
+            for begin in range(0, n, batch):
+                idx = order[begin : begin + batch]
+                if len(idx) < 2:  # BatchNorm needs two samples
+                    continue
+                loss = F.cross_entropy(model(data.x[idx]), data.labels[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                clip_latent_weights(model)  # binary layers only
     recalibrate_batchnorm(model, data.x, batch)
     model.eval()
     return time.perf_counter() - start

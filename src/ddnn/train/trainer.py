@@ -1,8 +1,9 @@
 """A trainer you can read in one screen: Adam on the joint loss, latent-weight clipping, dropout of devices.
 
 Around that loop: the accelerator and mixed precision (``ddnn.train.accelerator``), data-parallel
-processes under torchrun (``ddnn.train.distributed``), and resumable state saved every
-``train.save_every`` epochs and on Ctrl-C (``ddnn.train.resume``).
+processes under torchrun (``ddnn.train.distributed``), resumable state saved every
+``train.save_every`` epochs and on Ctrl-C (``ddnn.train.resume``), and freed memory kept for the
+next step (``ddnn.train.memory``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ddnn.nn.binary import clip_latent_weights
 from ddnn.train.accelerator import Placement, resolve_placement
 from ddnn.train.distributed import World, check_batch, join, mean_over_world
 from ddnn.train.losses import joint_loss
+from ddnn.train.memory import reused_memory
 from ddnn.train.resume import TrainingInterrupted, TrainState
 
 log = logging.getLogger(__name__)
@@ -206,7 +208,7 @@ def train(
         )
 
     model.train()
-    with StopRequest().installed() as stop:
+    with reused_memory(), StopRequest().installed() as stop:
         for epoch in range(first_epoch, config.epochs):
             if state is not None and state.order is not None:  # resume inside this epoch
                 order, skip, sums, steps = state.order, state.step, dict(state.sums), state.steps
