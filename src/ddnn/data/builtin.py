@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+
 from ddnn.config import DataConfig
 from ddnn.data.dataset import DataSplits, from_arrays
-from ddnn.data.registry import register_dataset
+from ddnn.data.registry import Loader, register_dataset
 from ddnn.data.split import apply_device_selection
 from ddnn.data.synthetic import ABSENT, CLASS_NAMES, SyntheticMVMCConfig, make_synthetic_mvmc_splits
 
@@ -33,73 +35,38 @@ def load_synthetic_mvmc(config: DataConfig) -> DataSplits:
     return apply_device_selection(DataSplits(out["train"], out["test"]), config)
 
 
-@register_dataset("mvmc")
-def _mvmc(config: DataConfig) -> DataSplits:
-    """The paper's ``MVMC.npz`` (``--data-path FILE``)."""
-    from ddnn.data.mvmc import load_mvmc
-
-    return load_mvmc(config)
-
-
-@register_dataset("npz", streaming=True)
-def _npz(config: DataConfig) -> DataSplits:
-    """A user's ``.npz`` or folder of ``.npy`` arrays (``--data-path FILE.npz`` or ``DIR``)."""
-    from ddnn.data.npz import load_npz
-
-    return load_npz(config)
-
-
-@register_dataset("folder", streaming=True)
-def _folder(config: DataConfig) -> DataSplits:
-    """A user's folder: ``labels.csv`` plus one sub-folder of files per device (``--data-path DIR``)."""
-    from ddnn.data.folder import load_folder
-
-    return load_folder(config)
-
-
-@register_dataset("fashion-mnist-6")
-def _fashion(config: DataConfig) -> DataSplits:
-    """Fashion-MNIST split into 6 regions, one per device (Debian's dataset-fashion-mnist)."""
-    from ddnn.data.fashion import load_fashion_mnist_6
-
-    return load_fashion_mnist_6(config)
+# The loaders that live in their own modules, imported on first use so that listing data sets or
+# generating synthetic-mvmc imports none of them: name -> (module, function, streaming).
+_IMPORTED: dict[str, tuple[str, str, bool]] = {
+    "mvmc": ("ddnn.data.mvmc", "load_mvmc", False),  # the paper's MVMC.npz (--data-path FILE)
+    # a user's .npz or folder of .npy arrays (--data-path FILE.npz or DIR)
+    "npz": ("ddnn.data.npz", "load_npz", True),
+    # a user's folder: labels.csv plus one sub-folder of files per device (--data-path DIR)
+    "folder": ("ddnn.data.folder", "load_folder", True),
+    # Fashion-MNIST split into 6 regions, one per device (Debian's dataset-fashion-mnist)
+    "fashion-mnist-6": ("ddnn.data.fashion", "load_fashion_mnist_6", False),
+    # 4 vector sensors x 16 features, 3 classes, the class's feature shifted +2 sigma (generated)
+    "synthetic-vectors": ("ddnn.data.tabular", "load_synthetic_vectors", False),
+    # scikit-learn's real 8x8 digits, one 4x4 quadrant (16 features) per sensor
+    "digits-4": ("ddnn.data.tabular", "load_digits_4", False),
+    # scikit-learn's real breast cancer set: mean, error and worst views (10 features each)
+    "breast-cancer-3": ("ddnn.data.tabular", "load_breast_cancer_3", False),
+    # 4 three-axis vibration sensors x 64 steps, 3 classes by frequency (generated)
+    "synthetic-series": ("ddnn.data.series", "load_synthetic_series", False),
+    # scikit-learn's real 8x8 digits read as series: two rows (2 x 8) per sensor
+    "digits-rows-4": ("ddnn.data.series", "load_digits_rows_4", False),
+}
 
 
-@register_dataset("synthetic-vectors")
-def _synthetic_vectors(config: DataConfig) -> DataSplits:
-    """4 vector sensors x 16 features, 3 classes, the class's feature shifted +2σ (generated)."""
-    from ddnn.data.tabular import load_synthetic_vectors
+def _imported(module: str, function: str) -> Loader:
+    """A loader that imports ``module`` when it is first called and runs its ``function``."""
 
-    return load_synthetic_vectors(config)
+    def load(config: DataConfig) -> DataSplits:
+        loader: Loader = getattr(importlib.import_module(module), function)
+        return loader(config)
 
-
-@register_dataset("digits-4")
-def _digits_4(config: DataConfig) -> DataSplits:
-    """scikit-learn's real 8x8 digits, one 4x4 quadrant (16 features) per sensor."""
-    from ddnn.data.tabular import load_digits_4
-
-    return load_digits_4(config)
+    return load
 
 
-@register_dataset("breast-cancer-3")
-def _breast_cancer_3(config: DataConfig) -> DataSplits:
-    """scikit-learn's real breast cancer set: mean, error and worst views (10 features each)."""
-    from ddnn.data.tabular import load_breast_cancer_3
-
-    return load_breast_cancer_3(config)
-
-
-@register_dataset("synthetic-series")
-def _synthetic_series(config: DataConfig) -> DataSplits:
-    """4 three-axis vibration sensors x 64 steps, 3 classes by frequency (generated)."""
-    from ddnn.data.series import load_synthetic_series
-
-    return load_synthetic_series(config)
-
-
-@register_dataset("digits-rows-4")
-def _digits_rows_4(config: DataConfig) -> DataSplits:
-    """scikit-learn's real 8x8 digits read as series: two rows (2 x 8) per sensor."""
-    from ddnn.data.series import load_digits_rows_4
-
-    return load_digits_rows_4(config)
+for _name, (_module, _function, _streaming) in _IMPORTED.items():
+    register_dataset(_name, streaming=_streaming)(_imported(_module, _function))
