@@ -128,6 +128,9 @@ class TrainConfig:
     edge_weight: float = 1.0
     cloud_weight: float = 1.0
     device_dropout: float = 0.15
+    # independent: each device absent with probability device_dropout; single: with that
+    # probability one uniformly chosen device is absent (the failure the missing goal tests)
+    device_dropout_mode: str = "independent"
     seed: int = 0
     threads: int = 0
     accelerator: str = "cpu"  # cpu | cuda | auto (cuda when a GPU is visible)

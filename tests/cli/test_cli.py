@@ -101,6 +101,10 @@ def test_profile(run_dir, capsys):
             "model.num_devices = 4 but data set",
         ),
         (["train", "--out", "{tmp}/x", "train.epoch=3"], "unknown config key 'train.epoch'"),
+        (
+            ["train", "--out", "{tmp}/x", "train.device_dropout_mode=pairs"],
+            "train.device_dropout_mode must be one of independent, single, got 'pairs'",
+        ),
         (["train", "--out", "{tmp}/x", "--config", "{tmp}/none.yaml"], "does not exist"),
         (["evaluate", "{run}", "--missing", "9"], "out of range; accepted: 0..5"),
         (["evaluate", "{run}", "--missing", "a"], "not a comma-separated list"),

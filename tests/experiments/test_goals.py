@@ -133,13 +133,9 @@ def _missing_rows(protocol, drops_by_seed):
     return rows
 
 
-def _missing_doc(dropout, rows):
-    return _doc(
-        "missing",
-        ["protocol", "missing"],
-        rows,
-        base_config={"train": {"device_dropout": dropout}},
-    )
+def _missing_doc(dropout, rows, mode=None):
+    train = {"device_dropout": dropout} | ({} if mode is None else {"device_dropout_mode": mode})
+    return _doc("missing", ["protocol", "missing"], rows, base_config={"train": train})
 
 
 def test_the_missing_goal_is_judged_on_the_mean_and_per_seed():
@@ -158,6 +154,14 @@ def test_the_missing_goal_is_judged_on_the_mean_and_per_seed():
         "Per seed: 0 met (device 2), 1 missed (device 0, by 0.4 points), 2 met (device 1)."
     )
     assert comparison == "- For comparison, retrain: worst single device 0 1.0 points."
+
+
+def test_the_missing_goal_judges_the_single_device_dropout_model_when_the_base_uses_it():
+    rows = _missing_rows("mask, single-device dropout 0.3", {0: [1.0, 2.0], 1: [2.0, 1.0]})
+    rows += _missing_rows("mask, dropout 0", {0: [5.0, 1.0], 1: [4.0, 1.0]})
+    goal, comparison = goal_lines([_missing_doc(0.3, rows, "single")])
+    assert "**met** on the mean — mask, single-device dropout 0.3: worst single device" in goal
+    assert comparison == "- For comparison, mask, dropout 0: worst single device 0 4.5 points."
 
 
 def test_without_device_dropout_the_missing_goal_is_still_judged():

@@ -229,3 +229,24 @@ def test_without_device_dropout_the_report_still_judges_the_missing_device_goal(
     assert (
         "**met** on the mean" in line or "**missed** on the mean" in line
     ) and "Per seed: 0 " in line
+
+
+def test_single_device_dropout_in_the_base_is_the_missing_goal_model(tmp_path):
+    base = _base("train.device_dropout=0.3", "train.device_dropout_mode=single")
+    run_suite(["missing"], base, [0], True, tmp_path, jobs=1)
+    rows = json.loads((tmp_path / "missing.json").read_text())["rows"]
+    protocols = {r["protocol"] for r in rows}
+    assert protocols == {"mask, single-device dropout 0.3", "mask, dropout 0", "retrain"}
+    goals = write_report(tmp_path).read_text().split("## Goals")[1].split("\n## ")[0]
+    (line,) = [g for g in goals.splitlines() if g.startswith("- Any one device missing")]
+    assert "(device dropout in training)" in line and "mask, single-device dropout 0.3:" in line
+    retrain = [r for r in rows if r["protocol"] == "retrain"]
+    reference = next(
+        r
+        for r in rows
+        if r["protocol"] == "mask, single-device dropout 0.3" and r["missing"] == "none"
+    )
+    # the retrained models' drops are measured against the goal model with every device present
+    assert all(
+        math.isclose(r["drop"], reference["overall_acc"] - r["overall_acc"]) for r in retrain
+    )

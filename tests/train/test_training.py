@@ -71,6 +71,30 @@ def test_device_dropout_keeps_at_least_one_device():
     assert 0.05 < float(mask.float().mean()) < 0.5
 
 
+def test_single_device_dropout_drops_at_most_one_uniformly_chosen_device():
+    g = torch.Generator().manual_seed(0)
+    n, devices, rate = 30_000, 6, 0.3
+    absent = ~device_dropout_mask(n, devices, rate, g, "single")
+    per_sample = absent.sum(dim=1)
+    assert int(per_sample.max()) == 1  # never two devices gone at once
+    # a sample loses a device with probability rate: binomial(n, 0.3), sd ~79 samples
+    assert abs(int(per_sample.sum()) - rate * n) < 5 * (n * rate * (1 - rate)) ** 0.5
+    # the lost device is uniform: each about n * rate / 6 = 1500 times, sd ~36
+    per_device = absent.sum(dim=0)
+    assert all(abs(int(k) - 1500) < 5 * 36 for k in per_device)
+
+
+@pytest.mark.parametrize("devices, rate", [(6, 0.0), (1, 0.5)])
+def test_single_device_dropout_keeps_everything_without_rate_or_a_second_device(devices, rate):
+    mask = device_dropout_mask(50, devices, rate, torch.Generator().manual_seed(0), "single")
+    assert bool(mask.all())
+
+
+def test_unknown_device_dropout_mode_is_refused_with_the_accepted_ones():
+    with pytest.raises(ValueError, match="must be one of independent, single, got 'pairs'"):
+        device_dropout_mask(4, 3, 0.1, torch.Generator(), "pairs")
+
+
 def test_checkpoint_round_trip_and_sections_load_alone(tmp_path):
     torch.manual_seed(0)
     from ddnn.config import RunConfig

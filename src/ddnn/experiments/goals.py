@@ -174,16 +174,22 @@ def missing_judge(protocol: str) -> Judge:
     return judge
 
 
-def mask_protocol(device_dropout: float) -> str:
-    """The missing experiment's name for the presence mask on a model trained with this dropout."""
-    return f"mask, dropout {device_dropout:g}"
+def mask_protocol(device_dropout: float, mode: str = "independent") -> str:
+    """The missing experiment's name for the presence mask on a model trained with this dropout
+    (``train.device_dropout_mode``: "single" is named, the default "independent" is not)."""
+    kind = "single-device dropout" if mode == "single" and device_dropout > 0 else "dropout"
+    return f"mask, {kind} {device_dropout:g}"
 
 
 def goal_protocol(doc: Doc) -> tuple[str, float] | None:
     """The missing experiment's goal protocol: the mask on the model trained with the base
     config's device dropout (whatever it is, 0 included), and that dropout."""
-    dropout = (doc.get("base_config") or {}).get("train", {}).get("device_dropout")
-    return None if dropout is None else (mask_protocol(float(dropout)), float(dropout))
+    train = (doc.get("base_config") or {}).get("train", {})
+    dropout = train.get("device_dropout")
+    if dropout is None:
+        return None
+    mode = str(train.get("device_dropout_mode", "independent"))  # older documents: independent
+    return mask_protocol(float(dropout), mode), float(dropout)
 
 
 def missing_goal(doc: Doc) -> list[str]:

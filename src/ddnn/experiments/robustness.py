@@ -18,6 +18,7 @@ def missing(ctx: ExperimentContext) -> list[Row]:
     base = ctx.config()
     n = load_splits(base.data).train.num_devices
     dropouts = sorted({base.train.device_dropout, 0.0}, reverse=True)
+    mode = base.train.device_dropout_mode
     masked_runs = ctx.run_many([(f"train.device_dropout={p}",) for p in dropouts])
     keep = [[d for d in range(n) if d != k] for k in range(n)]
     retrained = ctx.run_many([(f"data.devices=[{','.join(map(str, s))}]",) for s in keep])
@@ -30,14 +31,14 @@ def missing(ctx: ExperimentContext) -> list[Row]:
             reference = reference or fields
             rows.append(
                 {
-                    "protocol": mask_protocol(p),
+                    "protocol": mask_protocol(p, mode),
                     "missing": "+".join(map(str, absent)) or "none",
                     "num_missing": len(absent),
                     **fields,
                     **_drops(reference, fields),
                 }
             )
-    full = next(r for r in rows if r["protocol"] == mask_protocol(base.train.device_dropout))
+    full = next(r for r in rows if r["protocol"] == mask_protocol(base.train.device_dropout, mode))
     for k, run in enumerate(retrained):
         fields = on_both_splits(run, PAPER_T)
         rows.append(

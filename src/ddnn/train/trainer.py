@@ -58,12 +58,43 @@ def seed_everything(seed: int, threads: int = 0) -> None:
         torch.set_num_threads(threads)
 
 
+DROPOUT_MODES = ("independent", "single")
+
+
+def check_dropout_mode(mode: str) -> None:
+    """Raise unless ``mode`` is one of ``DROPOUT_MODES`` (``train.device_dropout_mode``)."""
+    if mode not in DROPOUT_MODES:
+        raise ValueError(
+            f"train.device_dropout_mode must be one of {', '.join(DROPOUT_MODES)}, got {mode!r}"
+        )
+
+
 def device_dropout_mask(
-    batch: int, num_devices: int, rate: float, generator: torch.Generator
+    batch: int,
+    num_devices: int,
+    rate: float,
+    generator: torch.Generator,
+    mode: str = "independent",
 ) -> torch.Tensor:
-    """Random presence mask: each device absent with probability ``rate``, at least one present."""
+    """Random (batch, num_devices) presence mask for device dropout; at least one device present.
+
+    ``independent``: each device is absent with probability ``rate``, independently (a sample that
+    loses all of them keeps one, chosen uniformly). ``single``: with probability ``rate`` a sample
+    loses exactly one device, chosen uniformly; the others stay. The second is the failure that
+    the missing-device goal tests (one camera down), and trains for it without also teaching the
+    model samples with half its devices gone.
+    """
+    check_dropout_mode(mode)
+    keep = torch.ones(batch, num_devices, dtype=torch.bool)
     if rate <= 0:
-        return torch.ones(batch, num_devices, dtype=torch.bool)
+        return keep
+    if mode == "single":
+        if num_devices < 2:
+            return keep
+        hit = torch.rand(batch, generator=generator) < rate
+        which = torch.randint(num_devices, (batch,), generator=generator)
+        keep[hit.nonzero().flatten(), which[hit]] = False
+        return keep
     keep = torch.rand(batch, num_devices, generator=generator) >= rate
     nobody = ~keep.any(dim=1)
     if bool(nobody.any()):
@@ -82,6 +113,7 @@ def validate_train_config(config: TrainConfig) -> None:
         raise ValueError(f"train.batch_size must be >= 0 (0 = full batch), got {config.batch_size}")
     if not 0.0 <= config.device_dropout < 1.0:
         raise ValueError(f"train.device_dropout must be in [0, 1), got {config.device_dropout}")
+    check_dropout_mode(config.device_dropout_mode)
     if config.save_every < 0:
         raise ValueError(
             f"train.save_every must be >= 0 (0 = save resumable state only on Ctrl-C), "
@@ -231,7 +263,11 @@ def train(
                 samples = next(batches)
                 if world.smallest_share(size) >= 2:  # BatchNorm needs two samples
                     presence = device_dropout_mask(
-                        size, data.num_devices, config.device_dropout, gen
+                        size,
+                        data.num_devices,
+                        config.device_dropout,
+                        gen,
+                        config.device_dropout_mode,
                     )[world.share(size)]
                     parts = _step(
                         step_model, model, samples, presence, config, optimizer, scaler, placement
