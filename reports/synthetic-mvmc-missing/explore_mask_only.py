@@ -5,8 +5,8 @@ prints every single-device drop on test and validation. Trains in this process, 
 
 usage: python explore_mask_only.py OUT SEEDS [one] key=value ...
   SEEDS: N (seeds 0..N-1) or a list such as 5,6,7,8,9
-  one:   replace the trainer's independent per-device dropout by "with probability p, exactly one
-         uniformly chosen device absent" (a monkeypatch for measurement; not a library mode)
+  one:   "with probability p, exactly one uniformly chosen device absent" instead of independent
+         per-device dropout: now train.device_dropout_mode=single (same random draws)
 """
 
 import json
@@ -14,9 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-import ddnn.train.trainer as trainer
 from ddnn.config import resolve_config
 from ddnn.experiments import robustness
 from ddnn.experiments.goals import mask_protocol
@@ -29,19 +26,8 @@ out, seeds, *rest = sys.argv[1:]
 mode_one = bool(rest) and rest[0] == "one"
 overrides = rest[1:] if mode_one else rest
 
-if mode_one:
-
-    def one_mask(batch, num_devices, rate, generator):
-        """Each sample: with probability rate, exactly one (uniform) device absent."""
-        keep = torch.ones(batch, num_devices, dtype=torch.bool)
-        if rate <= 0:
-            return keep
-        hit = torch.rand(batch, generator=generator) < rate
-        which = torch.randint(num_devices, (batch,), generator=generator)
-        keep[hit.nonzero().flatten(), which[hit]] = False
-        return keep
-
-    trainer.device_dropout_mask = one_mask
+if mode_one:  # measured with a monkeypatch before the trainer had the mode; the same draws
+    overrides = [*overrides, "train.device_dropout_mode=single"]
 
 
 def maskonly(ctx):
