@@ -17,11 +17,12 @@ from typing import Any
 
 from ddnn.config import ModelConfig
 
-# Chosen by benchmarks/results_sensor_defaults.txt (mean validation accuracy over 3 data sets):
-VECTOR_FILTERS = (16,)  # 16 units (2 B up per sample): 96.4 %; the paper's binary FC(4): 86.7 %
-VECTOR_NORMALIZE_INPUT = False  # 96.7 % with it: within the 0.5-point tie, 128 B more memory
-VECTOR_LOCAL_AGGREGATION = "cc"  # learned fusion of score rows: 86.7 % vs ap 84.8 %, mp 81.0 %
-VECTOR_CLOUD_FILTERS = (64,)  # one wide float layer: 97.6 % vs 96.4 % for the binary 16x16 cloud
+# Chosen by benchmarks/results_sensor_defaults.txt (mean validation accuracy over 3 data sets x 5
+# data seeds, with the default recipe: single-device dropout 0.3):
+VECTOR_FILTERS = (16,)  # 16 units (2 B up per sample): 97.3 %; the paper's binary FC(4): 85.7 %
+VECTOR_NORMALIZE_INPUT = True  # 97.3 % with it, 96.5 % without (breast-cancer's mixed scales)
+VECTOR_LOCAL_AGGREGATION = "cc"  # learned fusion of score rows: 85.7 % vs ap 84.5 %, mp 80.5 %
+VECTOR_CLOUD_FILTERS = (16, 16)  # float: 98.1 % vs 97.5 % for one layer of 64, 97.3 % binary
 VECTOR_CLOUD_BINARY: bool | tuple[bool, ...] = False  # the cloud is a server
 VECTOR_SCORES = "int8"  # the one encoding below raw bytes on digits-4 (10 classes, 16 features)
 
@@ -43,10 +44,9 @@ def first_layer_float(filters: tuple[int, ...]) -> bool | tuple[bool, ...]:
 
 
 def vector_binary(filters: tuple[int, ...]) -> bool | tuple[bool, ...]:
-    """Device precision for vector sensors (:func:`first_layer_float`). Measured at 16 units:
-    96.4 %, 1.2 KB; all float 96.6 %, 1.4-1.9 KB; all binary (with ``normalize_input``) 96.4 %,
-    0.3 KB, at the edge of the benchmark's tie window — a near tie that another run may break the
-    other way."""
+    """Device precision for vector sensors (:func:`first_layer_float`). Measured at 16 units with
+    input normalization: 97.3 %, 1.4 KB; all float 97.3 %, 1.9 KB (without normalization); all
+    binary (with it) 96.3 %, 0.3 KB."""
     return first_layer_float(filters)
 
 
