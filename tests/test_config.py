@@ -2,7 +2,7 @@
 
 import pytest
 
-from ddnn.config import RunConfig, parse_override, resolve_config, to_dict
+from ddnn.config import RunConfig, parse_override, resolve_config, saved_run_config, to_dict
 
 
 def test_defaults_are_paper_threshold_model():
@@ -78,3 +78,12 @@ def test_a_given_value_equal_to_the_default_is_not_replaced_by_the_data(tmp_path
     yaml_file.write_text("model:\n  num_devices: 6\n")  # equal to the data: fine
     assert fit_model_to_data(resolve_config(yaml_path=yaml_file, overrides=data), splits)
     assert "given" not in to_dict(given)  # bookkeeping, never saved with a run
+
+
+def test_a_config_saved_before_the_dropout_mode_reads_as_the_independent_dropout_it_used():
+    saved = to_dict(RunConfig())
+    del saved["train"]["device_dropout_mode"]
+    saved["train"]["device_dropout"] = 0.15
+    old = saved_run_config(saved)
+    assert old.train.device_dropout_mode == "independent" and old.train.device_dropout == 0.15
+    assert saved_run_config(to_dict(RunConfig())).train.device_dropout_mode == "single"

@@ -299,6 +299,19 @@ def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     return cls(**kwargs)
 
 
+def saved_run_config(values: dict[str, Any]) -> RunConfig:
+    """A run's saved config as that run trained.
+
+    Configs saved before ``train.device_dropout_mode`` existed trained with independent dropout,
+    the only kind then; read with today's default they would resume or be described as
+    single-device dropout.
+    """
+    train = values.get("train")
+    if isinstance(train, dict) and "device_dropout_mode" not in train:
+        values = {**values, "train": {**train, "device_dropout_mode": "independent"}}
+    return from_dict(RunConfig, values)
+
+
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Recursive dict merge: mappings merge, everything else is replaced."""
     out = dict(base)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ddnn.config import ModelConfig, RunConfig, from_dict, to_dict
+from ddnn.config import ModelConfig, RunConfig, from_dict, saved_run_config, to_dict
 
 if TYPE_CHECKING:
     from torch import nn
@@ -249,7 +249,7 @@ def load_run(run_dir: str | Path) -> tuple[DDNN, RunConfig, dict[str, Any]]:
     if (path / MANIFEST).is_file():  # runs older than manifests are checked when served
         verify_run(path)
     payload = _read(path / CHECKPOINT, "checkpoint")
-    config = from_dict(RunConfig, payload["config"])
+    config = saved_run_config(payload["config"])
     model = DDNN(config.model)
     try:
         model.load_state_dict(payload["state_dict"])

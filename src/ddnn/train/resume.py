@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ddnn.config import RunConfig, from_dict, to_dict
+from ddnn.config import RunConfig, saved_run_config, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def load_state(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any], TrainSta
 
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        config = from_dict(RunConfig, payload["config"])
+        config = saved_run_config(payload["config"])
         state = TrainState(**payload["state"])
         model_state = payload["model"]
     except Exception as exc:  # torch and the dataclasses raise many types for a bad payload
