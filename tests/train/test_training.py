@@ -66,7 +66,7 @@ def test_absent_views_contribute_no_device_loss():
 
 def test_device_dropout_keeps_at_least_one_device():
     g = torch.Generator().manual_seed(0)
-    mask = device_dropout_mask(2000, 3, 0.9, g)
+    mask = device_dropout_mask(2000, 3, 0.9, g, "independent")
     assert bool(mask.any(dim=1).all())
     assert 0.05 < float(mask.float().mean()) < 0.5
 

@@ -74,7 +74,7 @@ def device_dropout_mask(
     num_devices: int,
     rate: float,
     generator: torch.Generator,
-    mode: str = "independent",
+    mode: str,
 ) -> torch.Tensor:
     """Random (batch, num_devices) presence mask for device dropout; at least one device present.
 
