@@ -36,6 +36,7 @@ goal is judged on the test splits' mean and on every seed, since one test split 
 moves by a point per sample. ``--jobs`` trainings run in parallel, one thread each.
 
 Run: python benchmarks/sensor_defaults.py [--modality vector|series] [--quick] [--seeds N] [--jobs J]
+[--defaults-only]  (the last: no search, ddnn's current defaults judged on every seed)
 (``--quick``: 10 epochs, one seed, two candidates; a smoke test, not a measurement).
 """
 
@@ -355,6 +356,18 @@ def describe(values: dict[str, Any]) -> str:
     )
 
 
+def library_defaults(splits: DataSplits, data: DataConfig) -> dict[str, Any]:
+    """The model keys of ``PAPER`` as ``ddnn`` fills them for this data when none is given."""
+    fitted = to_dict(fit_model_to_data(RunConfig(data=data), splits).model)
+    values: dict[str, Any] = {}
+    for key in PAPER:
+        have: Any = fitted
+        for part in key.split(".")[1:]:
+            have = have[part]
+        values[key] = have
+    return values
+
+
 def library_defaults_match(values: dict[str, Any], splits: DataSplits, data: DataConfig) -> str:
     """Whether ``ddnn``'s defaults for this data (no model keys given) are the chosen values."""
     fitted = to_dict(fit_model_to_data(RunConfig(data=data), splits).model)
@@ -374,6 +387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5, help="data seeds per data set (default 5)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel trainings (default 2)")
     parser.add_argument("--modality", choices=("vector", "series"), default="vector")
+    parser.add_argument(
+        "--defaults-only",
+        action="store_true",
+        help="no search: judge ddnn's current defaults for the modality on every seed",
+    )
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.jobs < 1:
         parser.error("--seeds and --jobs must be >= 1")
@@ -412,7 +430,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pool = multiprocessing.get_context("spawn").Pool(args.jobs)
     best_values = dict(PAPER)
     results: dict[str, dict[str, list[Outcome]]] = {}
-    for stage, changes in stages(args.quick, series):
+    plan = stages(args.quick, series)
+    if args.defaults_only:
+        best_values = library_defaults(*reversed(data[names[-1]]))
+        plan = [("current defaults", [{}])]
+    for stage, changes in plan:
         print(f"\n## stage {stage}")
         print(
             f"{'candidate':52} {'data':18} {'val%':>5} {'vexit%':>6} {'test%':>5} "
