@@ -370,12 +370,10 @@ def library_defaults(splits: DataSplits, data: DataConfig) -> dict[str, Any]:
 
 def library_defaults_match(values: dict[str, Any], splits: DataSplits, data: DataConfig) -> str:
     """Whether ``ddnn``'s defaults for this data (no model keys given) are the chosen values."""
-    fitted = to_dict(fit_model_to_data(RunConfig(data=data), splits).model)
+    defaults = library_defaults(splits, data)
     differ = []
     for key, want in values.items():
-        have: Any = fitted
-        for part in key.split(".")[1:]:
-            have = have[part]
+        have = defaults[key]
         if have != (list(want) if isinstance(want, tuple) else want):
             differ.append(f"{key}={have!r} (chosen {want!r})")
     return "match" if not differ else "differ: " + ", ".join(differ)

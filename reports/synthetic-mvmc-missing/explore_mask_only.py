@@ -28,6 +28,9 @@ overrides = rest[1:] if mode_one else rest
 
 if mode_one:  # measured with a monkeypatch before the trainer had the mode; the same draws
     overrides = [*overrides, "train.device_dropout_mode=single"]
+elif not any(o.startswith("train.device_dropout_mode=") for o in overrides):
+    # without "one" the commands in EXPLORATION.md measured independent dropout, the default then
+    overrides = [*overrides, "train.device_dropout_mode=independent"]
 
 
 def maskonly(ctx):
@@ -41,7 +44,7 @@ def maskonly(ctx):
         ref = ref or f
         rows.append(
             {
-                "protocol": mask_protocol(p),
+                "protocol": mask_protocol(p, base.train.device_dropout_mode),
                 "missing": "+".join(map(str, absent)) or "none",
                 "num_missing": len(absent),
                 **f,

@@ -299,6 +299,10 @@ def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     return cls(**kwargs)
 
 
+# What a config saved before ``train.device_dropout_mode`` existed trained with.
+DROPOUT_MODE_BEFORE_MODES = "independent"
+
+
 def saved_run_config(values: dict[str, Any]) -> RunConfig:
     """A run's saved config as that run trained.
 
@@ -308,7 +312,7 @@ def saved_run_config(values: dict[str, Any]) -> RunConfig:
     """
     train = values.get("train")
     if isinstance(train, dict) and "device_dropout_mode" not in train:
-        values = {**values, "train": {**train, "device_dropout_mode": "independent"}}
+        values = {**values, "train": {**train, "device_dropout_mode": DROPOUT_MODE_BEFORE_MODES}}
     return from_dict(RunConfig, values)
 
 

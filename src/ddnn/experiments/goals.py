@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ddnn.config import DROPOUT_MODE_BEFORE_MODES
 from ddnn.experiments.measure import VAL
 
 Doc = dict[str, Any]
@@ -174,9 +175,9 @@ def missing_judge(protocol: str) -> Judge:
     return judge
 
 
-def mask_protocol(device_dropout: float, mode: str = "independent") -> str:
+def mask_protocol(device_dropout: float, mode: str) -> str:
     """The missing experiment's name for the presence mask on a model trained with this dropout
-    (``train.device_dropout_mode``: "single" is named, the default "independent" is not)."""
+    (``train.device_dropout_mode``: "single" is named, "independent" is not, as before the mode)."""
     kind = "single-device dropout" if mode == "single" and device_dropout > 0 else "dropout"
     return f"mask, {kind} {device_dropout:g}"
 
@@ -188,7 +189,7 @@ def goal_protocol(doc: Doc) -> tuple[str, float] | None:
     dropout = train.get("device_dropout")
     if dropout is None:
         return None
-    mode = str(train.get("device_dropout_mode", "independent"))  # older documents: independent
+    mode = str(train.get("device_dropout_mode", DROPOUT_MODE_BEFORE_MODES))
     return mask_protocol(float(dropout), mode), float(dropout)
 
 

@@ -85,12 +85,10 @@ def device_dropout_mask(
     model samples with half its devices gone.
     """
     check_dropout_mode(mode)
-    keep = torch.ones(batch, num_devices, dtype=torch.bool)
-    if rate <= 0:
-        return keep
+    if rate <= 0 or (mode == "single" and num_devices < 2):
+        return torch.ones(batch, num_devices, dtype=torch.bool)
     if mode == "single":
-        if num_devices < 2:
-            return keep
+        keep = torch.ones(batch, num_devices, dtype=torch.bool)
         hit = torch.rand(batch, generator=generator) < rate
         which = torch.randint(num_devices, (batch,), generator=generator)
         keep[hit.nonzero().flatten(), which[hit]] = False
