@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from ddnn.config import CloudConfig, DeviceConfig, ModelConfig, WireConfig
+from ddnn.config import CloudConfig, DeviceConfig, EdgeConfig, ModelConfig, WireConfig
 from ddnn.data.dataset import MultiDeviceDataset
-from ddnn.eval.evaluate import threshold_sweep
+from ddnn.eval.batched import infer_all_at
+from ddnn.eval.evaluate import presence_without, threshold_sweep
 from ddnn.models.ddnn import DDNN
 from ddnn.report import threshold_table
 from ddnn.wire import formula_bytes_per_device, wire_roundtrip
@@ -81,3 +82,36 @@ def test_table_keeps_its_columns():
     for column in ("meas.", "formula", "+hdr", "raw", "reduction"):
         assert column in header
     assert np.isfinite(rows[0].reduction_factor)
+
+
+def test_a_sweep_runs_the_devices_once_with_the_results_of_infer_at_each_threshold(monkeypatch):
+    # An edge tier, a missing device and an edge threshold: every stage past the devices differs
+    # between thresholds, and each must match staged inference called at that threshold alone.
+    config = replace(TINY, edge=EdgeConfig(groups=((0, 1), (2,)), filters=(4,)))
+    torch.manual_seed(0)
+    model = DDNN(config).eval()
+    data = _data(n=80)
+    presence = presence_without(len(data), 3, [1])
+    thresholds = [0.0, 0.3, 0.6, 0.9, 1.0]
+    expected = [model.infer(data.x, {"local": t, "edge": 0.5}, presence) for t in thresholds]
+    calls = []
+    device_outputs = model.device_outputs
+    monkeypatch.setattr(model, "device_outputs", lambda *a: calls.append(1) or device_outputs(*a))
+    sets = [{"local": t, "edge": 0.5} for t in thresholds]
+    got = infer_all_at(model, data, sets, presence)
+    assert len(calls) == 1  # in memory: one chunk, one pass of the devices
+    assert [r.exit_fraction("local") for r in expected] != [expected[0].exit_fraction("local")] * 5
+    for want, have in zip(expected, got, strict=True):
+        assert torch.equal(want.predictions, have.predictions)
+        assert torch.equal(want.exit_index, have.exit_index)
+        for link in ("device", "edge"):
+            for field in ("payload", "header", "frames"):
+                a, b = (
+                    getattr(getattr(want.bytes, link), field),
+                    getattr(getattr(have.bytes, link), field),
+                )
+                assert np.array_equal(a, b), (link, field)
+    rows = threshold_sweep(model, data, thresholds, edge_threshold=0.5, missing=[1])
+    for row, want in zip(rows, expected, strict=True):
+        assert row.overall_accuracy == float((want.predictions == data.labels).float().mean())
+        assert row.bytes_per_device == want.bytes.per_device()

@@ -8,7 +8,7 @@ depend on the chunking; staged inference's byte record is joined as if one batch
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -66,7 +66,32 @@ def infer_all(
     workers: int = 0,
 ) -> InferenceResult:
     """``model.infer`` on every sample of ``data``, as one batch."""
-    parts = [model.infer(b.x, thresholds, p) for b, p in _with_presence(data, presence, workers)]
+    (result,) = infer_all_at(model, data, [thresholds or {}], presence, workers=workers)
+    return result
+
+
+@torch.no_grad()
+def infer_all_at(
+    model: DDNN,
+    data: AnyDataset,
+    threshold_sets: Sequence[dict[str, float]],
+    presence: Tensor | None = None,
+    *,
+    workers: int = 0,
+) -> list[InferenceResult]:
+    """:func:`infer_all` at each of ``threshold_sets``, running the devices once per chunk.
+
+    The devices' outputs do not depend on the thresholds, so a sweep of K thresholds costs one
+    pass of the devices and K of the exits and upper tiers, not K of everything."""
+    per_set: list[list[InferenceResult]] = [[] for _ in threshold_sets]
+    for b, p in _with_presence(data, presence, workers):
+        devices = model.device_outputs(b.x, p)
+        for results, thresholds in zip(per_set, threshold_sets, strict=True):
+            results.append(model.infer_from(devices, thresholds))
+    return [_join(parts) for parts in per_set]
+
+
+def _join(parts: list[InferenceResult]) -> InferenceResult:
     if len(parts) == 1:
         return parts[0]
     return InferenceResult(

@@ -15,7 +15,7 @@ import torch
 
 from ddnn.config import DEFAULT_THRESHOLDS  # noqa: E402  (re-exported)
 from ddnn.data.dataset import AnyDataset
-from ddnn.eval.batched import forward_all, infer_all
+from ddnn.eval.batched import forward_all, infer_all_at
 from ddnn.models.ddnn import CLOUD, DDNN, EDGE, LOCAL
 from ddnn.nn.exits import check_threshold
 from ddnn.wire import formula_bytes_per_device, mean_raw_bytes_per_device
@@ -112,9 +112,11 @@ def threshold_sweep(
     ]
     encoding = model.config.wire.scores
     raw = mean_raw_bytes_per_device(model.config.device_shapes)
+    results = infer_all_at(
+        model, data, [{LOCAL: t, EDGE: edge_t or 0.0} for t in thresholds], presence
+    )
     rows = []
-    for t in thresholds:
-        result = infer_all(model, data, {LOCAL: t, EDGE: edge_t or 0.0}, presence)
+    for t, result in zip(thresholds, results, strict=True):
         local_frac = result.exit_fraction(LOCAL)
         if model.has_local_exit:
             formula = sum(

@@ -86,6 +86,23 @@ class InferenceResult:
         return float((self.exit_index == self.exit_names.index(name)).float().mean())
 
 
+@dataclass(frozen=True)
+class DeviceOutputs:
+    """What the device sections computed on a batch, before any exit decision."""
+
+    mask: Tensor  # (B, D) bool, devices present
+    scores: Tensor | None  # (B, D, C) device exit scores, None without a local exit
+    features: Tensor  # (B, D, ...) feature maps, zero for absent devices
+
+
+def _check_threshold_keys(thresholds: dict[str, float] | None) -> dict[str, float]:
+    thresholds = dict(thresholds or {})
+    unknown = set(thresholds) - {LOCAL, EDGE}
+    if unknown:
+        raise ValueError(f"unknown exit(s) {sorted(unknown)} in thresholds; accepted: local, edge")
+    return thresholds
+
+
 class DDNN(nn.Module):
     """A distributed deep neural network over any hierarchy of SPEC §1 (configurations a–f)."""
 
@@ -388,22 +405,35 @@ class DDNN(nn.Module):
                 always answers.
             presence: (B, D) which devices are present (default: all).
         """
-        thresholds = dict(thresholds or {})
-        unknown = set(thresholds) - {LOCAL, EDGE}
-        if unknown:
-            raise ValueError(
-                f"unknown exit(s) {sorted(unknown)} in thresholds; accepted: local, edge"
-            )
+        _check_threshold_keys(thresholds)
+        return self.infer_from(self.device_outputs(x, presence), thresholds)
+
+    @torch.no_grad()
+    def device_outputs(self, x: Tensor, presence: Tensor | None = None) -> DeviceOutputs:
+        """The device sections on ``x`` (B, D, *input_shape), absent devices zeroed: what every
+        threshold's staged inference starts from (:meth:`infer_from`)."""
         mask = self._check_input(x, presence)
-        b = x.shape[0]
         x = x * mask.view(*mask.shape, *([1] * (x.dim() - 2))).to(x.dtype)
+        scores, feats = self._run_devices(x)
+        return DeviceOutputs(mask, scores, feats)
+
+    @torch.no_grad()
+    def infer_from(
+        self, devices: DeviceOutputs, thresholds: dict[str, float] | None = None
+    ) -> InferenceResult:
+        """:meth:`infer` after the devices ran: the exits, upper tiers and bytes at ``thresholds``.
+
+        A threshold sweep runs the devices once and this once per threshold, with the results
+        of calling :meth:`infer` at each threshold."""
+        thresholds = _check_threshold_keys(thresholds)
+        mask, dev_scores, feats = devices.mask, devices.scores, devices.features
+        b = mask.shape[0]
         predictions = torch.full((b,), -1, dtype=torch.long)
         exit_index = torch.full((b,), -1, dtype=torch.long)
         remaining = torch.arange(b)
         mask_np = mask.cpu().numpy()
         link = LinkBytes.empty(mask_np, len(self.groups))
 
-        dev_scores, feats = self._run_devices(x)
         last = len(self.exit_names) - 1
         if dev_scores is not None:
             assert self.local is not None
