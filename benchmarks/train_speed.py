@@ -5,7 +5,8 @@ The accuracy line is a check that speed did not cost accuracy: the test split at
 T = 0.8, so nothing is chosen on it. This machine's speed varies with other work on its host, so
 each recipe runs ``--repeats`` times; the fastest run is the figure, the spread is shown beside it.
 
-Run: python benchmarks/train_speed.py [--epochs E] [--repeats R]
+Run: python benchmarks/train_speed.py [--epochs E] [--repeats R] [--accelerator A] [--precision P]
+(``--accelerator cuda`` times the GPU path; it is not a goal of the 2-core machine.)
 """
 
 from __future__ import annotations
@@ -34,13 +35,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--epochs", type=int, default=None, help="both recipes (default: 100)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per recipe (default: 3)")
+    parser.add_argument("--accelerator", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    parser.add_argument("--precision", default="32", help="32, bf16 or 16 (default: 32)")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     config = RunConfig()
+    config = replace(
+        config,
+        train=replace(config.train, accelerator=args.accelerator, precision=args.precision),
+    )
     t0 = time.perf_counter()
     splits = load_dataset(config.data)
     print(f"machine: {machine()}")
+    if args.accelerator != "cpu" or args.precision != "32":
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none visible"
+        print(f"accelerator: {args.accelerator}, precision {args.precision} (GPU: {gpu})")
     print(
         f"data: synthetic-mvmc {len(splits.train)} train / {len(splits.test)} test, "
         f"generated in {time.perf_counter() - t0:.1f} s"
