@@ -115,3 +115,12 @@ def test_a_sweep_runs_the_devices_once_with_the_results_of_infer_at_each_thresho
     for row, want in zip(rows, expected, strict=True):
         assert row.overall_accuracy == float((want.predictions == data.labels).float().mean())
         assert row.bytes_per_device == want.bytes.per_device()
+
+
+def test_a_sweep_refuses_an_unknown_exit_before_running_any_device(monkeypatch):
+    torch.manual_seed(0)
+    model = DDNN(TINY).eval()
+    monkeypatch.setattr(model, "device_outputs", lambda *a: pytest.fail("the devices ran"))
+    with pytest.raises(ValueError, match="unknown exit.*'cloud'.*accepted: local, edge"):
+        infer_all_at(model, _data(), [{"local": 0.5}, {"cloud": 0.5}])
+    assert infer_all_at(model, _data(), []) == []

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ddnn.data.dataset import AnyDataset
 from ddnn.data.streaming import Batch, iter_chunks
-from ddnn.models.ddnn import DDNN, DDNNOutput, InferenceResult
+from ddnn.models.ddnn import DDNN, DDNNOutput, InferenceResult, check_threshold_keys
 from ddnn.wire import LinkBytes
 
 
@@ -83,7 +83,11 @@ def infer_all_at(
 
     The devices' outputs do not depend on the thresholds, so a sweep of K thresholds costs one
     pass of the devices and K of the exits and upper tiers, not K of everything."""
+    for thresholds in threshold_sets:  # a bad key fails before any device runs
+        check_threshold_keys(thresholds)
     per_set: list[list[InferenceResult]] = [[] for _ in threshold_sets]
+    if not per_set:
+        return []
     for b, p in _with_presence(data, presence, workers):
         devices = model.device_outputs(b.x, p)
         for results, thresholds in zip(per_set, threshold_sets, strict=True):

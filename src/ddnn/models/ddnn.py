@@ -95,7 +95,8 @@ class DeviceOutputs:
     features: Tensor  # (B, D, ...) feature maps, zero for absent devices
 
 
-def _check_threshold_keys(thresholds: dict[str, float] | None) -> dict[str, float]:
+def check_threshold_keys(thresholds: dict[str, float] | None) -> dict[str, float]:
+    """A copy of ``thresholds`` (``None``: empty) once its keys are exits that take one."""
     thresholds = dict(thresholds or {})
     unknown = set(thresholds) - {LOCAL, EDGE}
     if unknown:
@@ -405,7 +406,7 @@ class DDNN(nn.Module):
                 always answers.
             presence: (B, D) which devices are present (default: all).
         """
-        _check_threshold_keys(thresholds)
+        check_threshold_keys(thresholds)
         return self.infer_from(self.device_outputs(x, presence), thresholds)
 
     @torch.no_grad()
@@ -425,7 +426,7 @@ class DDNN(nn.Module):
 
         A threshold sweep runs the devices once and this once per threshold, with the results
         of calling :meth:`infer` at each threshold."""
-        thresholds = _check_threshold_keys(thresholds)
+        thresholds = check_threshold_keys(thresholds)
         mask, dev_scores, feats = devices.mask, devices.scores, devices.features
         b = mask.shape[0]
         predictions = torch.full((b,), -1, dtype=torch.long)
