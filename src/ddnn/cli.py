@@ -86,6 +86,7 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ddnn.train.accelerator import resolve_placement
     from ddnn.train.distributed import world_from_env
     from ddnn.train.resume import TrainingInterrupted, peek_progress
     from ddnn.workflow import resume_run, train_run
@@ -130,7 +131,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"ddnn: {stopped}", file=sys.stderr)
         return 130
     if world.is_main:
-        where = f" on {world.size} processes" if world.distributed else ""
+        placement = resolve_placement(config.train.accelerator, config.train.precision)
+        where = f" on {placement.describe()}"
+        if world.distributed:  # each process has its own GPU (or shares the CPU)
+            where = f" on {world.size} processes ({placement.describe()} in process 0)"
         print(
             f"trained {config.train.epochs} epochs in {history.seconds:.1f} s{where}; "
             f"run saved to {out}"

@@ -104,3 +104,17 @@ def test_every_training_command_refuses_cuda_without_a_gpu_before_training(
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("ddnn: error:") and "no CUDA GPU" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_says_where_it_trained(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1"]) == 0
+    assert "trained 1 epochs in" in (out := capsys.readouterr().out) and " on the CPU; " in out
+    code = main(["train", "--out", str(tmp_path / "b"), "--epochs", "1", "train.precision=bf16"])
+    assert code == 0 and " on the CPU, bf16 mixed precision; " in capsys.readouterr().out
+
+
+def test_a_gpu_placement_names_the_gpu_and_its_precision(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
+    placement = accelerator.Placement(torch.device("cuda", 1), "16")
+    assert placement.describe() == "GPU 1 (Test GPU), float16 mixed precision"
+    assert accelerator.Placement(torch.device("cpu"), "32").describe() == "the CPU"

@@ -41,6 +41,15 @@ class Placement:
         with torch.autocast(device_type=self.device.type, dtype=dtype):
             yield
 
+    def describe(self) -> str:
+        """Where and how training ran, for people: ``the CPU``, ``GPU 0 (NVIDIA H200), bf16
+        mixed precision``."""
+        where = "the CPU"
+        if self.device.type == "cuda":
+            where = f"GPU {self.device.index or 0} ({torch.cuda.get_device_name(self.device)})"
+        mixed = {"bf16": "bf16", "16": "float16"}.get(self.precision)
+        return where if mixed is None else f"{where}, {mixed} mixed precision"
+
     def grad_scaler(self) -> torch.amp.GradScaler:
         """Gradient scaling against float16 underflow; disabled (a pass-through) otherwise."""
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
