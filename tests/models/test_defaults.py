@@ -9,7 +9,7 @@ from ddnn.config import DataConfig, ModelConfig, RunConfig, resolve_config
 from ddnn.data.registry import load_dataset
 from ddnn.models import defaults
 from ddnn.models.ddnn import DDNN
-from ddnn.models.defaults import modality, vector_binary, with_modality_defaults
+from ddnn.models.defaults import modality, scores_below_raw, vector_binary, with_modality_defaults
 from ddnn.workflow import fit_model_to_data
 
 VECTORS = ModelConfig(num_devices=4, input_shape=(16,))
@@ -30,7 +30,7 @@ def test_vector_devices_get_the_vector_defaults():
     assert model.local_aggregation == defaults.VECTOR_LOCAL_AGGREGATION
     assert model.cloud.filters == defaults.VECTOR_CLOUD_FILTERS
     assert model.cloud.binary == defaults.VECTOR_CLOUD_BINARY
-    assert model.wire.scores == defaults.VECTOR_SCORES
+    assert model.wire.scores == "float32"  # 3 classes x 4 B = 12 B < 16 raw bytes
     DDNN(model)  # a valid hierarchy
     assert with_modality_defaults(model) == model  # applying twice changes nothing (resume)
 
@@ -43,7 +43,7 @@ def test_series_devices_get_the_series_defaults():
     assert model.local_aggregation == defaults.SERIES_LOCAL_AGGREGATION
     assert model.cloud.filters == defaults.SERIES_CLOUD_FILTERS
     assert model.cloud.binary == defaults.SERIES_CLOUD_BINARY
-    assert model.wire.scores == defaults.SERIES_SCORES
+    assert model.wire.scores == "float32"  # 12 B < 3 x 64 raw bytes
     net = DDNN(model)  # a valid hierarchy, also on the shortest series the blocks can take
     assert net.devices[0].feature_shape == (16, 8)  # 64 steps halved by each of the 3 blocks
     DDNN(with_modality_defaults(replace(VECTORS, input_shape=(2, 2))))
@@ -93,3 +93,29 @@ def test_fit_model_to_data_applies_them_and_the_paper_run_is_untouched():
     assert fit_model_to_data(RunConfig(data=DataConfig(num_train=8, num_test=4)), images).model == (
         ModelConfig()
     )
+
+
+@pytest.mark.parametrize(
+    ("classes", "shapes", "expected"),
+    [
+        (3, [(16,)], "float32"),  # 12 B < 16 B
+        (4, [(16,)], "float16"),  # 16 B is not below 16 B; 8 B is
+        (10, [(16,)], "int8"),  # 40 and 20 B are not below 16 B; 10 B is
+        (2, [(10,)], "float32"),  # breast-cancer-3: 8 B < 10 B
+        (10, [(2, 8)], "int8"),  # digits-rows-4: 16 raw bytes
+        (3, [(64,), (8,)], "float16"),  # the smallest device decides: 6 B < 8 B <= 12 B
+        (40, [(16,)], "int8"),  # none is below raw: the cheapest
+    ],
+)
+def test_scores_are_the_most_precise_encoding_below_the_raw_reading(classes, shapes, expected):
+    assert scores_below_raw(classes, shapes) == expected
+
+
+def test_ten_classes_on_small_vectors_get_int8_and_a_given_encoding_wins():
+    ten = replace(VECTORS, num_classes=10)
+    model = with_modality_defaults(ten)
+    assert model.wire.scores == "int8"
+    assert with_modality_defaults(model) == model  # applying twice changes nothing
+    given = resolve_config(overrides=["model.wire.scores=float32"])
+    kept = with_modality_defaults(replace(given.model, **_shape(), num_classes=10), given.given)
+    assert kept.wire.scores == "float32"
