@@ -1,21 +1,24 @@
 """How far each training-speed goal is from what this machine's arithmetic allows (issue 16).
 
-For each timed workload, this counts the multiply-adds of one training step (forward, joint loss,
-backward; ``torch.utils.flop_counter``), times warm steps of the same loop the trainer runs
-(Adam, latent-weight clipping, the trainer's memory reuse), and compares both with the machine's
-matrix throughput: the best of a 2048 x 2048 float32 matrix product, the fastest dense arithmetic
-torch reaches here. ``MACs x steps / throughput`` is a lower bound on the training time that no
-kernel, layout or fusion can beat on this CPU.
+For each timed workload, this counts the multiply-adds (MACs) of one training step (forward, joint
+loss, backward; ``torch.utils.flop_counter``, with grouped convolutions counted right) and compares
+them with the machine's matrix speed: the best float32 matrix product torch runs here, over sizes
+1024 to 4096. ``MACs x steps / matrix speed`` is how long training would take if every step kept
+the arithmetic units as busy as the best matrix product does, and did nothing else: no pooling,
+BatchNorm, binarization, optimizer or data handling, which are not counted. The training times
+compared are the committed ones (``results_train_speed.txt``, ``results_fashion_benchmark.txt``).
 
 Workloads: synthetic-mvmc's paper recipe (full batch of 680, 100 steps) and default recipe (batch
 64, 1 100 steps), and the fashion-mnist-6 DDNN of ``benchmarks/fashion_benchmark.py`` (batch 128,
 4 300 steps) with that script's cloud-only CNN beside it. Random inputs of each data set's shape:
 the arithmetic does not depend on the values.
 
-It also prints oneDNN's own account (``ONEDNN_VERBOSE``) of the paper's grouped device
-convolution, the largest item of its step: the weight layout oneDNN chose and its time.
+Then the paper step's convolutions alone (forward and the gradients training needs): the devices'
+grouped convolution in five formulations that compute the same values, channels-last and NCHW,
+and the cloud's two; and oneDNN's own account (``ONEDNN_VERBOSE``) of the grouped one: the
+weight layout it chose and its time.
 
-Run: python benchmarks/train_arithmetic.py [--steps S]
+Run: python benchmarks/train_arithmetic.py
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from ddnn.train.losses import joint_loss  # noqa: E402
 from ddnn.train.memory import reused_memory  # noqa: E402
 from ddnn.train.trainer import device_dropout_mask  # noqa: E402
 
-MATRIX = 2048
+MATRIX_SIZES = (1024, 2048, 3072, 4096)
 FASHION_SHAPE = (1, 16, 10)  # one tile per device, fashion_benchmark.TILE
 FASHION_CLASSES = 6
 FASHION_TRAIN = 55_000
@@ -152,16 +155,20 @@ WORKLOADS = (
 )
 
 
-def matrix_throughput(repeats: int = 5) -> float:
-    """Multiply-adds per second of the best of ``repeats`` float32 2048^3 matrix products."""
-    a, b = torch.randn(MATRIX, MATRIX), torch.randn(MATRIX, MATRIX)
-    a @ b
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
+def matrix_throughput(repeats: int = 4) -> tuple[float, int]:
+    """The most multiply-adds per second of float32 square matrix products (best of ``repeats``
+    for each size), and the size that reached it."""
+    best: tuple[float, int] = (0.0, 0)
+    for n in MATRIX_SIZES:
+        a, b = torch.randn(n, n), torch.randn(n, n)
         a @ b
-        best = min(best, time.perf_counter() - start)
-    return MATRIX**3 / best
+        seconds = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            seconds = min(seconds, time.perf_counter() - start)
+        best = max(best, (n**3 / seconds, n))
+    return best
 
 
 def convolution_backward_flops(
@@ -258,6 +265,63 @@ def time_device_convolution(run: Callable[[Tensor, Tensor], Tensor], channels_la
     return best
 
 
+def time_convolution(x_shape: tuple[int, ...], out_channels: int, input_grad: bool) -> float:
+    """Best of five: one 3 x 3 convolution (pad 1, channels-last, as ddnn runs it), forward and
+    the gradients training needs (the weights', and the input's unless it is the raw input)."""
+    x = torch.randn(x_shape).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(input_grad)
+    w = torch.randn(out_channels, x_shape[1], 3, 3).requires_grad_()
+    best = math.inf
+    with reused_memory():
+        for i in range(6):
+            start = time.perf_counter()
+            y = F.conv2d(x, w.sign(), None, 1, 1)
+            y.backward(torch.ones_like(y))
+            if i > 0:
+                best = min(best, time.perf_counter() - start)
+            x.grad = w.grad = None
+    return best
+
+
+def convolution_macs(x_shape: tuple[int, ...], out_channels: int, input_grad: bool) -> int:
+    """Multiply-adds of ``time_convolution``'s work: the forward, once more per gradient."""
+    batch, cin, *spatial = x_shape
+    forward = batch * math.prod(spatial) * out_channels * cin * 9
+    return forward * (3 if input_grad else 2)
+
+
+# The paper's cloud: ConvP(24 -> 16) and ConvP(16 -> 16) on 16 x 16 maps of the full batch.
+PAPER_CLOUD = (
+    ("cloud 24 -> 16", (BATCH, DEVICES * COUT, SIDE // 2, SIDE // 2), 16, True, 1),
+    ("cloud 16 -> 16", (BATCH, 16, SIDE // 2, SIDE // 2), 16, True, 1),
+)
+# The fashion DDNN's convolutions in one training step (batch 128): each device runs its own
+# (ConvP(64) on a 16 x 10 tile, then ConvP(32) on 8 x 5; 64 channels are not stacked), then the
+# cloud's two on the six devices' 4 x 3 maps: (name, input shape, filters, input gradient, count).
+FASHION_CONVOLUTIONS = (
+    ("device 1 -> 64", (128, 1, 16, 10), 64, False, 6),
+    ("device 64 -> 32", (128, 64, 8, 5), 32, True, 6),
+    ("cloud 192 -> 64", (128, 192, 4, 3), 64, True, 1),
+    ("cloud 64 -> 64", (128, 64, 4, 3), 64, True, 1),
+)
+Convolution = tuple[str, tuple[int, ...], int, bool, int]
+
+
+def print_convolutions(convolutions: tuple[Convolution, ...]) -> float:
+    """Time each convolution alone; print it; return the seconds of all of them in one step."""
+    step = 0.0
+    for name, shape, filters, input_grad, count in convolutions:
+        seconds = time_convolution(shape, filters, input_grad)
+        macs = convolution_macs(shape, filters, input_grad)
+        grads = "both gradients" if input_grad else "weight gradient"
+        print(
+            f"  {name} x {count}, forward + {grads} ({macs / 1e9:.3f} GMAC): "
+            f"{1000 * seconds:.2f} ms ({macs / seconds / 1e9:.1f} GMAC/s)"
+        )
+        step += count * seconds
+    return step
+
+
 GROUPED_CONV = """
 import torch
 from torch.nn import functional as F
@@ -284,44 +348,57 @@ def main() -> None:
     parser.parse_args()
     print("command: python benchmarks/train_arithmetic.py")
     print(f"machine: {machine()}")
-    peak = matrix_throughput()
+    peak, size = matrix_throughput()
     print(
-        f"matrix throughput: {peak / 1e9:.1f} GMAC/s (best float32 {MATRIX}^3 product, "
-        f"{torch.get_num_threads()} threads)"
+        f"matrix speed: {peak / 1e9:.1f} GMAC/s (the best float32 matrix product of sizes "
+        f"{', '.join(map(str, MATRIX_SIZES))}: {size}; {torch.get_num_threads()} threads)"
     )
     print()
     print(
-        "| workload | GMAC per step | steps | at matrix speed (lower bound) | goal | measured | achieved |"
+        "| workload | GMAC per step | steps | at matrix speed | goal | the goal needs | "
+        "measured | measured reaches |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for work in WORKLOADS:
         model, loss = work.build()
-        macs = macs_per_step(model, loss)
+        total = macs_per_step(model, loss) * work.steps
         measured = work.measured()
-        rate = macs * work.steps / measured
-        goal = "-" if work.goal is None else f"{work.goal:g} s"
+        goal, needs = "-", "-"
+        if work.goal is not None:
+            goal = f"{work.goal:g} s"
+            needs = f"{100 * total / work.goal / peak:.0f} % of matrix speed"
         print(
-            f"| {work.name} | {macs / 1e9:.3f} | {work.steps} | {macs * work.steps / peak:.1f} s "
-            f"| {goal} | {measured:.1f} s ({work.results}) | {rate / 1e9:.1f} GMAC/s "
-            f"({100 * rate / peak:.0f} %) |"
+            f"| {work.name} | {total / work.steps / 1e9:.3f} | {work.steps} | "
+            f"{total / peak:.1f} s | {goal} | {needs} | {measured:.1f} s ({work.results}) | "
+            f"{100 * total / measured / peak:.0f} % of matrix speed |"
         )
     print()
     macs = BATCH * DEVICES * COUT * CIN * 9 * SIDE * SIDE
     print(
-        f"the paper's device convolution, forward + weight gradient ({2 * macs / 1e9:.3f} GMAC), "
-        "best of 5:"
+        f"the paper step's convolutions alone, best of 5 (the devices': forward + weight gradient, "
+        f"{2 * macs / 1e9:.3f} GMAC):"
     )
     for name, run in device_convolutions().items():
         for channels_last in (True, False):
             seconds = time_device_convolution(run, channels_last)
             layout = "channels-last" if channels_last else "NCHW"
             print(
-                f"  {name}, {layout}: {1000 * seconds:.1f} ms "
+                f"  devices, {name}, {layout}: {1000 * seconds:.1f} ms "
                 f"({2 * macs / seconds / 1e9:.1f} GMAC/s)"
             )
+    print_convolutions(PAPER_CLOUD)
+    print()
+    print("the fashion DDNN step's convolutions alone, best of 5 each:")
+    step = print_convolutions(FASHION_CONVOLUTIONS)
+    print(
+        f"  all of one step: {1000 * step:.1f} ms; x {FASHION_STEPS} steps = {step * FASHION_STEPS:.0f} s "
+        "of convolutions alone, before any pooling, BatchNorm, binarization, exit head, loss, "
+        "optimizer or data handling"
+    )
     print()
     print(
-        "oneDNN's account of the grouped forward (ONEDNN_VERBOSE; weights reordered to its blocked layout, then the convolution, ms last):"
+        "oneDNN's account of the devices' grouped forward (ONEDNN_VERBOSE; the weights "
+        "reordered to its blocked layout, then the convolution; ms last):"
     )
     for line in onednn_account():
         print("  " + line)
