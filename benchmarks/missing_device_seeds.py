@@ -134,8 +134,8 @@ def main() -> None:
     print()
     print(f"overall accuracy with every device present, mean: {statistics.mean(overall):.1f} %")
     print(summary("all", per_seed))
-    for name, seeds in GROUPS:
-        group = {s: d for s, d in per_seed.items() if s in seeds}
+    for name, members in GROUPS:
+        group = {s: d for s, d in per_seed.items() if s in members}
         if group:
             print(summary(name, group))
     print(f"finished in {time.perf_counter() - start:.0f} s")
