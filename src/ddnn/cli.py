@@ -367,7 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("profile", help="parameters and device memory per section")
+    p = sub.add_parser(
+        "profile", help="parameters, device memory, bytes sent and multiply-adds per section"
+    )
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profile)

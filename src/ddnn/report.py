@@ -157,8 +157,20 @@ def profile_table(rows: Sequence[SectionProfile]) -> str:
             str(r.memory_bytes),
             str(r.score_bytes) if r.score_bytes else "",
             str(r.feature_bytes) if r.feature_bytes else "",
+            str(r.binary_macs) if r.binary_macs else "",
+            str(r.float_macs) if r.float_macs else "",
         ]
         for r in rows
     ]
-    header = ["section", "params", "binary", "float", "memory B", "scores B", "features B"]
+    header = [
+        "section",
+        "params",
+        "binary",
+        "float",
+        "memory B",
+        "scores B",
+        "features B",
+        "±1 MACs",
+        "float MACs",
+    ]
     return format_table(header, body)

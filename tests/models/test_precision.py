@@ -118,4 +118,39 @@ def test_per_layer_precision_survives_save_and_load(tmp_path, capsys):
     sections = {s["name"]: s for s in json.loads(capsys.readouterr().out)["sections"]}
     assert sections["device_0"]["memory_bytes"] == 604
     assert main(["profile", str(tmp_path)]) == 0
-    assert "features B" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "features B" in out and "float MACs" in out
+    assert (
+        sections["device_0"]["float_macs"] == 16 * 8 and sections["device_0"]["binary_macs"] == 24
+    )
+
+
+def test_multiply_adds_per_sample_by_hand():
+    paper = {r.name: r for r in profile_model(DDNN(ModelConfig()))}
+    # device: ConvP(3 -> 4) keeps 32 x 32 for its 3 x 3 convolution, pools to 16 x 16, and its
+    # binary head maps 4 x 16 x 16 features to 3 classes
+    device = 4 * 3 * 9 * 32 * 32 + 4 * 16 * 16 * 3
+    assert (paper["device_3"].binary_macs, paper["device_3"].float_macs) == (device, 0)
+    # cloud: 6 devices' 4 channels concatenated (24 x 16 x 16), two ConvP(16) with stride-1
+    # pools, a binary head on 16 x 16 x 16
+    cloud = 16 * 24 * 9 * 256 + 16 * 16 * 9 * 256 + 16 * 256 * 3
+    assert (paper["cloud"].binary_macs, paper["cloud"].float_macs) == (cloud, 0)
+    assert (paper["local"].binary_macs, paper["local"].float_macs) == (0, 0)
+
+    vector = {r.name: r for r in profile_model(DDNN(VECTOR))}
+    # a float FC 16 -> 8, then the binary head 8 -> 3
+    assert (vector["device_0"].binary_macs, vector["device_0"].float_macs) == (8 * 3, 16 * 8)
+    # cloud: 4 devices x 8 bits concatenated, binary FC 32 -> 16 and head 16 -> 3
+    assert (vector["cloud"].binary_macs, vector["cloud"].float_macs) == (32 * 16 + 16 * 3, 0)
+
+    series = ModelConfig(
+        num_devices=2,
+        input_shape=(3, 16),
+        device=DeviceConfig(filters=(4,), binary=(False, True)),
+    )
+    row = profile_model(DDNN(series))[0]
+    # a float 1-D convolution 3 -> 4 of width 3 over 16 steps, pooled to 8; binary head 4 x 8 -> 3
+    assert (row.binary_macs, row.float_macs) == (4 * 8 * 3, 4 * 3 * 3 * 16)
+
+    raw = profile_model(DDNN(ModelConfig(device=DeviceConfig(filters=()))))[0]
+    assert (raw.binary_macs, raw.float_macs) == (0, 0)  # a raw sensor sends its input as is

@@ -122,6 +122,7 @@ class UpperSection(nn.Module):
         super().__init__()
         self.aggregate = create_feature_aggregator(config.aggregation, num_inputs)
         fused_shape = self.aggregate.output_shape(tuple(input_feature_shape))
+        self.input_shape = fused_shape  # what the feature blocks see, after the aggregation
         # A section that forwards features upward ends in sign so what it sends is bits.
         binary = config.layer_binary()
         self.features, self.feature_shape = _feature_stack(
