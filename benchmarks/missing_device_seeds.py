@@ -30,7 +30,7 @@ from common import machine  # noqa: E402
 
 from ddnn.config import resolve_config  # noqa: E402
 from ddnn.experiments.goals import MAX_MISSING_DROP  # noqa: E402
-from ddnn.experiments.measure import on_both_splits  # noqa: E402
+from ddnn.experiments.measure import CHOOSE_ON, REPORT_ON, at_threshold, pct  # noqa: E402
 from ddnn.experiments.robustness import PAPER_T  # noqa: E402
 from ddnn.experiments.runner import ExperimentContext, RunCache, TrainedRun, fit_trial  # noqa: E402
 from ddnn.experiments.suite import suite_base  # noqa: E402
@@ -42,13 +42,15 @@ GROUPS = (
 )
 
 
-def drops(run: TrainedRun, key: str) -> tuple[float, list[float]]:
-    """Overall accuracy (%) with every device present, and the points lost with each device
-    absent, at the paper's T; ``key`` names the split (``overall_acc`` test, ``val_overall_acc``
-    validation)."""
-    present = on_both_splits(run, PAPER_T)[key]
+def drops(run: TrainedRun, split: str) -> tuple[float, list[float]]:
+    """Overall accuracy (%) on ``split`` with every device present, and the points lost with each
+    device absent, at the paper's T."""
+    present = pct(at_threshold(run, PAPER_T, split=split).overall_accuracy)
     devices = run.splits.test.num_devices
-    lost = [present - on_both_splits(run, PAPER_T, missing=(k,))[key] for k in range(devices)]
+    lost = [
+        present - pct(at_threshold(run, PAPER_T, missing=(k,), split=split).overall_accuracy)
+        for k in range(devices)
+    ]
     return present, lost
 
 
@@ -95,7 +97,7 @@ def main() -> None:
     except ValueError as exc:
         parser.error(str(exc))
     base = suite_base(config, False, True)
-    key = "overall_acc" if args.split == "test" else "val_overall_acc"
+    split = REPORT_ON if args.split == "test" else CHOOSE_ON
     seeds = range(args.first, args.first + args.seeds)
     cache = RunCache(Path(args.runs), args.jobs)
     contexts = [ExperimentContext(base, seed, False, cache) for seed in seeds]
@@ -119,7 +121,7 @@ def main() -> None:
     overall: list[float] = []
     try:
         for seed, config in zip(seeds, configs, strict=True):
-            present, d = drops(cache.get(config), key)
+            present, d = drops(cache.get(config), split)
             overall.append(present)
             per_seed[seed] = d
             worst = max(range(len(d)), key=lambda k: d[k])

@@ -24,12 +24,12 @@ Run: python benchmarks/train_arithmetic.py
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,7 +40,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import best_of, machine  # noqa: E402
 from fashion_benchmark import DDNN_OVERRIDES, RawCloudCNN  # noqa: E402
 
 from ddnn.config import RunConfig, TrainConfig, resolve_config  # noqa: E402
@@ -157,17 +157,11 @@ WORKLOADS = (
 
 def matrix_throughput(repeats: int = 4) -> tuple[float, int]:
     """The most multiply-adds per second of float32 square matrix products (best of ``repeats``
-    for each size), and the size that reached it."""
+    for each size, after a warm-up), and the size that reached it."""
     best: tuple[float, int] = (0.0, 0)
     for n in MATRIX_SIZES:
         a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b
-        seconds = math.inf
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ b
-            seconds = min(seconds, time.perf_counter() - start)
-        best = max(best, (n**3 / seconds, n))
+        best = max(best, (n**3 / best_of(functools.partial(torch.matmul, a, b), repeats), n))
     return best
 
 
@@ -247,40 +241,35 @@ def device_convolutions() -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
     }
 
 
+def time_training_pass(run: Callable[[Tensor, Tensor], Tensor], x: Tensor, w: Tensor) -> float:
+    """Best of five after a warm-up (which fills oneDNN's kernel cache), with the trainer's memory
+    reuse: ``run(x, sign(w))`` forward and backward, the gradients of what requires one."""
+
+    def step() -> None:
+        y = run(x, w.sign())
+        y.backward(torch.ones_like(y))
+        x.grad = w.grad = None
+
+    with reused_memory():
+        return best_of(step, 5)
+
+
 def time_device_convolution(run: Callable[[Tensor, Tensor], Tensor], channels_last: bool) -> float:
-    """Best of five: forward and the weight gradient (the input needs none), as in training."""
+    """The devices' convolution: forward and the weight gradient (the input needs none)."""
     x = torch.randn(BATCH, DEVICES * CIN, SIDE, SIDE)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     w = torch.randn(DEVICES * COUT, CIN, 3, 3).requires_grad_()
-    best = math.inf
-    with reused_memory():
-        for i in range(6):
-            start = time.perf_counter()
-            y = run(x, w.sign())
-            y.backward(torch.ones_like(y))
-            if i > 0:  # the first call warms oneDNN's kernel cache
-                best = min(best, time.perf_counter() - start)
-            w.grad = None
-    return best
+    return time_training_pass(run, x, w)
 
 
 def time_convolution(x_shape: tuple[int, ...], out_channels: int, input_grad: bool) -> float:
-    """Best of five: one 3 x 3 convolution (pad 1, channels-last, as ddnn runs it), forward and
-    the gradients training needs (the weights', and the input's unless it is the raw input)."""
+    """One 3 x 3 convolution (pad 1, channels-last, as ddnn runs it), forward and the gradients
+    training needs (the weights', and the input's unless it is the raw input)."""
     x = torch.randn(x_shape).contiguous(memory_format=torch.channels_last)
     x.requires_grad_(input_grad)
     w = torch.randn(out_channels, x_shape[1], 3, 3).requires_grad_()
-    best = math.inf
-    with reused_memory():
-        for i in range(6):
-            start = time.perf_counter()
-            y = F.conv2d(x, w.sign(), None, 1, 1)
-            y.backward(torch.ones_like(y))
-            if i > 0:
-                best = min(best, time.perf_counter() - start)
-            x.grad = w.grad = None
-    return best
+    return time_training_pass(lambda x, w: F.conv2d(x, w, None, 1, 1), x, w)
 
 
 def convolution_macs(x_shape: tuple[int, ...], out_channels: int, input_grad: bool) -> int:
