@@ -124,3 +124,38 @@ def test_a_sweep_refuses_an_unknown_exit_before_running_any_device(monkeypatch):
     with pytest.raises(ValueError, match="unknown exit.*'cloud'.*accepted: local, edge"):
         infer_all_at(model, _data(), [{"local": 0.5}, {"cloud": 0.5}])
     assert infer_all_at(model, _data(), []) == []
+
+
+def test_a_threshold_sweep_forces_every_exit_from_the_same_single_pass_of_the_devices(monkeypatch):
+    # The per-exit accuracies of a sweep are those of every sample forced to that exit as
+    # deployed (wire_forward), with a device missing; the devices still run once for it all.
+    config = replace(
+        TINY,
+        edge=EdgeConfig(groups=((0, 1), (2,)), filters=(4,)),
+        wire=WireConfig(scores="int8"),
+    )
+    torch.manual_seed(0)
+    model = DDNN(config).eval()
+    data = _data(n=80)
+    presence = presence_without(len(data), 3, [2])
+    with torch.no_grad():
+        forced = model.wire_forward(data.x, presence)
+
+    def accuracy(logits: torch.Tensor) -> float:
+        return float((logits.argmax(1) == data.labels).float().mean())
+
+    calls = []
+    run_devices = model._run_devices
+    monkeypatch.setattr(model, "_run_devices", lambda *a: calls.append(1) or run_devices(*a))
+    rows = threshold_sweep(model, data, (0.2, 0.7), edge_threshold=0.5, missing=[2])
+    assert len(calls) == 1
+    want = {
+        "local": accuracy(forced.local_logits),
+        "edge": accuracy(forced.edge_logits),
+        "cloud": accuracy(forced.cloud_logits),
+    }
+    assert len(set(want.values())) > 1  # the exits differ, so a mix-up would show
+    for row in rows:
+        assert row.local_accuracy == want["local"]
+        assert row.edge_accuracy == want["edge"]
+        assert row.cloud_accuracy == want["cloud"]

@@ -9,6 +9,7 @@ depend on the chunking; staged inference's byte record is joined as if one batch
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -44,7 +45,10 @@ def forward_all(
 ) -> DDNNOutput:
     """Every exit's logits on every sample: ``model(x)``, or ``model.wire_forward(x)``."""
     run = model.wire_forward if wire else model
-    outs = [run(b.x, p) for b, p in _with_presence(data, presence, workers)]
+    return _join_outputs([run(b.x, p) for b, p in _with_presence(data, presence, workers)])
+
+
+def _join_outputs(outs: list[DDNNOutput]) -> DDNNOutput:
     if len(outs) == 1:
         return outs[0]
     return DDNNOutput(
@@ -83,16 +87,54 @@ def infer_all_at(
 
     The devices' outputs do not depend on the thresholds, so a sweep of K thresholds costs one
     pass of the devices and K of the exits and upper tiers, not K of everything."""
+    if not threshold_sets:
+        return []
+    return _sweep(model, data, threshold_sets, presence, workers, forced=False)[0]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Staged inference at several thresholds, and every exit forced on every sample."""
+
+    results: list[InferenceResult]  # one per threshold set, as infer_all_at gives them
+    forced: DDNNOutput  # forward_all(..., wire=True): each exit's logits on every sample
+
+
+@torch.no_grad()
+def sweep_all(
+    model: DDNN,
+    data: AnyDataset,
+    threshold_sets: Sequence[dict[str, float]],
+    presence: Tensor | None = None,
+    *,
+    workers: int = 0,
+) -> Sweep:
+    """:func:`infer_all_at` and ``forward_all(..., wire=True)`` with one pass of the devices per
+    chunk: what a threshold sweep reports (each threshold's outcome, each exit's accuracy)."""
+    results, forced = _sweep(model, data, threshold_sets, presence, workers, forced=True)
+    assert forced is not None
+    return Sweep(results, forced)
+
+
+def _sweep(
+    model: DDNN,
+    data: AnyDataset,
+    threshold_sets: Sequence[dict[str, float]],
+    presence: Tensor | None,
+    workers: int,
+    forced: bool,
+) -> tuple[list[InferenceResult], DDNNOutput | None]:
     for thresholds in threshold_sets:  # a bad key fails before any device runs
         check_threshold_keys(thresholds)
     per_set: list[list[InferenceResult]] = [[] for _ in threshold_sets]
-    if not per_set:
-        return []
+    outputs: list[DDNNOutput] = []
     for b, p in _with_presence(data, presence, workers):
         devices = model.device_outputs(b.x, p)
+        if forced:
+            outputs.append(model.wire_exits_from(devices))
         for results, thresholds in zip(per_set, threshold_sets, strict=True):
             results.append(model.infer_from(devices, thresholds))
-    return [_join(parts) for parts in per_set]
+    return [_join(parts) for parts in per_set], _join_outputs(outputs) if forced else None
 
 
 def _join(parts: list[InferenceResult]) -> InferenceResult:

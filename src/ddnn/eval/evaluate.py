@@ -15,8 +15,8 @@ import torch
 
 from ddnn.config import DEFAULT_THRESHOLDS  # noqa: E402  (re-exported)
 from ddnn.data.dataset import AnyDataset
-from ddnn.eval.batched import forward_all, infer_all_at
-from ddnn.models.ddnn import CLOUD, DDNN, EDGE, LOCAL
+from ddnn.eval.batched import forward_all, sweep_all
+from ddnn.models.ddnn import CLOUD, DDNN, EDGE, LOCAL, DDNNOutput
 from ddnn.nn.exits import check_threshold
 from ddnn.wire import formula_bytes_per_device, mean_raw_bytes_per_device
 
@@ -71,11 +71,14 @@ def exit_accuracies(
 ) -> dict[str, float | None]:
     """Accuracy when every sample is forced to each exit (local, edge, cloud), as deployed."""
     model.eval()
-    out = forward_all(model, data, presence, wire=True)
+    return _forced_accuracies(forward_all(model, data, presence, wire=True), data.labels)
+
+
+def _forced_accuracies(out: DDNNOutput, labels: torch.Tensor) -> dict[str, float | None]:
     return {
-        LOCAL: _accuracy(out.local_logits, data.labels),
-        EDGE: _accuracy(out.edge_logits, data.labels),
-        CLOUD: _accuracy(out.cloud_logits, data.labels),
+        LOCAL: _accuracy(out.local_logits, labels),
+        EDGE: _accuracy(out.edge_logits, labels),
+        CLOUD: _accuracy(out.cloud_logits, labels),
     }
 
 
@@ -106,15 +109,14 @@ def threshold_sweep(
     has_edge = EDGE in model.exit_names
     edge_t = check_threshold(edge_threshold) if has_edge else None
     presence = presence_without(len(data), data.num_devices, missing)
-    forced = exit_accuracies(model, data, presence)
     feature_bits = [
         math.prod(model.device(k).feature_shape) for k in range(model.config.num_devices)
     ]
     encoding = model.config.wire.scores
     raw = mean_raw_bytes_per_device(model.config.device_shapes)
-    results = infer_all_at(
-        model, data, [{LOCAL: t, EDGE: edge_t or 0.0} for t in thresholds], presence
-    )
+    model.eval()
+    sweep = sweep_all(model, data, [{LOCAL: t, EDGE: edge_t or 0.0} for t in thresholds], presence)
+    results, forced = sweep.results, _forced_accuracies(sweep.forced, data.labels)
     rows = []
     for t, result in zip(thresholds, results, strict=True):
         local_frac = result.exit_fraction(LOCAL)

@@ -297,8 +297,15 @@ class DDNN(nn.Module):
         )
 
     def _all_exits(self, x: Tensor, presence: Tensor | None, wire: bool) -> DDNNOutput:
+        return self._exits_from(self._devices(x, presence), wire)
+
+    def _devices(self, x: Tensor, presence: Tensor | None) -> DeviceOutputs:
         mask = self._check_input(x, presence)
-        dev_scores, feats = self._run_devices(zero_absent(x, mask))
+        scores, feats = self._run_devices(zero_absent(x, mask))
+        return DeviceOutputs(mask, scores, feats)
+
+    def _exits_from(self, devices: DeviceOutputs, wire: bool) -> DDNNOutput:
+        mask, dev_scores, feats = devices.mask, devices.scores, devices.features
         if dev_scores is not None:
             dev_scores = self._received(dev_scores, mask) if wire else self._as_fused(dev_scores)
         local = (
@@ -333,6 +340,13 @@ class DDNN(nn.Module):
         ``forward`` exactly.
         """
         return self._all_exits(x, presence, wire=True)
+
+    @torch.no_grad()
+    def wire_exits_from(self, devices: DeviceOutputs) -> DDNNOutput:
+        """:meth:`wire_forward` after the devices ran (:meth:`device_outputs`): every exit on
+        every sample, so that a sweep can also force each exit without running the devices
+        again."""
+        return self._exits_from(devices, wire=True)
 
     def _feature_frames(self, feats: Tensor, present: np.ndarray, ids: np.ndarray) -> FrameCounts:
         """The FEATURES frames (raw devices: 8-bit pixels) the devices send for ``feats``."""
@@ -413,10 +427,7 @@ class DDNN(nn.Module):
     def device_outputs(self, x: Tensor, presence: Tensor | None = None) -> DeviceOutputs:
         """The device sections on ``x`` (B, D, *input_shape), absent devices zeroed: what every
         threshold's staged inference starts from (:meth:`infer_from`)."""
-        mask = self._check_input(x, presence)
-        x = x * mask.view(*mask.shape, *([1] * (x.dim() - 2))).to(x.dtype)
-        scores, feats = self._run_devices(x)
-        return DeviceOutputs(mask, scores, feats)
+        return self._devices(x, presence)
 
     @torch.no_grad()
     def infer_from(
