@@ -223,11 +223,35 @@ def test_a_rollout_mid_stream_loses_nothing_and_mixes_no_models(
     presence = torch.zeros(len(test), test.x.shape[1], dtype=torch.bool)
     for s, a in report.answers.items():
         presence[s, a.present] = True
+    # A device killed while the cloud waited for its features: at its deadline the cloud answers
+    # without them and flags the answer features_missing:cloud:[k], while the local exit had
+    # fused that device's scores. In-process, that is the cloud exit with the device absent.
+    cloud_presence = presence.clone()
+    late = features_missing_at_cloud(report.answers)
+    for s, devices in late.items():
+        assert report.answers[s].exit == "cloud"
+        cloud_presence[s, devices] = False
     for run, samples in ((run_c, range(switch)), (run_c_retrained, range(switch, dep.samples))):
         model = load_run(run)[0]
         result = model.infer(test.x, {"local": 0.5}, presence)
+        want = result.predictions.clone()
+        if late:
+            cloud = model.wire_forward(test.x, cloud_presence).cloud_logits.argmax(1)
+            for s in set(late) & set(samples):
+                assert result.exit_names[int(result.exit_index[s])] == "cloud"
+                want[s] = cloud[s]
         got = [report.answers[s].prediction for s in samples]
-        np.testing.assert_array_equal(got, result.predictions.numpy()[list(samples)])
+        np.testing.assert_array_equal(got, want.numpy()[list(samples)])
+
+
+def features_missing_at_cloud(answers: dict) -> dict[int, list[int]]:
+    """The devices whose features each cloud answer lacked, from its features_missing flag."""
+    late = {}
+    for s, a in answers.items():
+        for flag in a.flags:
+            if flag.startswith("features_missing:cloud:"):
+                late[s] = [int(k) for k in json.loads(flag.split(":", 2)[2])]
+    return late
 
 
 @needs_mosquitto
