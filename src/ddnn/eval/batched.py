@@ -112,8 +112,7 @@ def sweep_all(
     """:func:`infer_all_at` and ``forward_all(..., wire=True)`` with one pass of the devices per
     chunk: what a threshold sweep reports (each threshold's outcome, each exit's accuracy)."""
     results, forced = _sweep(model, data, threshold_sets, presence, workers, forced=True)
-    assert forced is not None
-    return Sweep(results, forced)
+    return Sweep(results, _join_outputs(forced))
 
 
 def _sweep(
@@ -123,7 +122,8 @@ def _sweep(
     presence: Tensor | None,
     workers: int,
     forced: bool,
-) -> tuple[list[InferenceResult], DDNNOutput | None]:
+) -> tuple[list[InferenceResult], list[DDNNOutput]]:
+    """Each threshold set's joined result, and per chunk every exit forced (when ``forced``)."""
     for thresholds in threshold_sets:  # a bad key fails before any device runs
         check_threshold_keys(thresholds)
     per_set: list[list[InferenceResult]] = [[] for _ in threshold_sets]
@@ -134,7 +134,7 @@ def _sweep(
             outputs.append(model.wire_exits_from(devices))
         for results, thresholds in zip(per_set, threshold_sets, strict=True):
             results.append(model.infer_from(devices, thresholds))
-    return [_join(parts) for parts in per_set], _join_outputs(outputs) if forced else None
+    return [_join(parts) for parts in per_set], outputs
 
 
 def _join(parts: list[InferenceResult]) -> InferenceResult:
