@@ -124,8 +124,10 @@ def run_candidate(
     data: DataConfig,
     epochs: int,
     recipe: TrainConfig | None = None,
+    target: CalibrationTarget = TARGET,
 ) -> Outcome:
-    """Train ``values`` with ``recipe`` (default: the library's) for ``epochs``; measure it."""
+    """Train ``values`` with ``recipe`` (default: the library's) for ``epochs``; measure it,
+    at the local threshold that ``target`` chooses on the validation split."""
     if values["model.wire.scores"] == BELOW_RAW:  # left out: ddnn fills it for this data
         values = {k: v for k, v in values.items() if k != "model.wire.scores"}
     config = resolve_config(RunConfig(data=data), overrides=_overrides(values))
@@ -136,7 +138,7 @@ def run_candidate(
     train(model, splits.train, config.train)
     model.eval()
     assert splits.validation is not None
-    cal = calibrate(model, splits.validation, TARGET)
+    cal = calibrate(model, splits.validation, target)
     t = cal.thresholds["local"]
     row = threshold_sweep(model, splits.test, [t])[0]
     forced = exit_accuracies(model, splits.test)
@@ -161,12 +163,12 @@ def _load(name: str, seed: int) -> tuple[DataConfig, DataSplits]:
     return dc, load_dataset(dc)
 
 
-def _run_job(job: tuple[dict[str, Any], str, int, int]) -> Outcome:
+def _run_job(job: tuple[dict[str, Any], str, int, int, CalibrationTarget]) -> Outcome:
     """One candidate on one data seed, in a worker process (one thread)."""
-    values, name, seed, epochs = job
+    values, name, seed, epochs, target = job
     torch.set_num_threads(1)
     dc, splits = _load(name, seed)
-    return run_candidate(values, splits, dc, epochs)
+    return run_candidate(values, splits, dc, epochs, target=target)
 
 
 # -- the float reference on all sensors concatenated ----------------------------------------------
@@ -412,11 +414,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("local", "device", "cloud", "wire"),
         help="run one stage only, the other keys at ddnn's current defaults",
     )
+    parser.add_argument(
+        "--confidence-level",
+        type=float,
+        default=None,
+        metavar="P",
+        help="calibrate with this confidence that the drop below cloud-only stays within 0 points "
+        "on new data (CalibrationTarget.confidence_level); default: within 0 on validation",
+    )
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.jobs < 1:
         parser.error("--seeds and --jobs must be >= 1")
     if args.only_stage and (args.quick or args.defaults_only):
         parser.error("--only-stage runs one stage of the full search: drop --quick/--defaults-only")
+    try:
+        target = replace(TARGET, confidence_level=args.confidence_level)
+    except ValueError as exc:
+        parser.error(str(exc))
     torch.set_num_threads(1)
     epochs = 10 if args.quick else TrainConfig().epochs
     seeds = 1 if args.quick else args.seeds
@@ -432,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"modality: {args.modality}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"# sensor defaults: {machine()}; {epochs} epochs, recipe {to_dict(TrainConfig())}")
+    print(f"threshold target (on validation): {target.describe()}")
     data = {key: _load(*key) for key in names}
 
     print("\n## float reference on all sensors concatenated (validation / test accuracy %)")
@@ -475,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             values = {**best_values, **change}
             key = describe(values)
             if key not in results:
-                jobs = [(values, name, seed, epochs) for name, seed in names]
+                jobs = [(values, name, seed, epochs, target) for name, seed in names]
                 per: dict[str, list[Outcome]] = {}
                 for (name, _seed), outcome in zip(names, pool.map(_run_job, jobs), strict=True):
                     per.setdefault(name, []).append(outcome)

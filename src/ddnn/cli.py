@@ -181,7 +181,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from ddnn.report import calibration_summary, frontier_table
     from ddnn.workflow import calibrate_run
 
-    target = CalibrationTarget(max_accuracy_drop=args.max_drop, max_bytes=args.max_bytes)
+    target = CalibrationTarget(
+        max_accuracy_drop=args.max_drop,
+        max_bytes=args.max_bytes,
+        confidence_level=args.confidence_level,
+    )
     calibration = calibrate_run(args.run_dir, target, args.split)
     if not calibration.matches_grid:
         log.warning("staged inference differs from the grid's prediction; see calibration.json")
@@ -350,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="B",
         help="best overall accuracy within B bytes per device per sample",
+    )
+    p.add_argument(
+        "--confidence-level",
+        type=float,
+        default=None,
+        metavar="P",
+        help="with --max-drop: keep the drop within X points with confidence P (e.g. 0.95) on "
+        "new data, not only on the calibration split, at the cost of some local exits",
     )
     p.add_argument(
         "--split",

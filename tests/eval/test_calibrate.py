@@ -22,6 +22,7 @@ from ddnn.eval.calibrate import (
     CalibrationTarget,
     calibrate,
     choose,
+    drop_upper_bound,
     evaluate_grid,
     load_calibration,
     save_calibration,
@@ -119,6 +120,60 @@ def test_hand_built_targets():
     assert (p.local_exit_fraction, p.overall_accuracy) == (0.6, 0.8)
 
 
+def test_hand_built_confidence_bound():
+    grid = case_a()
+    # Local exits by η: s0 (local right, cloud wrong), s1 (both right), s2, s4, s3 (local wrong,
+    # cloud right). Per sample d = [answer right] - [cloud right]; the bound on the samples lost is
+    # -Σd + z·√n·std(d) with the sample standard deviation, over all 5 samples.
+    d_by_locals = {0: [0] * 5, 1: [1, 0, 0, 0, 0], 2: [1, 0, 0, 0, 0], 3: [1, 0, -1, 0, 0]}
+    d_by_locals |= {4: [1, 0, -1, 0, -1], 5: [1, 0, -1, -1, -1]}
+    z = 1.5
+    bound = drop_upper_bound(grid, z)
+    for t, locals_ in [(0.0, 0), (0.5, 1), (0.65, 2), (0.8, 3), (0.95, 4), (1.0, 5)]:
+        d = np.array(d_by_locals[locals_], dtype=float)
+        expected = -d.sum() + z * math.sqrt(5) * d.std(ddof=1)
+        assert bound[round(100 * t), 0] == pytest.approx(expected)
+        assert grid.discordant[round(100 * t), 0] == np.abs(d).sum()
+    # By hand: -1 + z·1 with s0 out (s1 adds nothing), 0 + z·√2.5 with s2 too, 1 + z·√3.5, 2 + 2z.
+    assert bound[50, 0] == pytest.approx(-1 + z) and bound[65, 0] == pytest.approx(-1 + z)
+    assert bound[80, 0] == pytest.approx(z * math.sqrt(2.5))
+    assert bound[95, 0] == pytest.approx(1 + z * math.sqrt(3.5))
+    assert bound[100, 0] == pytest.approx(2 + 2 * z) and bound[0, 0] == 0
+
+
+@pytest.mark.parametrize(
+    "drop, level, local_exits, correct",
+    [
+        (0, None, 3, 4),  # no bound: s0, s1, s2 exit, 4/5 right as cloud-only
+        (0, 0.8, 2, 5),  # z = 0.84: -1 + 0.84 <= 0 with s0, s1; s2 would make it 0 + 0.84·1.58
+        (0, 0.9, 0, 4),  # z = 1.28: -1 + 1.28 > 0, so only T below every local η passes
+        (20, 0.8, 2, 5),  # 1 sample allowed: 0 + 0.84·1.58 = 1.33 > 1 still stops s2
+        (40, 0.8, 3, 4),  # 2 samples: 1.33 passes; s4 would give 1 + 0.84·1.87 = 2.57
+    ],
+)
+def test_confidence_level_costs_local_exits_by_hand(drop, level, local_exits, correct):
+    grid = case_a()
+    target = CalibrationTarget(max_accuracy_drop=drop, confidence_level=level)
+    p = grid.point(*choose(grid, target))
+    assert (p.local_exit_fraction, p.overall_accuracy) == (local_exits / 5, correct / 5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 40), with_edge=st.booleans())
+def test_higher_confidence_never_gives_more_local_exits(seed, n, with_edge):
+    grid = _random_grid(seed, n, with_edge)
+    for drop in (0, 2, 10):
+        plain = CalibrationTarget(max_accuracy_drop=drop)
+        local = [grid.point(*choose(grid, plain)).local_exit_fraction]
+        for level in (0.5, 0.7, 0.9, 0.99):
+            target = CalibrationTarget(max_accuracy_drop=drop, confidence_level=level)
+            i, j = choose(grid, target)
+            local.append(grid.point(i, j).local_exit_fraction)
+            assert drop_upper_bound(grid, target.z)[i, j] <= drop / 100 * n + 1e-9
+        assert local[0] == local[1]  # 50 %: z = 0, the plain target
+        assert local == sorted(local, reverse=True)
+
+
 def test_unreachable_target_names_the_best_achievable():
     logits = {"local": _logits(LOCAL_P), "cloud": _logits(CLOUD_P)}
     grid = evaluate_grid(logits, LABELS, COSTS, grid=(0.95, 1.0))
@@ -163,6 +218,8 @@ def test_hand_built_grid_with_edge_matches_a_brute_force_loop():
             up = 4 - where.count("l")
             assert p.bytes_per_device == pytest.approx(12 + up / 4 * 32)
             assert p.edge_to_cloud_bytes == where.count("c") * 100 / 4
+            differ = sum(right[w][n] != right["c"][n] for n, w in enumerate(where))
+            assert grid.discordant[i, j] == differ
     # At T = 0.5 / 0.5: s0 exits locally (η 0.10), s1 at the edge (η 0.36), s2 and s3 go on
     # (local η 0.98 / 0.94, edge η 0.98 / 0.58).
     p = grid.point(50, 50)
@@ -221,6 +278,10 @@ def test_targets_are_monotone(seed, n, with_edge):
         ({"max_accuracy_drop": -0.5}, "max_accuracy_drop must be a number of accuracy points >= 0"),
         ({"max_accuracy_drop": math.nan}, "got nan"),
         ({"max_bytes": math.nan}, "max_bytes must be a number of bytes >= 0"),
+        ({"max_bytes": 40, "confidence_level": 0.9}, "give it with an accuracy-drop target"),
+        ({"max_accuracy_drop": 1, "confidence_level": 1.0}, r"in \[0.5, 1\) \(e.g. 0.95\)"),
+        ({"max_accuracy_drop": 1, "confidence_level": 0.2}, "got 0.2"),
+        ({"max_accuracy_drop": 1, "confidence_level": math.nan}, "got nan"),
     ],
 )
 def test_invalid_targets(kwargs, message):
@@ -378,7 +439,7 @@ def test_cli_calibrate_and_evaluate_round_trip(runs, capsys):
 
     assert main(["calibrate", str(run), "--max-bytes", "40", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["target"] == {"max_accuracy_drop": None, "max_bytes": 40.0}
+    assert doc["target"] == {"max_accuracy_drop": None, "max_bytes": 40.0, "confidence_level": None}
     assert doc["measured"]["bytes_per_device"] <= 40
     assert json.loads((run / "calibration.json").read_text()) == doc
 
@@ -388,6 +449,22 @@ def test_cli_calibrate_and_evaluate_round_trip(runs, capsys):
     assert row["threshold"] == doc["calibration"]["thresholds"]["local"]
     assert main(["evaluate", str(run), "--calibrated"]) == 0
     assert "calibrated thresholds (local T =" in capsys.readouterr().out
+
+
+def test_cli_confidence_level_round_trip(runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(runs["plain"], run)
+    assert main(["calibrate", str(run), "--max-drop", "1"]) == 0
+    plain = load_calibration(run)
+    capsys.readouterr()
+    argv = ["calibrate", str(run), "--max-drop", "1", "--confidence-level", "0.95"]
+    assert main(argv) == 0
+    assert "with 95% confidence on new data" in capsys.readouterr().out
+    cal = load_calibration(run)
+    assert cal.target == CalibrationTarget(max_accuracy_drop=1, confidence_level=0.95)
+    assert cal.metrics.local_exit_fraction <= plain.metrics.local_exit_fraction
+    drop = 100 * (cal.cloud_only_accuracy - cal.metrics.overall_accuracy)
+    assert drop <= 1 + 1e-9  # the bound is stricter than the plain drop
 
 
 def test_cli_round_trip_with_an_edge(runs, capsys):
@@ -436,6 +513,11 @@ def test_stale_calibration_is_rejected(runs, tmp_path, capsys):
         (["calibrate", "{bare}", "--max-bytes", "8", "--max-drop", "1"], "not allowed with"),
         (["calibrate", "{bare}"], "one of the arguments --max-drop --max-bytes is required"),
         (["calibrate", "{bare}", "--max-drop", "1", "--split", "test"], "invalid choice"),
+        (
+            ["calibrate", "{bare}", "--max-bytes", "40", "--confidence-level", "0.9"],
+            "(max_accuracy_drop, --max-drop), not a byte budget",
+        ),
+        (["calibrate", "{bare}", "--max-drop", "1", "--confidence-level", "95"], "[0.5, 1)"),
         (["calibrate", "{tmp}/none", "--max-drop", "1"], "does not exist"),
     ],
 )

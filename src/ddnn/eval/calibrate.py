@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -47,10 +48,18 @@ class CalibrationTarget:
 
     ``max_accuracy_drop``: maximise local exits keeping overall accuracy at most this many points
     below cloud-only. ``max_bytes``: the best overall accuracy within this many bytes per device.
+
+    ``confidence_level`` (only with ``max_accuracy_drop``): keep the drop within the limit not just
+    on the calibration samples but with this one-sided confidence on new samples from the same
+    distribution. Without it, the threshold that is chosen is the one at the edge of what the
+    calibration samples allow, where their luck counts most; with it, the drop's upper confidence
+    bound (paired with the last exit on the same samples, normal approximation) must be within
+    the limit, which costs some local exits.
     """
 
     max_accuracy_drop: float | None = None
     max_bytes: float | None = None
+    confidence_level: float | None = None
 
     def __post_init__(self) -> None:
         if (self.max_accuracy_drop is None) == (self.max_bytes is None):
@@ -58,6 +67,19 @@ class CalibrationTarget:
                 "give exactly one calibration target: max_accuracy_drop (accuracy points below "
                 "cloud-only) or max_bytes (bytes per device per sample)"
             )
+        if self.confidence_level is not None:
+            level = float(self.confidence_level)
+            if self.max_accuracy_drop is None:
+                raise ValueError(
+                    "a confidence level bounds the accuracy drop: give it with an accuracy-drop "
+                    "target (max_accuracy_drop, --max-drop), not a byte budget"
+                )
+            if not 0.5 <= level < 1:
+                raise ValueError(
+                    f"the confidence level must be in [0.5, 1) (e.g. 0.95), got "
+                    f"{self.confidence_level}"
+                )
+            object.__setattr__(self, "confidence_level", level)
         for name in ("max_accuracy_drop", "max_bytes"):
             value = getattr(self, name)
             if value is None:
@@ -80,11 +102,23 @@ class CalibrationTarget:
                 f"({ScoreEncoding(encoding).value}, model.wire.scores)"
             )
 
+    @property
+    def z(self) -> float:
+        """Standard normal quantile of ``confidence_level`` (0 without one)."""
+        if self.confidence_level is None:
+            return 0.0
+        return NormalDist().inv_cdf(self.confidence_level)
+
     def describe(self) -> str:
         if self.max_accuracy_drop is not None:
+            sure = (
+                ""
+                if self.confidence_level is None
+                else f" with {100 * self.confidence_level:g}% confidence on new data"
+            )
             return (
                 f"most local exits with overall accuracy at most {self.max_accuracy_drop:g} points "
-                "below cloud-only"
+                f"below cloud-only{sure}"
             )
         return f"best overall accuracy within {self.max_bytes:g} bytes per device per sample"
 
@@ -155,6 +189,7 @@ class CalibrationGrid:
     num_samples: int
     last_exit_correct: int  # samples the last exit gets right when it answers all of them
     correct: np.ndarray  # (G, H) samples answered correctly
+    discordant: np.ndarray  # (G, H) samples whose answer is right xor the last exit's is right
     exits: np.ndarray  # (G, H, K) samples answered at each exit, in ``exit_names`` order
     device_bytes: np.ndarray  # (G, H) payload bytes all devices sent for all samples
     edge_bytes: np.ndarray  # (G, H) payload bytes all edges sent to the cloud
@@ -230,21 +265,26 @@ def evaluate_grid(
         eta = entropy_from_logits(exit_logits[name])
         return torch.stack([exit_decision(eta, t) for t in ts]).double().numpy()
 
+    last = correct[names[-1]]
+    differs = {k: np.abs(v - last) for k, v in correct.items()}  # 1 where right xor last right
     local = decisions(LOCAL)  # (G, N)
     up = 1.0 - local
     local_n = local.sum(axis=1)[:, None]  # (G, 1)
     local_ok = (local @ correct[LOCAL])[:, None]
+    local_differs = (local @ differs[LOCAL])[:, None]
     edge_t: np.ndarray | None = None
     if EDGE in names and names[-1] != EDGE:
         edge = decisions(EDGE)  # (H, N)
         edge_t = np.array(ts)
         edge_n = up @ edge.T  # (G, H)
         last_n = up.sum(axis=1)[:, None] - edge_n
-        right = local_ok + (up * correct[EDGE]) @ edge.T + (up * correct[names[-1]]) @ (1 - edge).T
+        right = local_ok + (up * correct[EDGE]) @ edge.T + (up * last) @ (1 - edge).T
+        discordant = local_differs + (up * differs[EDGE]) @ edge.T
         counts = np.stack([np.broadcast_to(local_n, edge_n.shape), edge_n, last_n], axis=-1)
     else:
         last_n = up.sum(axis=1)[:, None]
-        right = local_ok + (up @ correct[names[-1]])[:, None]
+        right = local_ok + (up @ last)[:, None]
+        discordant = local_differs
         counts = np.stack([local_n, last_n], axis=-1)
     counts = np.rint(counts).astype(np.int64)  # exact: sums of 0/1 in float64
     went_up = n - counts[..., 0]  # (G, H) samples whose devices also send feature maps
@@ -258,8 +298,9 @@ def evaluate_grid(
         exit_names=names,
         costs=costs,
         num_samples=n,
-        last_exit_correct=int(correct[names[-1]].sum()),
+        last_exit_correct=int(last.sum()),
         correct=np.rint(right).astype(np.int64),
+        discordant=np.rint(np.broadcast_to(discordant, right.shape)).astype(np.int64),
         exits=counts,
         device_bytes=device_bytes.astype(np.int64),
         edge_bytes=edge_bytes.astype(np.int64),
@@ -270,8 +311,10 @@ def choose(grid: CalibrationGrid, target: CalibrationTarget) -> tuple[int, int]:
     """Index of the grid point that best meets ``target``; a clear error if none does.
 
     ``max_accuracy_drop``: among points with overall ≥ last-exit-only − drop, the most local
-    exits, then higher accuracy, then fewer bytes. ``max_bytes``: among points within the budget,
-    the highest accuracy, then fewer bytes. Remaining ties go to the lowest thresholds.
+    exits, then higher accuracy, then fewer bytes. With a ``confidence_level`` the drop that must
+    stay within the limit is its upper bound, see ``drop_upper_bound``. ``max_bytes``: among
+    points within the budget, the highest accuracy, then fewer bytes. Remaining ties go to the
+    lowest thresholds.
     """
     g, h = grid.shape
     n = grid.num_samples
@@ -281,14 +324,21 @@ def choose(grid: CalibrationGrid, target: CalibrationTarget) -> tuple[int, int]:
     keys: tuple[np.ndarray, ...]  # np.lexsort order: the last key sorts first
     if target.max_accuracy_drop is not None:
         reference = grid.last_exit_correct
-        ok = acc >= reference - target.max_accuracy_drop / 100 * n - _TOL
+        bound = drop_upper_bound(grid, target.z).ravel()
+        ok = bound <= target.max_accuracy_drop / 100 * n + _TOL
         keys = (jj, ii, edge, dev, -acc, -local)
         if not ok.any():
             best = int(acc.max())
+            sure = (
+                ""
+                if target.confidence_level is None
+                else f" with {100 * target.confidence_level:g}% confidence "
+                f"(the smallest upper bound is {100 * bound.min() / n:.1f} points)"
+            )
             raise ValueError(
                 f"no threshold on the grid keeps overall accuracy within "
-                f"{target.max_accuracy_drop:g} points of cloud-only ({100 * reference / n:.1f}%); "
-                f"the best achievable is {100 * best / n:.1f}% "
+                f"{target.max_accuracy_drop:g} points of cloud-only ({100 * reference / n:.1f}%)"
+                f"{sure}; the best achievable is {100 * best / n:.1f}% "
                 f"({100 * (reference - best) / n:.1f} points below)"
             )
     else:
@@ -305,6 +355,20 @@ def choose(grid: CalibrationGrid, target: CalibrationTarget) -> tuple[int, int]:
     candidates = np.flatnonzero(ok)
     pick = candidates[np.lexsort(tuple(k[candidates] for k in keys))[0]]
     return int(pick // h), int(pick % h)
+
+
+def drop_upper_bound(grid: CalibrationGrid, z: float) -> np.ndarray:
+    """(G, H) samples lost against the last exit, plus ``z`` standard errors; z = 0: as measured.
+
+    Each sample's difference d = [answer right] − [last exit right] is −1, 0 or +1, so over the
+    grid's n samples Σd is ``correct − last_exit_correct`` and Σd² the ``discordant`` count. The
+    standard error of the total loss −Σd is √(n · s²) with the paired sample variance
+    s² = (Σd² − (Σd)²/n) / (n − 1).
+    """
+    n = grid.num_samples
+    total = (grid.correct - grid.last_exit_correct).astype(np.float64)  # Σd
+    variance = np.maximum(grid.discordant - total**2 / n, 0.0) / max(n - 1, 1)
+    return -total + z * np.sqrt(n * variance)
 
 
 @dataclass
