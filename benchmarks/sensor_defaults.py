@@ -69,7 +69,7 @@ from ddnn.eval.calibrate import CalibrationTarget, calibrate  # noqa: E402
 from ddnn.eval.evaluate import exit_accuracies, threshold_sweep  # noqa: E402
 from ddnn.eval.profile import profile_model  # noqa: E402
 from ddnn.models.ddnn import DDNN  # noqa: E402
-from ddnn.models.defaults import scores_below_raw  # noqa: E402
+from ddnn.models.defaults import first_layer_float, scores_below_raw, series_filters  # noqa: E402
 from ddnn.train.trainer import train  # noqa: E402
 from ddnn.workflow import fit_model_to_data  # noqa: E402
 
@@ -88,6 +88,9 @@ PAPER = {
 # A score-encoding candidate that is not one encoding: ddnn's rule (scores_below_raw), the most
 # precise encoding below the device's raw reading, resolved for each data set.
 BELOW_RAW = "below-raw"
+# Likewise for the device of series sensors: ddnn's rule (series_filters), the default blocks cut
+# to those that keep at least two steps of the shortest series, and the precision that follows.
+BY_LENGTH = "by-length"
 
 
 @dataclass
@@ -128,8 +131,8 @@ def run_candidate(
 ) -> Outcome:
     """Train ``values`` with ``recipe`` (default: the library's) for ``epochs``; measure it,
     at the local threshold that ``target`` chooses on the validation split."""
-    if values["model.wire.scores"] == BELOW_RAW:  # left out: ddnn fills it for this data
-        values = {k: v for k, v in values.items() if k != "model.wire.scores"}
+    # Keys left out: ddnn fills them for this data.
+    values = {k: v for k, v in values.items() if v not in (BELOW_RAW, BY_LENGTH)}
     config = resolve_config(RunConfig(data=data), overrides=_overrides(values))
     config = replace(config, train=replace(recipe or TrainConfig(), epochs=epochs))
     config = fit_model_to_data(config, splits)
@@ -357,12 +360,14 @@ def describe(values: dict[str, Any]) -> str:
     """A candidate in one short line: device · local aggregation · cloud · score encoding."""
 
     def precision(v: Any) -> str:
+        if v == BY_LENGTH:
+            return v
         if isinstance(v, bool):
             return "binary" if v else "float"
         return "[" + ",".join("B" if b else "F" for b in v) + "]"
 
     def widths(v: Any) -> str:
-        return "x".join(str(f) for f in v)
+        return v if v == BY_LENGTH else "x".join(str(f) for f in v)
 
     norm = " norm" if values["model.device.normalize_input"] else ""
     return (
@@ -393,6 +398,9 @@ def library_defaults_match(values: dict[str, Any], splits: DataSplits, data: Dat
         have = defaults[key]
         if want == BELOW_RAW:
             want = scores_below_raw(splits.train.num_classes, splits.train.shapes)
+        elif want == BY_LENGTH:
+            filters = series_filters(splits.train.shapes)
+            want = filters if key == "model.device.filters" else first_layer_float(filters)
         if have != (list(want) if isinstance(want, tuple) else want):
             differ.append(f"{key}={have!r} (chosen {want!r})")
     return "match" if not differ else "differ: " + ", ".join(differ)
@@ -468,10 +476,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     best_values = dict(PAPER)
     results: dict[str, dict[str, list[Outcome]]] = {}
     plan = stages(args.quick, series)
-    current = {  # ddnn's defaults; its score encoding depends on the data, so the rule stands
+    current = {  # ddnn's defaults; what depends on the data stands as the rule
         **library_defaults(*reversed(data[names[-1]])),
         "model.wire.scores": BELOW_RAW,
     }
+    if series:
+        current |= {"model.device.filters": BY_LENGTH, "model.device.binary": BY_LENGTH}
     if args.defaults_only:
         best_values = current
         plan = [("current defaults", [{}])]

@@ -9,7 +9,13 @@ from ddnn.config import DataConfig, ModelConfig, RunConfig, resolve_config
 from ddnn.data.registry import load_dataset
 from ddnn.models import defaults
 from ddnn.models.ddnn import DDNN
-from ddnn.models.defaults import modality, scores_below_raw, vector_binary, with_modality_defaults
+from ddnn.models.defaults import (
+    modality,
+    scores_below_raw,
+    series_filters,
+    vector_binary,
+    with_modality_defaults,
+)
 from ddnn.workflow import fit_model_to_data
 
 VECTORS = ModelConfig(num_devices=4, input_shape=(16,))
@@ -48,6 +54,38 @@ def test_series_devices_get_the_series_defaults():
     assert net.devices[0].feature_shape == (16, 8)  # 64 steps halved by each of the 3 blocks
     DDNN(with_modality_defaults(replace(VECTORS, input_shape=(2, 2))))
     assert with_modality_defaults(model) == model
+
+
+@pytest.mark.parametrize(
+    "steps, blocks, feature_steps",
+    # Each block's max-pool (3, stride 2, padding 1) leaves ceil(L / 2) steps: 8 -> 4 -> 2 -> 1.
+    [(64, 3, 8), (16, 3, 2), (9, 3, 2), (8, 2, 2), (5, 2, 2), (4, 1, 2), (2, 1, 1), (1, 1, 1)],
+)
+def test_short_series_get_fewer_blocks(steps, blocks, feature_steps):
+    model = with_modality_defaults(replace(VECTORS, input_shape=(2, steps)))
+    assert model.device.filters == (32, 16, 16)[:blocks]
+    assert model.device.binary == (False,) + (True,) * blocks  # the precision follows the cut
+    net = DDNN(model)
+    assert net.devices[0].feature_shape == ((32, 16, 16)[blocks - 1], feature_steps)
+    assert with_modality_defaults(model) == model  # cut once, kept on resume
+
+
+def test_the_shortest_series_sets_the_depth():
+    assert series_filters([(3, 64), (1, 8), (2, 32)]) == (32, 16)
+    assert series_filters([(3, 64), (3, 9)]) == (32, 16, 16)
+    with pytest.raises(ValueError, match="needs the devices' input shapes"):
+        series_filters([])
+
+
+def test_given_series_filters_are_not_cut():
+    config = resolve_config(
+        RunConfig(data=DataConfig(name="digits-rows-4")),
+        overrides=["model.device.filters=[32,16,16]"],
+    )
+    splits = load_dataset(config.data)
+    model = fit_model_to_data(config, splits).model
+    assert model.device.filters == (32, 16, 16)  # given: kept, although 8 steps would cut it
+    assert model.device.binary == (False, True, True, True)
 
 
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)])
