@@ -36,6 +36,7 @@ goal is judged on the test splits' mean and on every seed, since one test split 
 moves by a point per sample. ``--jobs`` trainings run in parallel, one thread each.
 
 Run: python benchmarks/sensor_defaults.py [--modality vector|series] [--quick] [--seeds N] [--jobs J]
+[--first-seed S]  (data seeds S .. S+N-1; default 0)
 [--defaults-only]  (no search, ddnn's current defaults judged on every seed)
 [--only-stage local|device|cloud|wire]  (that stage alone, from ddnn's current defaults)
 (``--quick``: 10 epochs, one seed, two candidates; a smoke test, not a measurement).
@@ -410,6 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: 10 epochs, 2 candidates")
     parser.add_argument("--seeds", type=int, default=5, help="data seeds per data set (default 5)")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="the first data seed (default 0): fresh splits"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="parallel trainings (default 2)")
     parser.add_argument("--modality", choices=("vector", "series"), default="vector")
     parser.add_argument(
@@ -431,8 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "on new data (CalibrationTarget.confidence_level); default: within 0 on validation",
     )
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.jobs < 1:
-        parser.error("--seeds and --jobs must be >= 1")
+    if args.seeds < 1 or args.jobs < 1 or args.first_seed < 0:
+        parser.error("--seeds and --jobs must be >= 1, --first-seed >= 0")
     if args.only_stage and (args.quick or args.defaults_only):
         parser.error("--only-stage runs one stage of the full search: drop --quick/--defaults-only")
     try:
@@ -448,7 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if series
         else ["synthetic-vectors", "digits-4", "breast-cancer-3"]
     )
-    names = [(name, s) for name in sets for s in range(seeds)]
+    first = args.first_seed
+    names = [(name, s) for name in sets for s in range(first, first + seeds)]
     start = time.perf_counter()
     print(f"command: python benchmarks/sensor_defaults.py {' '.join(argv or sys.argv[1:])}".strip())
     print(f"modality: {args.modality}")
@@ -557,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{' '.join(f'{g:+.1f}' for g in gaps)}: met on {seeds_met} of {len(outs)}"
         )
     print(f"\nchosen: {' '.join(_overrides(best_values))}")
-    dc, splits = data[("digits-rows-4" if series else "digits-4", 0)]
+    dc, splits = data[("digits-rows-4" if series else "digits-4", first)]
     match = library_defaults_match(best_values, splits, dc)
     print(f"ddnn's defaults for {args.modality} sensors: {match}")
     print(f"finished in {time.perf_counter() - start:.0f} s")
