@@ -37,6 +37,7 @@ moves by a point per sample. ``--jobs`` trainings run in parallel, one thread ea
 
 Run: python benchmarks/sensor_defaults.py [--modality vector|series] [--quick] [--seeds N] [--jobs J]
 [--first-seed S]  (data seeds S .. S+N-1; default 0)
+[--set KEY=JSON ...]  (with --defaults-only: a value instead of ddnn's default)
 [--defaults-only]  (no search, ddnn's current defaults judged on every seed)
 [--only-stage local|device|cloud|wire]  (that stage alone, from ddnn's current defaults)
 (``--quick``: 10 epochs, one seed, two candidates; a smoke test, not a measurement).
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import multiprocessing
 import statistics
 import sys
@@ -414,6 +416,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--first-seed", type=int, default=0, help="the first data seed (default 0): fresh splits"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="with --defaults-only: this value instead of ddnn's default, e.g. "
+        "'model.device.filters=[32,16,16]' (repeatable)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="parallel trainings (default 2)")
     parser.add_argument("--modality", choices=("vector", "series"), default="vector")
     parser.add_argument(
@@ -487,6 +497,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if series:
         current |= {"model.device.filters": BY_LENGTH, "model.device.binary": BY_LENGTH}
+    for item in args.set:
+        key, _, text = item.partition("=")
+        if not args.defaults_only or key not in PAPER:
+            parser.error(f"--set takes one of {sorted(PAPER)} with --defaults-only, got {item!r}")
+        try:
+            current[key] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            parser.error(f"--set {item!r}: the value is not JSON ({exc})")
     if args.defaults_only:
         best_values = current
         plan = [("current defaults", [{}])]
