@@ -102,7 +102,9 @@ def searched(tmp_path_factory):
     stdout = io.StringIO()
     argv = ["search", "--data", "synthetic-mvmc", "--trials", "3", "--epochs", "1"]
     with contextlib.redirect_stdout(stdout):
-        rc = main([*argv, "--out", str(out), "--json", "--seed", "3", *TINY])
+        rc = main(
+            [*argv, "--out", str(out), "--json", "--seed", "3", "--confidence-level", "0.9", *TINY]
+        )
     assert rc == 0
     return out, json.loads(stdout.getvalue())
 
@@ -134,6 +136,8 @@ def test_frontier_runs_load_and_were_calibrated_on_validation(searched):
             (out / "trials" / f"trial-{row['trial']:04d}" / "calibration.json").read_text()
         )
         assert calibration["split"] == "validation"
+        target = {"max_accuracy_drop": 1.0, "max_bytes": None, "confidence_level": 0.9}
+        assert calibration["target"] == target  # --confidence-level reached every trial
         assert calibration["num_samples"] == round(60 * config.data.validation_fraction)
         assert calibration["thresholds"] == row["thresholds"]
         assert calibration["measured"]["overall_accuracy"] == row["validation_accuracy"]
@@ -197,6 +201,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
         (["--trials", "1", "--max-bytes", "2.5"], "smallest possible 3 bytes"),
         (["--trials", "1", "--max-bytes", "5", "model.wire.scores=float16"], "smallest possible 6"),
         (["--trials", "1", "--jobs", "0"], "--jobs must be >= 1"),
+        (["--trials", "1", "--confidence-level", "1"], "--confidence-level: the confidence level"),
         (["--trials", "1", "model.nope=1"], "unknown config key"),
         (["--trials", "1", "model.device.filters=[]"], "no local exit to calibrate"),
     ],

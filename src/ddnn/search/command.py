@@ -66,6 +66,14 @@ def add_search_parser(sub: Any) -> None:
         help="without --max-bytes: calibrate to the most local exits within X accuracy points of "
         "cloud-only (default 1)",
     )
+    p.add_argument(
+        "--confidence-level",
+        type=float,
+        default=None,
+        metavar="P",
+        help="with the --max-drop calibration: keep the drop within X points with confidence P "
+        "(e.g. 0.95) on new data, as `ddnn calibrate --confidence-level` does",
+    )
     p.add_argument("--out", required=True, help="folder for trial runs and pareto.json/.csv/.png")
     p.add_argument("--json", action="store_true", help="print the Pareto rows as JSON on stdout")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (give each machine its own)")
@@ -91,6 +99,15 @@ def _check_numbers(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} must be a number of bytes > 0, got {value:g}")
     if not (math.isfinite(args.max_drop) and args.max_drop >= 0):
         raise ValueError(f"--max-drop must be accuracy points >= 0, got {args.max_drop:g}")
+    if args.confidence_level is not None:
+        from ddnn.eval.calibrate import CalibrationTarget
+
+        try:
+            CalibrationTarget(
+                max_accuracy_drop=args.max_drop, confidence_level=args.confidence_level
+            )
+        except ValueError as exc:
+            raise ValueError(f"--confidence-level: {exc}") from None
 
 
 def _scalar(text: str) -> str:
@@ -215,7 +232,7 @@ def prepare(args: argparse.Namespace) -> tuple[SearchSpec, DataSplits, optuna.St
         ),
         base_overrides=tuple(overrides),
         out_dir=str(out.resolve()),
-        limits=Limits(args.max_bytes, args.max_device_memory, args.max_drop),
+        limits=Limits(args.max_bytes, args.max_device_memory, args.max_drop, args.confidence_level),
         session=uuid.uuid4().hex,
         torch_threads=1 if args.jobs > 1 else 0,
     )

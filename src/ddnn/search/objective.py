@@ -46,11 +46,14 @@ class Limits:
         max_device_memory: bytes of memory the largest device section needs.
         max_drop: calibration target without a byte limit: most local exits with overall
             validation accuracy at most this many points below cloud-only.
+        confidence_level: with ``max_drop``, keep the drop within it with this confidence on new
+            data (``CalibrationTarget.confidence_level``); None: on the validation split alone.
     """
 
     max_bytes: float | None = None
     max_device_memory: float | None = None
     max_drop: float = 1.0
+    confidence_level: float | None = None
 
     def violations(self, bytes_per_device: float, device_memory: float) -> list[float]:
         """Optuna constraint values: > 0 breaks a limit, <= 0 is feasible."""
@@ -86,7 +89,8 @@ def device_memory_bytes(model: DDNN) -> int:
 
 def calibrate_within(model: DDNN, splits: DataSplits, limits: Limits) -> Calibration:
     """Calibrate on the validation split: best accuracy within ``max_bytes`` when a byte limit is
-    set, else most local exits within ``max_drop`` points of cloud-only.
+    set, else most local exits within ``max_drop`` points of cloud-only (at ``confidence_level``
+    when one is set).
 
     A model that cannot meet the byte limit at any threshold is calibrated on ``max_drop`` instead
     (the trial is then infeasible).
@@ -99,7 +103,10 @@ def calibrate_within(model: DDNN, splits: DataSplits, limits: Limits) -> Calibra
             return calibrate(model, data, CalibrationTarget(max_bytes=limits.max_bytes))
         except ValueError as exc:
             log.info("byte limit not reachable (%s); calibrating on max_drop", exc)
-    return calibrate(model, data, CalibrationTarget(max_accuracy_drop=limits.max_drop))
+    target = CalibrationTarget(
+        max_accuracy_drop=limits.max_drop, confidence_level=limits.confidence_level
+    )
+    return calibrate(model, data, target)
 
 
 def run_trial(
