@@ -453,6 +453,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = replace(TARGET, confidence_level=args.confidence_level)
     except ValueError as exc:
         parser.error(str(exc))
+    given: dict[str, Any] = {}  # --set, checked before any data is loaded
+    for item in args.set:
+        key, _, text = item.partition("=")
+        if not args.defaults_only or key not in PAPER:
+            parser.error(f"--set takes one of {sorted(PAPER)} with --defaults-only, got {item!r}")
+        try:
+            given[key] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            parser.error(f"--set {item!r}: the value is not JSON ({exc})")
     torch.set_num_threads(1)
     epochs = 10 if args.quick else TrainConfig().epochs
     seeds = 1 if args.quick else args.seeds
@@ -497,14 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if series:
         current |= {"model.device.filters": BY_LENGTH, "model.device.binary": BY_LENGTH}
-    for item in args.set:
-        key, _, text = item.partition("=")
-        if not args.defaults_only or key not in PAPER:
-            parser.error(f"--set takes one of {sorted(PAPER)} with --defaults-only, got {item!r}")
-        try:
-            current[key] = json.loads(text)
-        except json.JSONDecodeError as exc:
-            parser.error(f"--set {item!r}: the value is not JSON ({exc})")
+    current |= given
     if args.defaults_only:
         best_values = current
         plan = [("current defaults", [{}])]

@@ -300,7 +300,7 @@ def evaluate_grid(
         num_samples=n,
         last_exit_correct=int(last.sum()),
         correct=np.rint(right).astype(np.int64),
-        discordant=np.rint(np.broadcast_to(discordant, right.shape)).astype(np.int64),
+        discordant=np.rint(discordant).astype(np.int64),  # (G, H) like ``right``
         exits=counts,
         device_bytes=device_bytes.astype(np.int64),
         edge_bytes=edge_bytes.astype(np.int64),
