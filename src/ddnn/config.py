@@ -137,6 +137,9 @@ class TrainConfig:
     accelerator: str = "cpu"  # cpu | cuda | auto (cuda when a GPU is visible)
     precision: str = "32"  # 32 | bf16 | 16 (automatic mixed precision; 16 needs CUDA)
     save_every: int = 10  # epochs between resumable checkpoints in RUN_DIR (0: only on Ctrl-C)
+    # constant: lr throughout (the paper's Adam); cosine: each epoch's lr follows half a cosine
+    # from lr down towards 0 over the epochs (ddnn.train.trainer.epoch_lr)
+    lr_schedule: str = "constant"
 
 
 @dataclass(frozen=True)

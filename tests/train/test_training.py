@@ -8,7 +8,7 @@ from ddnn.data.dataset import ABSENT, MultiDeviceDataset
 from ddnn.models.ddnn import DDNN
 from ddnn.train.checkpoint import load_run, load_section, model_version, save_run
 from ddnn.train.losses import joint_loss
-from ddnn.train.trainer import device_dropout_mask, train
+from ddnn.train.trainer import device_dropout_mask, epoch_lr, train
 
 CONFIG = ModelConfig(
     num_devices=3, input_shape=(1, 8, 8), num_classes=3, cloud=CloudConfig(filters=(4,))
@@ -93,6 +93,38 @@ def test_single_device_dropout_keeps_everything_without_rate_or_a_second_device(
 def test_unknown_device_dropout_mode_is_refused_with_the_accepted_ones():
     with pytest.raises(ValueError, match="must be one of independent, single, got 'pairs'"):
         device_dropout_mask(4, 3, 0.1, torch.Generator(), "pairs")
+
+
+def test_cosine_schedule_follows_half_a_cosine_by_hand():
+    # lr (1 + cos(pi e / 4)) / 2 for e = 0..3: cos = 1, 0.70711, 0, -0.70711
+    cosine = TrainConfig(lr=0.1, epochs=4, lr_schedule="cosine")
+    got = [epoch_lr(cosine, e) for e in range(4)]
+    assert got == pytest.approx([0.1, 0.0853553, 0.05, 0.0146447], abs=1e-7)
+    assert [epoch_lr(TrainConfig(lr=0.1, epochs=4), e) for e in range(4)] == [0.1] * 4
+
+
+def test_training_steps_at_each_epochs_scheduled_lr(monkeypatch):
+    seen: list[float] = []
+    step = torch.optim.Adam.step
+
+    def recording(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording)
+    torch.manual_seed(0)
+    # 32 samples in batches of 16: two steps per epoch
+    train(
+        DDNN(CONFIG),
+        _toy_data(32, 0),
+        TrainConfig(epochs=2, batch_size=16, lr=0.02, lr_schedule="cosine"),
+    )
+    assert seen == pytest.approx([0.02, 0.02, 0.01, 0.01])  # cos(pi / 2) = 0: half the lr
+
+
+def test_unknown_lr_schedule_is_refused_with_the_accepted_ones():
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine, got 'step'"):
+        train(DDNN(CONFIG), _toy_data(8, 0), TrainConfig(epochs=1, lr_schedule="step"))
 
 
 def test_checkpoint_round_trip_and_sections_load_alone(tmp_path):

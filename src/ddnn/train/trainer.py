@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import threading
 import time
@@ -101,6 +102,21 @@ def device_dropout_mask(
     return keep
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of 0-based ``epoch`` under ``config.lr_schedule``.
+
+    ``cosine`` is half a cosine from ``lr`` at the first epoch towards 0, without reaching it:
+    ``lr * (1 + cos(pi * epoch / epochs)) / 2``. A pure function of the epoch, so a resumed run
+    continues the schedule with no state of its own.
+    """
+    if config.lr_schedule == "constant" or config.epochs == 0:
+        return config.lr
+    return config.lr * (1.0 + math.cos(math.pi * epoch / config.epochs)) / 2.0
+
+
 def validate_train_config(config: TrainConfig) -> None:
     """User-facing checks of the training recipe."""
     if config.epochs < 0:
@@ -112,6 +128,11 @@ def validate_train_config(config: TrainConfig) -> None:
     if not 0.0 <= config.device_dropout < 1.0:
         raise ValueError(f"train.device_dropout must be in [0, 1), got {config.device_dropout}")
     check_dropout_mode(config.device_dropout_mode)
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(
+            f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+            f"got {config.lr_schedule!r}"
+        )
     if config.save_every < 0:
         raise ValueError(
             f"train.save_every must be >= 0 (0 = save resumable state only on Ctrl-C), "
@@ -245,6 +266,8 @@ def train(
             else:
                 order, skip, sums, steps = torch.randperm(n, generator=gen), 0, {}, 0
             state = None
+            for group in optimizer.param_groups:
+                group["lr"] = epoch_lr(config, epoch)
             # Global batches from ``skip`` on; this process reads only its share of each.
             firsts = range(skip * batch, n, batch)
             if batch == n and world.size == 1 and skip == 0:
