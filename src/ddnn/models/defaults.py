@@ -11,7 +11,7 @@ from the paper's; image devices keep the paper's defaults.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -62,35 +62,6 @@ def vector_binary(filters: tuple[int, ...]) -> bool | tuple[bool, ...]:
     return first_layer_float(filters)
 
 
-@dataclass(frozen=True)
-class SensorDefaults:
-    """The model keys one sensor modality gets where the user set nothing."""
-
-    filters: tuple[int, ...]
-    normalize_input: bool
-    local_aggregation: str
-    cloud_filters: tuple[int, ...]
-    cloud_binary: bool | tuple[bool, ...]
-
-
-BY_MODALITY = {
-    "vector": SensorDefaults(
-        VECTOR_FILTERS,
-        VECTOR_NORMALIZE_INPUT,
-        VECTOR_LOCAL_AGGREGATION,
-        VECTOR_CLOUD_FILTERS,
-        VECTOR_CLOUD_BINARY,
-    ),
-    "series": SensorDefaults(
-        SERIES_FILTERS,
-        SERIES_NORMALIZE_INPUT,
-        SERIES_LOCAL_AGGREGATION,
-        SERIES_CLOUD_FILTERS,
-        SERIES_CLOUD_BINARY,
-    ),
-}
-
-
 def series_filters(shapes: Collection[tuple[int, ...]]) -> tuple[int, ...]:
     """``SERIES_FILTERS`` cut to the blocks whose feature map keeps at least ``MIN_SERIES_STEPS``
     steps on the shortest device's series (each block halves it); at least one block.
@@ -105,6 +76,36 @@ def series_filters(shapes: Collection[tuple[int, ...]]) -> tuple[int, ...]:
         if steps >= MIN_SERIES_STEPS:
             return SERIES_FILTERS[:n]
     return SERIES_FILTERS[:1]
+
+
+@dataclass(frozen=True)
+class SensorDefaults:
+    """The model keys one sensor modality gets where the user set nothing; the device filters
+    from the devices' input shapes."""
+
+    filters: Callable[[Collection[tuple[int, ...]]], tuple[int, ...]]
+    normalize_input: bool
+    local_aggregation: str
+    cloud_filters: tuple[int, ...]
+    cloud_binary: bool | tuple[bool, ...]
+
+
+BY_MODALITY = {
+    "vector": SensorDefaults(
+        lambda shapes: VECTOR_FILTERS,
+        VECTOR_NORMALIZE_INPUT,
+        VECTOR_LOCAL_AGGREGATION,
+        VECTOR_CLOUD_FILTERS,
+        VECTOR_CLOUD_BINARY,
+    ),
+    "series": SensorDefaults(
+        series_filters,
+        SERIES_NORMALIZE_INPUT,
+        SERIES_LOCAL_AGGREGATION,
+        SERIES_CLOUD_FILTERS,
+        SERIES_CLOUD_BINARY,
+    ),
+}
 
 
 def scores_below_raw(num_classes: int, shapes: Collection[tuple[int, ...]]) -> str:
@@ -154,10 +155,7 @@ def with_modality_defaults(model: ModelConfig, given: Collection[str] = ()) -> M
 
     device, cloud = model.device, model.cloud
     if free("device.filters"):
-        filters = chosen.filters
-        if chosen is BY_MODALITY["series"]:
-            filters = series_filters(model.device_shapes)
-        device = replace(device, filters=filters)
+        device = replace(device, filters=chosen.filters(model.device_shapes))
     if free("device.binary"):
         device = replace(device, binary=first_layer_float(device.filters))
     if free("device.normalize_input"):
