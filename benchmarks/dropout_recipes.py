@@ -66,8 +66,7 @@ def main() -> None:
     for seed in range(args.seeds):
         dc = DataConfig(name=args.data, seed=seed, validation_fraction=0.2)
         splits = load_dataset(dc)
-        refs = {"logistic": sd.logistic_reference(splits), "MLP": sd.mlp_reference(splits, 100)}
-        ref_val, ref_test = max(refs.values(), key=lambda vt: vt[0])
+        ref_val, ref_test = sd.float_bar(sd.float_references(splits, 100))
         line = [f"seed {seed}: float {100 * ref_val:.1f} / {100 * ref_test:.1f}"]
         for name in recipes:
             recipe = replace(TrainConfig(), **RECIPES[name])

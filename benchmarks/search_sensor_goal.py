@@ -14,8 +14,8 @@ most local exits), and picks one frontier row **by validation only**, with a rul
 the first run: among the rows with fewer validation bytes per device than the raw reading and
 at least 50 % local exits on validation, the best validation accuracy; ties go to less device
 memory, then to fewer bytes. The chosen row's test figures are then compared with the float
-reference of ``sensor_defaults.py`` on the same split (logistic regression or an MLP, the better
-on validation). The goal, per seed and on the mean: within 1 point, >= 50 % local exits and fewer
+reference of ``sensor_defaults.py`` on the same split (``float_bar``: logistic regression, an MLP
+or, on time series, a 1-D CNN, the best on validation). The goal, per seed and on the mean: within 1 point, >= 50 % local exits and fewer
 bytes than raw, on test.
 
 Run: python benchmarks/search_sensor_goal.py [--data NAME,...] [--seeds N] [--first-seed S]
@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import sensor_defaults as sd  # noqa: E402
 from common import machine  # noqa: E402
 
+from ddnn.config import TrainConfig  # noqa: E402
 from ddnn.wire import raw_bytes_per_device  # noqa: E402
 
 MIN_LOCAL_EXITS = 0.5
@@ -129,8 +130,7 @@ def main() -> int:
                 raw = raw_bytes_per_device(splits.test.shapes[0])
                 rows = search(name, seed, args, root / f"{name}-seed{seed}")
                 row = choose(rows, raw)
-                candidates = [sd.logistic_reference(splits), sd.mlp_reference(splits, 100)]
-                reference = max(candidates, key=lambda vt: vt[0])[1]
+                reference = sd.float_bar(sd.float_references(splits, TrainConfig().epochs))[1]
                 if row is None:
                     print(f"{seed:4} no frontier row under {raw} B with >= 50 % local exits")
                     continue

@@ -72,7 +72,12 @@ from ddnn.eval.calibrate import CalibrationTarget, calibrate  # noqa: E402
 from ddnn.eval.evaluate import exit_accuracies, threshold_sweep  # noqa: E402
 from ddnn.eval.profile import profile_model  # noqa: E402
 from ddnn.models.ddnn import DDNN  # noqa: E402
-from ddnn.models.defaults import first_layer_float, scores_below_raw, series_filters  # noqa: E402
+from ddnn.models.defaults import (  # noqa: E402
+    first_layer_float,
+    modality,
+    scores_below_raw,
+    series_filters,
+)
 from ddnn.train.trainer import train  # noqa: E402
 from ddnn.workflow import fit_model_to_data  # noqa: E402
 
@@ -268,6 +273,21 @@ def cnn_reference(splits: DataSplits, epochs: int) -> tuple[float, float]:
         nn.Linear(64, splits.train.num_classes),
     )
     return fit_reference(net, stacked, splits, epochs)
+
+
+def float_references(splits: DataSplits, epochs: int) -> dict[str, tuple[float, float]]:
+    """(validation, test) accuracy of each float model on all sensors concatenated: logistic
+    regression and an MLP, and on time series (devices of shape (C, L)) a 1-D CNN too."""
+    found = {"logistic": logistic_reference(splits), "MLP": mlp_reference(splits, epochs)}
+    if modality(splits.train.shapes) == "series":
+        found["1-D CNN"] = cnn_reference(splits, epochs)
+    return found
+
+
+def float_bar(found: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    """The reference a goal is judged against: the best of ``found`` on validation (the first of
+    equals), as (validation, test) accuracy."""
+    return max(found.values(), key=lambda vt: vt[0])
 
 
 # -- the staged search ----------------------------------------------------------------------------
@@ -484,10 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n## float reference on all sensors concatenated (validation / test accuracy %)")
     refs: dict[str, list[float]] = {}
     for (name, seed), (_, splits) in data.items():
-        found = {"logistic": logistic_reference(splits), "MLP": mlp_reference(splits, epochs)}
-        if series:
-            found["1-D CNN"] = cnn_reference(splits, epochs)
-        best = max(found.values(), key=lambda vt: vt[0])  # the first of equals on validation
+        found = float_references(splits, epochs)
+        best = float_bar(found)
         refs.setdefault(name, []).append(best[1])
         each = ", ".join(f"{k} {100 * v:.1f} / {100 * t:.1f}" for k, (v, t) in found.items())
         print(

@@ -219,10 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs = []
         for seed in range(args.seeds):
             splits = sd._load(name, seed)[1]
-            found = [sd.logistic_reference(splits), sd.mlp_reference(splits, epochs)]
-            if args.modality == "series":
-                found.append(sd.cnn_reference(splits, epochs))
-            pairs.append(max(found, key=lambda vt: vt[0]))
+            pairs.append(sd.float_bar(sd.float_references(splits, epochs)))
         reference[name] = (
             statistics.mean(v for v, _ in pairs),
             statistics.mean(t for _, t in pairs),
