@@ -15,13 +15,7 @@ from typing import NoReturn
 
 # Heavy modules (torch) are imported inside the commands, so that `ddnn serve device --engine c`
 # runs without torch, as a microcontroller-class device would.
-from ddnn.config import (
-    CALIBRATION_SPLITS,
-    DEFAULT_THRESHOLDS,
-    RunConfig,
-    epochs_in_all,
-    resolve_config,
-)
+from ddnn.config import CALIBRATION_SPLITS, DEFAULT_THRESHOLDS, RunConfig, resolve_config
 
 log = logging.getLogger("ddnn")
 
@@ -68,11 +62,6 @@ def _progress_bar(total: int, desc: str, initial: int = 0):  # type: ignore[no-u
             bar.close()
 
     return update
-
-
-def _train_bar(config: RunConfig):  # type: ignore[no-untyped-def]
-    """A progress bar over every epoch ``config`` (fitted to its data) trains."""
-    return _progress_bar(epochs_in_all(config.train, config.model), "train")
 
 
 ACCELERATOR_HELP = "cpu, cuda or auto (CUDA when a GPU is visible); default: train.accelerator"
@@ -134,9 +123,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if args.out is None:
                 raise UsageError("give --out RUN_DIR (a new run) or --resume RUN_DIR")
             config = _train_config(args)
-            _, config, history, _ = train_run(
-                config, args.out, world=world, progress_for=_train_bar if world.is_main else None
-            )
+            bar = _progress_bar(config.train.epochs, "train") if world.is_main else None
+            _, config, history, _ = train_run(config, args.out, bar, world=world)
             out = args.out
     except TrainingInterrupted as stopped:
         if world.is_main:
@@ -147,10 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         where = f" on {placement.describe()}"
         if world.distributed:  # each process has its own GPU (or shares the CPU)
             where = f" on {world.size} processes ({placement.describe()} in process 0)"
-        copy_epochs = epochs_in_all(config.train, config.model) - config.train.epochs
-        copy = f" (+{copy_epochs} of the cloud's all-present copy)" if copy_epochs else ""
         print(
-            f"trained {config.train.epochs} epochs{copy} in {history.seconds:.1f} s{where}; "
+            f"trained {config.train.epochs} epochs in {history.seconds:.1f} s{where}; "
             f"run saved to {out}"
         )
     return 0
@@ -225,7 +211,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{config.model.num_devices} devices, device ConvP({','.join(map(str, config.model.device.filters))}), "
         f"{config.model.local_aggregation.upper()}-{config.model.cloud.aggregation.upper()}"
     )
-    model, config, history, splits = train_run(config, out, progress_for=_train_bar)
+    model, config, history, splits = train_run(
+        config, out, _progress_bar(config.train.epochs, "train")
+    )
     rows = threshold_sweep(model, splits.test, DEFAULT_THRESHOLDS, config.eval.edge_threshold)
     print(
         f"{len(splits.train)} train / {len(splits.test)} test samples; trained in "

@@ -73,11 +73,6 @@ class CloudConfig:
     pool_stride: int = 1
     aggregation: str = "cc"
     binary: Precision = True  # all layers, or one per feature block + the exit head
-    # A second copy of the feature blocks and exit head for samples where every device reported,
-    # trained after the joint training without device dropout (train.all_present_epochs); the
-    # dropout-trained layers answer samples with a device missing. Needs devices that report to
-    # the cloud directly (no edge groups).
-    all_present_copy: bool = False
 
     def layer_binary(self) -> tuple[bool, ...]:
         """Precision of each layer: the feature blocks, then the exit head."""
@@ -145,16 +140,6 @@ class TrainConfig:
     # constant: lr throughout (the paper's Adam); cosine: each epoch's lr follows half a cosine
     # from lr down towards 0 over the epochs (ddnn.train.trainer.epoch_lr)
     lr_schedule: str = "constant"
-    # epochs that train the cloud's all-present copy (model.cloud.all_present_copy) after the
-    # joint training, everything else frozen; ignored without the copy
-    all_present_epochs: int = 25
-
-
-def epochs_in_all(train: TrainConfig, model: ModelConfig) -> int:
-    """The epochs ``train`` runs: the joint ones, then those of the cloud's all-present copy
-    (``model.cloud.all_present_copy``) when there is one and the joint training ran."""
-    copy = model.cloud.enabled and model.cloud.all_present_copy and train.epochs > 0
-    return train.epochs + (train.all_present_epochs if copy else 0)
 
 
 @dataclass(frozen=True)

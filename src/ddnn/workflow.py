@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -71,22 +71,17 @@ def train_run(
     progress: ProgressFn | None = None,
     splits: DataSplits | None = None,
     world: World | None = None,
-    progress_for: Callable[[RunConfig], ProgressFn] | None = None,
 ) -> tuple[DDNN, RunConfig, TrainHistory, DataSplits]:
     """Load data, build the model, train it jointly and save the run directory.
 
     Resumable state is saved in ``out_dir`` while training (``ddnn.train.resume``). Under
     torchrun (``world`` from the environment by default) every process trains its share and
-    rank 0 alone writes ``out_dir``. ``progress_for`` makes the progress callback from the config
-    fitted to the data (a progress bar that knows how many epochs will run), instead of
-    ``progress``.
+    rank 0 alone writes ``out_dir``.
     """
     t0 = time.perf_counter()
     splits = splits or load_dataset(config.data)
     data_seconds = time.perf_counter() - t0
     config = fit_model_to_data(config, splits)
-    if progress_for is not None:
-        progress = progress_for(config)
     torch.manual_seed(config.train.seed)
     model = DDNN(config.model)
     history = _train_and_save(model, config, splits, out_dir, progress, None, world, data_seconds)

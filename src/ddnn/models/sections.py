@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -143,62 +142,4 @@ class EdgeSection(UpperSection):
 
 
 class CloudSection(UpperSection):
-    """Cloud: fuses what reaches it and runs the last layers; its exit always answers.
-
-    With ``model.cloud.all_present_copy`` it also holds a copy of its feature blocks and exit
-    head, which answers the samples where every input reported once ``copy_trained`` is set. The
-    trainer fills it after the joint training (``ddnn.train.trainer``): a copy of the cloud
-    trained on without device dropout, the rest of the model frozen. The cloud trained with
-    dropout keeps answering samples with an input missing.
-    """
-
-    copy_trained: Tensor  # a bool buffer, registered only with the copy
-
-    def __init__(
-        self,
-        num_inputs: int,
-        input_feature_shape: tuple[int, ...],
-        num_classes: int,
-        config: CloudConfig,
-        emits_features: bool,
-    ) -> None:
-        super().__init__(num_inputs, input_feature_shape, num_classes, config, emits_features)
-        self.all_present: nn.ModuleDict | None = None
-        if config.all_present_copy:
-            self.all_present = nn.ModuleDict(
-                {"features": copy.deepcopy(self.features), "head": copy.deepcopy(self.head)}
-            )
-            # Saved with the weights: a run interrupted before the copy was trained answers
-            # every sample with the dropout-trained layers.
-            self.register_buffer("copy_trained", torch.tensor(False))
-
-    def start_copy(self) -> nn.ModuleDict:
-        """Set the copy to the cloud's current layers and let it answer; returns it."""
-        if self.all_present is None:
-            raise ValueError("this cloud has no all-present copy (model.cloud.all_present_copy)")
-        self.all_present["features"].load_state_dict(self.features.state_dict())
-        self.all_present["head"].load_state_dict(self.head.state_dict())
-        self.copy_trained.fill_(True)
-        return self.all_present
-
-    def forward(self, inputs: Tensor, presence: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(B, N, *shape) inputs, (B, N) presence -> (scores (B, C), features (B, *feature_shape))."""
-        fused = _fast_layout(self.aggregate(inputs, presence))
-        if self.all_present is None or not bool(self.copy_trained):
-            feats = self.features(fused)
-            return self.head(feats), feats
-        complete = (
-            torch.ones(len(inputs), dtype=torch.bool, device=inputs.device)
-            if presence is None
-            else presence.to(torch.bool).all(dim=1)
-        )
-        if bool(complete.all()):  # every training step of the copy, most samples in the field
-            feats = self.all_present["features"](fused)
-            return self.all_present["head"](feats), feats
-        feats = self.features(fused)
-        scores = self.head(feats)
-        if bool(complete.any()):
-            copy_feats = self.all_present["features"](fused[complete])
-            scores = scores.index_put((complete,), self.all_present["head"](copy_feats))
-            feats = feats.index_put((complete,), copy_feats)
-        return scores, feats
+    """Cloud: fuses what reaches it and runs the last layers; its exit always answers."""

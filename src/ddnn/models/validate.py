@@ -57,12 +57,6 @@ def validate_model_config(config: ModelConfig) -> None:
             raise ValueError(
                 f"model.edge.pool_stride must be 1 or 2, got {config.edge.pool_stride}"
             )
-    if config.cloud.all_present_copy and (groups or not config.cloud.enabled):
-        raise ValueError(
-            "model.cloud.all_present_copy needs a cloud that the devices report to directly "
-            "(model.cloud.enabled=true, model.edge.groups=[]): behind edges the cloud cannot "
-            "tell whether every device reported"
-        )
     if config.cloud.enabled:
         check_aggregator_name(config.cloud.aggregation)
         if not config.cloud.filters:

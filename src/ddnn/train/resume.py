@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ddnn.config import RunConfig, epochs_in_all, saved_run_config, to_dict
+from ddnn.config import RunConfig, saved_run_config, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def save_state(
         "format": FORMAT,
         "epoch": state.epoch,
         "step": state.step,
-        "epochs": epochs_in_all(config.train, config.model),
+        "epochs": config.train.epochs,
         "sha256": _digest(data),
         "size": len(data),
     }

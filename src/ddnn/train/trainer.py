@@ -14,13 +14,13 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
-from ddnn.config import TrainConfig, epochs_in_all
+from ddnn.config import TrainConfig
 from ddnn.data.dataset import AnyDataset, MultiDeviceDataset
 from ddnn.data.streaming import Batch, iter_batches
 from ddnn.models.ddnn import DDNN
@@ -133,8 +133,6 @@ def validate_train_config(config: TrainConfig) -> None:
             f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
             f"got {config.lr_schedule!r}"
         )
-    if config.all_present_epochs < 1:
-        raise ValueError(f"train.all_present_epochs must be >= 1, got {config.all_present_epochs}")
     if config.save_every < 0:
         raise ValueError(
             f"train.save_every must be >= 0 (0 = save resumable state only on Ctrl-C), "
@@ -223,43 +221,18 @@ def train(
         data = replace(data, x=model.input_layout(data.x))
     on_gpu = placement.device.type == "cuda"
     gen = torch.Generator().manual_seed(config.seed)
-    optimizer = _adam(model.parameters(), config)
+    optimizer = torch.optim.Adam(
+        model.parameters(),
+        lr=config.lr,
+        betas=config.betas,
+        weight_decay=config.weight_decay,
+        foreach=True,  # one kernel per step for all tensors; the same values as the loop
+    )
     scaler = placement.grad_scaler()
     batch = n if config.batch_size == 0 else min(config.batch_size, n)
     history = TrainHistory()
-    # The cloud's all-present copy trains in epochs of its own after the joint ones.
-    total = epochs_in_all(config, model.config)
-    copy_epochs = total - config.epochs
-    in_copy_phase = False
-
-    def enter_copy_phase() -> None:
-        """Freeze all but the cloud's copy and give it an optimizer of its own; at the phase's
-        start, copy the cloud's layers into it.
-
-        The model stays in training mode: the frozen devices' BatchNorms normalize each batch by
-        its own statistics, as in the joint epochs, so the copy learns on features as noisy as
-        the cloud's were. Their running statistics are re-estimated at the end."""
-        nonlocal optimizer, step_model, in_copy_phase
-        assert model.cloud is not None and model.cloud.all_present is not None
-        if not bool(model.cloud.copy_trained):
-            recalibrate_batchnorm(model, data, batch, placement.device, workers)
-            model.cloud.start_copy()
-        copy_layers = model.cloud.all_present
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        for parameter in copy_layers.parameters():
-            parameter.requires_grad_(True)
-        optimizer = _adam(copy_layers.parameters(), config)
-        step_model = _wrap(model, world, placement)
-        model.train()
-        in_copy_phase = True
-
     first_epoch, state = 0, resume
     if state is not None:
-        # The copy is marked trained when its phase begins, so a state saved after that holds
-        # the copy's optimizer (one saved at the phase's first epoch still holds the joint one).
-        if copy_epochs and model.cloud is not None and bool(model.cloud.copy_trained):
-            enter_copy_phase()
         optimizer.load_state_dict(state.optimizer)
         scaler.load_state_dict(state.scaler)
         gen.set_state(state.generator)
@@ -287,20 +260,14 @@ def train(
 
     model.train()
     with reused_memory(), StopRequest().installed() as stop:
-        for epoch in range(first_epoch, total):
-            if epoch >= config.epochs and not in_copy_phase:
-                enter_copy_phase()
+        for epoch in range(first_epoch, config.epochs):
             if state is not None and state.order is not None:  # resume inside this epoch
                 order, skip, sums, steps = state.order, state.step, dict(state.sums), state.steps
             else:
                 order, skip, sums, steps = torch.randperm(n, generator=gen), 0, {}, 0
             state = None
             for group in optimizer.param_groups:
-                group["lr"] = (
-                    epoch_lr(replace(config, epochs=copy_epochs), epoch - config.epochs)
-                    if in_copy_phase
-                    else epoch_lr(config, epoch)
-                )
+                group["lr"] = epoch_lr(config, epoch)
             # Global batches from ``skip`` on; this process reads only its share of each.
             firsts = range(skip * batch, n, batch)
             if batch == n and world.size == 1 and skip == 0:
@@ -319,7 +286,7 @@ def train(
                     presence = device_dropout_mask(
                         size,
                         data.num_devices,
-                        0.0 if in_copy_phase else config.device_dropout,
+                        config.device_dropout,
                         gen,
                         config.device_dropout_mode,
                     )[world.share(size)]
@@ -338,40 +305,16 @@ def train(
             log.debug("epoch %d: %s", epoch + 1, epoch_losses)
             done = epoch + 1
             if checkpoint and world.is_main and config.save_every and done % config.save_every == 0:
-                if done < total:
+                if done < config.epochs:
                     checkpoint(snapshot(done, 0, None, {}, 0))
             if progress is not None and world.is_main:
                 progress(epoch + 1, epoch_losses)
-    if in_copy_phase:
-        # The cloud's own layers answer no complete sample: theirs are the statistics of the
-        # phase's start, where they last ran (and their weights last changed).
-        assert model.cloud is not None
-        recalibrate_batchnorm(
-            model,
-            data,
-            batch,
-            placement.device,
-            workers,
-            keep=(model.cloud.features, model.cloud.head),
-        )
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
-    elif config.epochs > 0:
+    if config.epochs > 0:
         recalibrate_batchnorm(model, data, batch, placement.device, workers)
     history.seconds = time.perf_counter() - start
     model.to("cpu")
     model.eval()
     return history
-
-
-def _adam(parameters: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Adam:
-    return torch.optim.Adam(
-        parameters,
-        lr=config.lr,
-        betas=config.betas,
-        weight_decay=config.weight_decay,
-        foreach=True,  # one kernel per step for all tensors; the same values as the loop
-    )
 
 
 def _wrap(model: DDNN, world: World, placement: Placement) -> nn.Module:
@@ -415,20 +358,13 @@ def recalibrate_batchnorm(
     batch_size: int,
     device: torch.device | None = None,
     workers: int = 0,
-    keep: Collection[nn.Module] = (),
 ) -> None:
     """Re-estimate BatchNorm running statistics with the final weights (exact average over ``data``).
 
     Flipping binary weights late in training leaves the running statistics, averaged over earlier
     weights, out of date; evaluated accuracy then collapses erratically. One pass fixes it.
-    The BatchNorms inside the modules of ``keep`` keep their statistics.
     """
-    kept = {id(m) for part in keep for m in part.modules()}
-    norms = [
-        m
-        for m in model.modules()
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in kept
-    ]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
