@@ -43,6 +43,10 @@ class DeviceConfig:
     share_weights: bool = False
     # A BatchNorm on the device's raw input (per feature / channel; 2 floats each on the device).
     normalize_input: bool = False
+    # In training, a device dropped from a sample (train.device_dropout) skips it instead of
+    # running on a zeroed input, so its BatchNorm statistics come from the samples where it is
+    # present, as evaluation's do (ddnn.models.ddnn.DDNN._run_present_devices).
+    skip_absent: bool = False
 
     def layer_binary(self) -> tuple[bool, ...]:
         """Precision of each layer: the feature blocks, then the exit head (none if raw)."""

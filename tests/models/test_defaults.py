@@ -33,6 +33,7 @@ def test_vector_devices_get_the_vector_defaults():
     assert model.device.filters == defaults.VECTOR_FILTERS
     assert model.device.binary == vector_binary(defaults.VECTOR_FILTERS)
     assert model.device.normalize_input is defaults.VECTOR_NORMALIZE_INPUT
+    assert model.device.skip_absent is defaults.VECTOR_SKIP_ABSENT is True
     assert model.local_aggregation == defaults.VECTOR_LOCAL_AGGREGATION
     assert model.cloud.filters == defaults.VECTOR_CLOUD_FILTERS
     assert model.cloud.binary == defaults.VECTOR_CLOUD_BINARY
@@ -46,6 +47,7 @@ def test_series_devices_get_the_series_defaults():
     assert model.device.filters == defaults.SERIES_FILTERS == (32, 16, 16)
     assert model.device.binary == (False, True, True, True)  # float first layer, binary after
     assert model.device.normalize_input is defaults.SERIES_NORMALIZE_INPUT
+    assert model.device.skip_absent is False  # not measured on series: the library's default
     assert model.local_aggregation == defaults.SERIES_LOCAL_AGGREGATION
     assert model.cloud.filters == defaults.SERIES_CLOUD_FILTERS
     assert model.cloud.binary == defaults.SERIES_CLOUD_BINARY
@@ -110,10 +112,15 @@ def test_given_keys_are_kept_even_when_equal_to_the_papers():
     deep = with_modality_defaults(replace(VECTORS, device=replace(VECTORS.device, filters=(8, 8))))
     assert deep.device.binary == (False, True, True)
     kept = resolve_config(
-        overrides=["model.device.binary=true", "model.device.normalize_input=false"]
+        overrides=[
+            "model.device.binary=true",
+            "model.device.normalize_input=false",
+            "model.device.skip_absent=false",
+        ]
     )
     model = with_modality_defaults(replace(kept.model, **_shape()), kept.given)
     assert model.device.binary is True and model.device.normalize_input is False
+    assert model.device.skip_absent is False
 
 
 def _shape():

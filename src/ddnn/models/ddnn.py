@@ -301,8 +301,49 @@ class DDNN(nn.Module):
 
     def _devices(self, x: Tensor, presence: Tensor | None) -> DeviceOutputs:
         mask = self._check_input(x, presence)
-        scores, feats = self._run_devices(zero_absent(x, mask))
+        skip = self.training and self.config.device.skip_absent and not bool(mask.all())
+        # BatchNorm needs two samples of each device (a tiny last batch may not have them)
+        if skip and int(mask.sum(0).min()) >= 2:
+            scores, feats = self._run_present_devices(x, mask)
+        else:
+            scores, feats = self._run_devices(zero_absent(x, mask))
         return DeviceOutputs(mask, scores, feats)
+
+    def _run_present_devices(self, x: Tensor, mask: Tensor) -> tuple[Tensor | None, Tensor]:
+        """Training with devices absent (device dropout) and ``model.device.skip_absent``: each
+        device runs on the samples where it is present only; its outputs are zeros elsewhere.
+
+        Otherwise an absent device's input enters its BatchNorms' batch statistics as a row of
+        zeros. Evaluation normalizes with running statistics re-estimated on present inputs
+        (``recalibrate_batchnorm``), so training normalizes differently from evaluation, by the
+        most on inputs whose mean is far from zero (breast-cancer's areas). Devices then run one
+        by one (not stacked). Needs two present samples of every device.
+        """
+        b, d = x.shape[:2]
+
+        def scattered(rows: Tensor, out: Tensor) -> Tensor:
+            return out.new_zeros(len(rows), *out.shape[1:]).index_put((rows,), out)
+
+        if self.config.device.share_weights:
+            rows = mask.flatten()
+            scores, feats = self.device(0)(x.flatten(0, 1)[rows])
+            out_scores = None if scores is None else scattered(rows, scores).view(b, d, -1)
+            return out_scores, scattered(rows, feats).view(b, d, *feats.shape[1:])
+        width = max(self.device_feature_elements)
+        per_device: list[tuple[Tensor | None, Tensor]] = []
+        for i in range(d):
+            rows = mask[:, i]
+            if self.packed:
+                shape = self.config.device_input_shapes[i]
+                s, f = self.device(i)(x[rows, i, : math.prod(shape)].reshape(-1, *shape))
+                f = F.pad(f.reshape(len(f), -1), (0, width - self.device_feature_elements[i]))
+            else:
+                s, f = self.device(i)(x[rows, i])
+            per_device.append((None if s is None else scattered(rows, s), scattered(rows, f)))
+        feats = torch.stack([f for _, f in per_device], dim=1)
+        if not self.has_local_exit:
+            return None, feats
+        return torch.stack([s for s, _ in per_device], dim=1), feats  # type: ignore[misc]
 
     def _exits_from(self, devices: DeviceOutputs, wire: bool) -> DDNNOutput:
         mask, dev_scores, feats = devices.mask, devices.scores, devices.features
