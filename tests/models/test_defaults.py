@@ -47,7 +47,7 @@ def test_series_devices_get_the_series_defaults():
     assert model.device.filters == defaults.SERIES_FILTERS == (32, 16, 16)
     assert model.device.binary == (False, True, True, True)  # float first layer, binary after
     assert model.device.normalize_input is defaults.SERIES_NORMALIZE_INPUT
-    assert model.device.skip_absent is False  # not measured on series: the library's default
+    assert model.device.skip_absent is defaults.SERIES_SKIP_ABSENT is True
     assert model.local_aggregation == defaults.SERIES_LOCAL_AGGREGATION
     assert model.cloud.filters == defaults.SERIES_CLOUD_FILTERS
     assert model.cloud.binary == defaults.SERIES_CLOUD_BINARY
