@@ -79,18 +79,24 @@ def test_ctrl_c_saves_state_and_resume_reaches_the_uninterrupted_weights(tmp_pat
     assert not (tmp_path / "cut" / INDEX).exists() and not (tmp_path / "cut" / STATE).exists()
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_a_crash_resumes_from_the_last_save_every_epoch(tmp_path, schedule):
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("train.lr_schedule=constant",),
+        ("train.lr_schedule=cosine",),
+        ("model.device.skip_absent=true",),  # dropped devices run apart from the others
+    ],
+)
+def test_a_crash_resumes_from_the_last_save_every_epoch(tmp_path, extra):
     data = _npz(tmp_path / "toy.npz")
-    extra = f"train.lr_schedule={schedule}"
-    whole, *_ = train_run(_config(data, extra), tmp_path / "whole")
+    whole, *_ = train_run(_config(data, *extra), tmp_path / "whole")
 
     def crash(done: int, losses: dict[str, float]) -> None:
         if done == 5:
             raise RuntimeError("power cut")
 
     with pytest.raises(RuntimeError, match="power cut"):
-        train_run(_config(data, extra), tmp_path / "cut", crash)
+        train_run(_config(data, *extra), tmp_path / "cut", crash)
     index = json.loads((tmp_path / "cut" / INDEX).read_text())
     assert (index["epoch"], index["step"], index["epochs"]) == (4, 0, 6)  # save_every = 2
     resumed, *_ = resume_run(tmp_path / "cut")
