@@ -193,18 +193,32 @@ class DDNN(nn.Module):
         return stacked.unflatten(1, (d, c))
 
     def _run_devices(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
-        """All devices on ``x`` (B, D, ...) -> scores (B, D, C) or None, features (B, D, ...)."""
-        if self.packed:
-            return self._run_packed_devices(x)
-        if self.config.device.share_weights:
+        """All devices on ``x`` (B, D, ...) -> scores (B, D, C) or None, features (B, D, ...).
+
+        Devices of different shapes take packed rows (B, D, P) and give features (B, D, F)."""
+        if not self.packed and self.config.device.share_weights:
             b, d = x.shape[:2]
             scores, feats = self.device(0)(x.flatten(0, 1))
             out_scores = None if scores is None else scores.view(b, d, -1)
             return out_scores, feats.view(b, d, *feats.shape[1:])
-        sections = [self.device(i) for i in range(self.config.num_devices)]
-        if self._devices_stack():
+        if not self.packed and self._devices_stack():
+            sections = [self.device(i) for i in range(self.config.num_devices)]
             return self._run_stacked_devices(x, sections)
-        outs = [s(x[:, i]) for i, s in enumerate(sections)]
+        return self._joined([self._run_device(i, x[:, i]) for i in range(x.shape[1])])
+
+    def _run_device(self, i: int, x: Tensor) -> tuple[Tensor | None, Tensor]:
+        """Device ``i`` alone on its readings ``x`` (n, ...) -> scores (n, C) or None, features
+        (n, ...); packed readings (n, P) are cut to the device's own shape, and its features come
+        back as a flattened row padded to the longest device's (n, F)."""
+        if not self.packed:
+            return self.device(i)(x)
+        shape = self.config.device_input_shapes[i]
+        s, f = self.device(i)(x[:, : math.prod(shape)].reshape(len(x), *shape))
+        width = max(self.device_feature_elements)
+        return s, F.pad(f.reshape(len(f), -1), (0, width - self.device_feature_elements[i]))
+
+    def _joined(self, outs: list[tuple[Tensor | None, Tensor]]) -> tuple[Tensor | None, Tensor]:
+        """Per-device (scores, features) stacked along a device axis: (B, D, C), (B, D, ...)."""
         feats = torch.stack([f for _, f in outs], dim=1)
         if not self.has_local_exit:
             return None, feats
@@ -234,20 +248,6 @@ class DDNN(nn.Module):
         rows = feats.contiguous().view(b, d, -1).unbind(1)
         scores = [s.head(r) for s, r in zip(sections, rows, strict=True)]  # type: ignore[misc]
         return torch.stack(scores, dim=1), feats.view(b, d, -1, *feats.shape[2:])
-
-    def _run_packed_devices(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
-        """Devices of different shapes on packed rows (B, D, P) -> scores, features (B, D, F)."""
-        b = x.shape[0]
-        width = max(self.device_feature_elements)
-        scores, feats = [], []
-        for i, shape in enumerate(self.config.device_input_shapes):
-            s, f = self.device(i)(x[:, i, : math.prod(shape)].reshape(b, *shape))
-            scores.append(s)
-            feats.append(F.pad(f.reshape(b, -1), (0, width - self.device_feature_elements[i])))
-        stacked = torch.stack(feats, dim=1)  # (B, D, F)
-        if not self.has_local_exit:
-            return None, stacked
-        return torch.stack(scores, dim=1), stacked  # type: ignore[arg-type]
 
     def _received(self, scores: Tensor, presence: Tensor) -> Tensor:
         """What an exit receives for (B, N, C) ``scores`` sent in SCORES frames: the configured
@@ -329,21 +329,12 @@ class DDNN(nn.Module):
             scores, feats = self.device(0)(x.flatten(0, 1)[rows])
             out_scores = None if scores is None else scattered(rows, scores).view(b, d, -1)
             return out_scores, scattered(rows, feats).view(b, d, *feats.shape[1:])
-        width = max(self.device_feature_elements)
-        per_device: list[tuple[Tensor | None, Tensor]] = []
+        outs: list[tuple[Tensor | None, Tensor]] = []
         for i in range(d):
             rows = mask[:, i]
-            if self.packed:
-                shape = self.config.device_input_shapes[i]
-                s, f = self.device(i)(x[rows, i, : math.prod(shape)].reshape(-1, *shape))
-                f = F.pad(f.reshape(len(f), -1), (0, width - self.device_feature_elements[i]))
-            else:
-                s, f = self.device(i)(x[rows, i])
-            per_device.append((None if s is None else scattered(rows, s), scattered(rows, f)))
-        feats = torch.stack([f for _, f in per_device], dim=1)
-        if not self.has_local_exit:
-            return None, feats
-        return torch.stack([s for s, _ in per_device], dim=1), feats  # type: ignore[misc]
+            s, f = self._run_device(i, x[rows, i])
+            outs.append((None if s is None else scattered(rows, s), scattered(rows, f)))
+        return self._joined(outs)
 
     def _exits_from(self, devices: DeviceOutputs, wire: bool) -> DDNNOutput:
         mask, dev_scores, feats = devices.mask, devices.scores, devices.features
