@@ -65,15 +65,17 @@ def test_series_devices_get_the_series_defaults():
 )
 def test_short_series_get_fewer_blocks(steps, blocks, feature_steps):
     model = with_modality_defaults(replace(VECTORS, input_shape=(2, steps)))
-    assert model.device.filters == (32, 16, 16)[:blocks]
+    # the full stack is 32-16-16; a cut one keeps a last block of 32 filters
+    filters = {3: (32, 16, 16), 2: (32, 32), 1: (32,)}[blocks]
+    assert model.device.filters == filters
     assert model.device.binary == (False,) + (True,) * blocks  # the precision follows the cut
     net = DDNN(model)
-    assert net.devices[0].feature_shape == ((32, 16, 16)[blocks - 1], feature_steps)
+    assert net.devices[0].feature_shape == (filters[-1], feature_steps)
     assert with_modality_defaults(model) == model  # cut once, kept on resume
 
 
 def test_the_shortest_series_sets_the_depth():
-    assert series_filters([(3, 64), (1, 8), (2, 32)]) == (32, 16)
+    assert series_filters([(3, 64), (1, 8), (2, 32)]) == (32, 32)
     assert series_filters([(3, 64), (3, 9)]) == (32, 16, 16)
     with pytest.raises(ValueError, match="needs the devices' input shapes"):
         series_filters([])
