@@ -27,21 +27,41 @@ from scipy import stats
 GOAL_POINTS = 1.0
 # "digits-4           DDNN  96.3%  float  97.0%  gap  +0.7 points ... per seed gap +1.9 -1.1 ...:"
 LINE = re.compile(r"^(?P<name>\S+)\s+DDNN .* per seed gap (?P<gaps>[-+0-9. ]+):")
+# "digits-4 seed 3 (1150/288/359 train/val/test): logistic ...": the float reference's line
+SEED = re.compile(r"^(?P<name>\S+) seed (?P<seed>\d+) \(")
 
 
 def per_seed_gaps(paths: Sequence[Path]) -> dict[str, list[float]]:
-    """Each data set's per-seed gaps (points) from the files' "per seed gap" lines, in order."""
+    """Each data set's per-seed gaps (points) from the files' "per seed gap" lines, in order.
+
+    Raises ValueError for a file without such lines, a line whose gaps do not match the file's
+    seeds of that data set, or a data set's seed found in two files (it would count twice)."""
     gaps: dict[str, list[float]] = {}
+    seen: dict[tuple[str, int], Path] = {}
     for path in paths:
+        lines = path.read_text().splitlines()
+        seeds: dict[str, list[int]] = {}
+        for match in filter(None, map(SEED.match, lines)):
+            seeds.setdefault(match["name"], []).append(int(match["seed"]))
         found = 0
-        for line in path.read_text().splitlines():
-            match = LINE.match(line)
-            if match:
-                found += 1
-                values = [float(v) for v in match["gaps"].split()]
-                gaps.setdefault(match["name"], []).extend(values)
+        for match in filter(None, map(LINE.match, lines)):
+            found += 1
+            name, values = match["name"], [float(v) for v in match["gaps"].split()]
+            if len(values) != len(seeds.get(name, ())):
+                raise ValueError(
+                    f"{path}: {name} has {len(values)} per-seed gaps but "
+                    f"{len(seeds.get(name, ()))} seed lines"
+                )
+            for seed in seeds[name]:
+                if (name, seed) in seen:
+                    raise ValueError(f"{path}: {name} seed {seed} is also in {seen[name, seed]}")
+                seen[name, seed] = path
+            gaps.setdefault(name, []).extend(values)
         if not found:
             raise ValueError(f"{path}: no 'per seed gap' line (expected sensor_defaults.py output)")
+    short = [name for name, values in gaps.items() if len(values) < 2]
+    if short:
+        raise ValueError(f"{', '.join(short)}: one seed only; an interval needs at least two")
     return gaps
 
 

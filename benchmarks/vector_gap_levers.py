@@ -283,7 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     sets = tuple(args.sets.split(",")) if args.sets else SETS[args.modality]
     if not set(sets) <= set(SETS[args.modality]):
-        parser.error(f"--sets: accepted for {args.modality}: {', '.join(SETS[args.modality])}")
+        parser.error(
+            f"--sets: unknown for {args.modality}: {', '.join(sorted(set(sets) - set(SETS[args.modality])))}"
+            f"; accepted: {', '.join(SETS[args.modality])}"
+        )
     start = time.perf_counter()
     torch.set_num_threads(1)
     print(
